@@ -29,6 +29,7 @@ from membudget.units import GB, GIB
         pytest.param("0.1 KiB", 102, id="fractions of a byte round down"),
         pytest.param("  16GiB  ", 16 * GIB, id="surrounding spaces"),
         pytest.param(4096, 4096, id="an int passes through"),
+        pytest.param("18014398509481161 TiB", 18014398509481161 * 2**40, id="exact beyond float"),
     ],
 )
 def test_parse_size(text: str | int, expected: int) -> None:

@@ -13,7 +13,7 @@ operating systems and llama.cpp report, as "MiB") and decimal ones on request; l
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Literal
 
 from membudget.errors import InvalidArgumentError, SizeParseError
@@ -113,11 +113,7 @@ def parse_size(text: str | int) -> int:
         raise SizeParseError(
             f"Cannot read size {text!r}: unknown unit {unit!r}; expected {_ACCEPTED}."
         )
-    try:
-        value = Decimal(number) * factor
-    except InvalidOperation as e:  # pragma: no cover - the regex admits only plain decimals
-        raise SizeParseError(f"Cannot read size {text!r}: expected {_ACCEPTED}.") from e
-    return int(value)
+    return int(Fraction(number) * factor)  # exact; int() rounds a fraction of a byte down
 
 
 def _check_bytes(n: object) -> int:

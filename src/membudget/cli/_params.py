@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 from membudget.errors import InvalidArgumentError
 
@@ -24,10 +24,7 @@ def parse_count(name: str, text: str) -> int:
         raise InvalidArgumentError(
             name, text, "must be a whole count such as 8000000000, 8e9, 8B or 270M"
         )
-    try:
-        value = Decimal(match["number"]) * _COUNT_SUFFIXES[match["suffix"].upper()]
-    except InvalidOperation:  # pragma: no cover - the regex admits only plain decimals
-        raise InvalidArgumentError(name, text, "must be a whole count") from None
-    if value != value.to_integral_value():
+    value = Fraction(match["number"]) * _COUNT_SUFFIXES[match["suffix"].upper()]
+    if value.denominator != 1:
         raise InvalidArgumentError(name, text, "must be a whole count, not a fraction")
     return int(value)
