@@ -1,0 +1,170 @@
+"""llama.cpp's quantisation presets (``llama-quantize`` file types) applied tensor by tensor.
+
+"What would this model weigh at Q4_K_M?" is answered by choosing each tensor's type the way
+llama.cpp does. The rules are derived from llama.cpp's ``llama_tensor_get_type``
+(``src/llama-quant.cpp``), restricted to the presets listed in :data:`PRESETS`:
+
+- vectors (norms, biases) and the tensors llama-quantize never quantises (MoE routers, SSM
+  conv/A/D, attention sinks) stay F32;
+- ``output.weight`` (or ``token_embd.weight`` when embeddings are tied) gets Q6_K unless the
+  preset is Q8_0 or wider;
+- ``attn_v`` and ``ffn_down`` get more bits on the layers ``use_more_bits`` selects
+  (the first and last eighth, and every third layer between) in the ``_M`` presets;
+- a k-quant whose row length is not a multiple of 256 falls back: Q4_K -> Q5_0, Q5_K -> Q5_1,
+  Q6_K -> Q8_0, Q2_K/Q3_K/IQ4_XS -> IQ4_NL (and to F16 if that still does not divide).
+
+The test suite checks these rules against every tensor of a real Q4_K_M file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from membudget.errors import InvalidArgumentError
+from membudget.model import ModelSpec, Quantization, TensorSpec, WeightBytes
+from membudget.quant import ggml_type_by_name
+
+__all__ = ["PRESETS", "Preset", "apply_preset", "preset_types"]
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    name: str
+    base: str
+    attn_v: str = ""
+    """"more": Q6_K on use_more_bits layers; "first2": Q5_K on the first two; a type name."""
+    ffn_down: str = ""
+    attn_output: str = ""
+    output: str = "Q6_K"
+    experts: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("Q2_K", "Q2_K", attn_v="Q3_K", ffn_down="Q3_K", attn_output="Q3_K"),
+        Preset("Q3_K_S", "Q3_K"),
+        Preset("Q3_K_M", "Q3_K", attn_v="first2", ffn_down="first16th", attn_output="Q4_K"),
+        Preset("Q3_K_L", "Q3_K", attn_v="Q5_K", ffn_down="Q5_K", attn_output="Q5_K"),
+        Preset("Q4_0", "Q4_0"),
+        Preset("Q4_1", "Q4_1"),
+        Preset("Q4_K_S", "Q4_K", attn_v="first4", ffn_down="first8th"),
+        Preset("Q4_K_M", "Q4_K", attn_v="more", ffn_down="more"),
+        Preset("Q5_0", "Q5_0"),
+        Preset("Q5_1", "Q5_1"),
+        Preset("Q5_K_S", "Q5_K"),
+        Preset("Q5_K_M", "Q5_K", attn_v="more", ffn_down="more"),
+        Preset("Q6_K", "Q6_K"),
+        Preset("Q8_0", "Q8_0", output="Q8_0"),
+        Preset("IQ4_NL", "IQ4_NL"),
+        Preset("IQ4_XS", "IQ4_XS"),
+        Preset("MXFP4_MOE", "Q8_0", output="Q8_0", experts="MXFP4"),
+        Preset("Q1_0", "Q1_0", output="Q1_0"),
+        Preset("TQ1_0", "TQ1_0", output="TQ1_0"),
+        Preset("TQ2_0", "TQ2_0", output="TQ2_0"),
+        Preset("F16", "F16", output="F16"),
+        Preset("BF16", "BF16", output="BF16"),
+    )
+}
+
+_FALLBACK = {
+    "Q4_K": "Q5_0",
+    "Q5_K": "Q5_1",
+    "Q6_K": "Q8_0",
+    "Q2_K": "IQ4_NL",
+    "Q3_K": "IQ4_NL",
+    "IQ4_XS": "IQ4_NL",
+}
+_NEVER_QUANTISED = re.compile(
+    r"(ffn_gate_inp\.weight|ssm_conv1d|ssm_a$|ssm_d$|ssm_dt\.|attn_sinks|_norm\.|"
+    r"shortconv\.conv|exp_probs_b|time_mix_|pos_embd)"
+)
+
+
+def _use_more_bits(i: int, n: int) -> bool:
+    # llama-quant.cpp use_more_bits(i_layer, n_layers), integer division throughout.
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def _fit(type_name: str, row: int) -> str:
+    """The type llama.cpp falls back to when ``row`` is not a whole number of blocks."""
+    qtype = ggml_type_by_name(type_name)
+    if qtype is None or row % qtype.block_size == 0:
+        return type_name
+    fallback = _FALLBACK.get(type_name, "F16")
+    fb = ggml_type_by_name(fallback)
+    return fallback if fb is not None and row % fb.block_size == 0 else "F16"
+
+
+def _layer_rule(rule: str, i: int, n: int, more: str) -> str:
+    if rule == "more":
+        return more if _use_more_bits(i, n) else ""
+    if rule == "first2":
+        return "Q5_K" if i < 2 else "Q4_K"
+    if rule == "first4":
+        return "Q5_K" if i < 4 else ""
+    if rule == "first8th":
+        return "Q5_K" if i < n // 8 else ""
+    if rule == "first16th":
+        return "Q5_K" if i < n // 16 else "Q4_K"
+    return rule
+
+
+def preset_types(tensors: Sequence[TensorSpec], preset: Preset, n_expert: int = 0) -> list[str]:
+    """The type llama-quantize would give each tensor under ``preset``."""
+    names = {t.name for t in tensors}
+    tied = "output.weight" not in names
+    n_v = sum(1 for t in tensors if t.name.endswith("attn_v.weight"))
+    n_down = sum(1 for t in tensors if re.search(r"ffn_down(_exps)?\.weight$", t.name))
+    i_v = i_down = 0
+    out: list[str] = []
+    for t in tensors:
+        name = t.name
+        if len(t.shape) < 2 or _NEVER_QUANTISED.search(name):
+            out.append("F32")
+            continue
+        chosen = preset.base
+        if name == "output.weight" or (tied and name == "token_embd.weight"):
+            chosen = preset.output
+        elif name.endswith("attn_v.weight"):
+            if n_expert == 8 and preset.base not in ("F16", "BF16"):
+                chosen = "Q8_0"  # llama.cpp gives Mixtral-style 8-expert models a Q8_0 V
+            else:
+                chosen = _layer_rule(preset.attn_v, i_v, n_v, "Q6_K") or chosen
+            i_v += 1
+        elif re.search(r"ffn_down(_exps)?\.weight$", name):
+            chosen = _layer_rule(preset.ffn_down, i_down, n_down, "Q6_K") or chosen
+            i_down += 1
+        elif name.endswith("attn_output.weight") and preset.attn_output:
+            chosen = preset.attn_output
+        if preset.experts and "_exps" in name:
+            chosen = preset.experts
+        out.append(_fit(chosen, t.shape[0]))
+    return out
+
+
+def apply_preset(spec: ModelSpec, preset: str) -> ModelSpec:
+    """``spec`` with every tensor retyped as llama-quantize's ``preset`` would."""
+    chosen = PRESETS.get(preset.upper())
+    if chosen is None:
+        raise InvalidArgumentError(
+            "preset", preset, f"must be one of {', '.join(PRESETS)}"
+        )
+    if not spec.tensors:
+        raise InvalidArgumentError("spec", spec.name, "has no tensor list to requantise")
+    types = preset_types(spec.tensors, chosen, spec.n_expert)
+    tensors = []
+    for t, type_name in zip(spec.tensors, types, strict=True):
+        qtype = ggml_type_by_name(type_name)
+        assert qtype is not None
+        tensors.append(TensorSpec(t.name, qtype.name, t.shape, qtype.nbytes(t.n_elements)))
+    weights = WeightBytes.from_tensors(tensors, spec.n_layer)
+    return replace(
+        spec,
+        weights=weights,
+        tensors=tuple(tensors),
+        quant=Quantization(chosen.name, tuple((t.name, t.type_name) for t in tensors)),
+        notes=(*spec.notes, f"weights requantised to {chosen.name} by llama.cpp's per-tensor rules"),
+    )
