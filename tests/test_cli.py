@@ -142,3 +142,48 @@ def test_python_dash_m_runs_the_same_cli() -> None:
     assert done.returncode == 1
     assert "does NOT fit" in done.stdout
     assert "\x1b[" not in done.stdout, "NO_COLOR is honoured"
+
+
+def test_models_lists_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "models", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["schema"] == "membudget/catalog/1"
+    assert len(data["models"]) >= 30
+    assert all(m["source"] for m in data["models"])
+    code, out, _ = run(capsys, "models")
+    assert "bonsai-8b" in out
+
+
+def test_inspect_json_has_integer_bytes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "inspect", "qwen3-8b", "--quant", "Q4_K_M", "--json")
+    assert code == 0
+    assert err == ""
+    model = json.loads(out)["model"]
+    assert model["quantization"]["file_type"] == "Q4_K_M"
+    assert isinstance(model["weights"]["total_bytes"], int)
+    assert model["attention"]["n_head_kv"] == [8] * 36
+
+
+def test_inspect_table_names_units(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "inspect", "gpt-oss-20b")
+    assert code == 0
+    assert "GiB" in out
+    assert "GB" in out
+    assert "sliding window" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        pytest.param(["inspect", "lama-3.1-8b"], "llama-3.1-8b", id="typo gets a suggestion"),
+        pytest.param(["inspect", "/no/such/model.gguf"], "no such file", id="missing file"),
+        pytest.param(["inspect", "qwen3-8b", "--quant", "Q9"], "Q4_K_M", id="unknown preset"),
+    ],
+)
+def test_inspect_errors(capsys: pytest.CaptureFixture[str], args: list[str], fragment: str) -> None:
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert fragment in err

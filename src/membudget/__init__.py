@@ -13,6 +13,8 @@ from membudget.errors import (
     SizeParseError,
     UnknownModelError,
 )
+from membudget.loader import load_model
+from membudget.model import ModelSpec
 from membudget.units import format_bytes, parse_size
 
 __version__ = "0.1.0"
@@ -24,10 +26,12 @@ __all__ = [
     "MembudgetError",
     "MemoryBudget",
     "ModelFileError",
+    "ModelSpec",
     "SafetensorsError",
     "SizeParseError",
     "UnknownModelError",
     "__version__",
     "format_bytes",
+    "load_model",
     "parse_size",
 ]

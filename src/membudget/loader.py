@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from membudget.errors import ConfigError, ModelFileError, UnknownModelError
-from membudget.model import ModelSpec
+from membudget.model import ModelSpec, TensorSpec
 from membudget.readers.catalog import catalog_spec, find_entry, suggest
 from membudget.readers.gguf_spec import load_gguf
 from membudget.readers.hf_config import read_config, spec_from_config
@@ -78,9 +78,10 @@ def _from_checkpoint(config_path: Path, weights: SafetensorsFile | None, name: s
     n_params = None
     notes = [f"geometry from {config_path.name}"]
     if weights is not None:
-        from membudget.model import TensorSpec
-
-        real = tuple(TensorSpec(t.name, t.dtype, tuple(reversed(t.shape)), t.n_bytes) for t in weights.tensors)
+        real = tuple(
+            TensorSpec(t.name, t.dtype, tuple(reversed(t.shape)), t.n_bytes)
+            for t in weights.tensors
+        )
         notes.append(f"weight bytes from {len(weights.files)} safetensors file(s)")
         if not quantised:
             n_params = sum(t.n_elements for t in weights.tensors)
@@ -108,9 +109,7 @@ def _from_directory(directory: Path, name: str) -> ModelSpec:
     if len(ggufs) == 1 or (ggufs and "-00001-of-" in ggufs[0].name):
         return load_gguf(ggufs[0])
     if ggufs:
-        raise ModelFileError(
-            directory, f"it holds {len(ggufs)} GGUF files; name the one to use"
-        )
+        raise ModelFileError(directory, f"it holds {len(ggufs)} GGUF files; name the one to use")
     raise ModelFileError(directory, "it has no config.json, safetensors or GGUF file")
 
 
@@ -135,8 +134,10 @@ def load_model(source: str | os.PathLike[str]) -> ModelSpec:
                 path, "it is not a GGUF, safetensors or config.json file (unknown format)"
             )
         return load_gguf(path)
-    if text.endswith((".gguf", ".safetensors", ".json")) or os.sep in text and not _is_repo_id(text):
-        raise FileNotFoundError(2, "No such file or directory", text)
+    if text.endswith((".gguf", ".safetensors", ".json")) or (
+        os.sep in text and not _is_repo_id(text)
+    ):
+        raise ModelFileError(path, "no such file or directory")
     if _is_repo_id(text):
         snapshot = resolve_hf_cache(text)
         if snapshot is not None:

@@ -17,6 +17,7 @@ __all__ = [
     "MLASpec",
     "ModelSpec",
     "Quantization",
+    "RecurrentKind",
     "RecurrentSpec",
     "SourceKind",
     "TensorSpec",

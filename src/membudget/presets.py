@@ -149,9 +149,7 @@ def apply_preset(spec: ModelSpec, preset: str) -> ModelSpec:
     """``spec`` with every tensor retyped as llama-quantize's ``preset`` would."""
     chosen = PRESETS.get(preset.upper())
     if chosen is None:
-        raise InvalidArgumentError(
-            "preset", preset, f"must be one of {', '.join(PRESETS)}"
-        )
+        raise InvalidArgumentError("preset", preset, f"must be one of {', '.join(PRESETS)}")
     if not spec.tensors:
         raise InvalidArgumentError("spec", spec.name, "has no tensor list to requantise")
     types = preset_types(spec.tensors, chosen, spec.n_expert)
@@ -166,5 +164,8 @@ def apply_preset(spec: ModelSpec, preset: str) -> ModelSpec:
         weights=weights,
         tensors=tuple(tensors),
         quant=Quantization(chosen.name, tuple((t.name, t.type_name) for t in tensors)),
-        notes=(*spec.notes, f"weights requantised to {chosen.name} by llama.cpp's per-tensor rules"),
+        notes=(
+            *spec.notes,
+            f"weights requantised to {chosen.name} by llama.cpp's per-tensor rules",
+        ),
     )

@@ -95,7 +95,17 @@ def ggml_type_by_name(name: str) -> GGMLType | None:
 
 
 # The KV-cache types llama.cpp accepts for --cache-type-k/-v (common/arg.cpp, kv_cache_types).
-CACHE_TYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+CACHE_TYPES: tuple[str, ...] = (
+    "f32",
+    "f16",
+    "bf16",
+    "q8_0",
+    "q4_0",
+    "q4_1",
+    "iq4_nl",
+    "q5_0",
+    "q5_1",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +126,16 @@ def _gptq_bits(bits: int, group: int) -> Fraction:
 EXTERNAL_FORMATS: dict[str, ExternalFormat] = {
     f.name: f
     for f in (
-        ExternalFormat("gptq-4bit-g128", _gptq_bits(4, 128), "AutoGPTQ qweight/qzeros/scales layout"),
+        ExternalFormat(
+            "gptq-4bit-g128", _gptq_bits(4, 128), "AutoGPTQ qweight/qzeros/scales layout"
+        ),
         ExternalFormat("gptq-4bit-g32", _gptq_bits(4, 32), "AutoGPTQ qweight/qzeros/scales layout"),
-        ExternalFormat("gptq-8bit-g128", _gptq_bits(8, 128), "AutoGPTQ qweight/qzeros/scales layout"),
-        ExternalFormat("awq-4bit-g128", _gptq_bits(4, 128), "AutoAWQ GEMM layout, same storage as GPTQ"),
+        ExternalFormat(
+            "gptq-8bit-g128", _gptq_bits(8, 128), "AutoGPTQ qweight/qzeros/scales layout"
+        ),
+        ExternalFormat(
+            "awq-4bit-g128", _gptq_bits(4, 128), "AutoAWQ GEMM layout, same storage as GPTQ"
+        ),
         # bitsandbytes: 4-bit codes plus one fp32 absmax per 64-weight block; with double quant
         # the absmax is stored as 8 bits plus an fp32 per 256 blocks (QLoRA paper, sec. 3).
         ExternalFormat("bnb-nf4", Fraction(4) + Fraction(32, 64), "bitsandbytes blocksize 64"),
@@ -133,7 +149,11 @@ EXTERNAL_FORMATS: dict[str, ExternalFormat] = {
         # per-row term is negligible and counted at the tensor level, not here.
         ExternalFormat("bnb-int8", Fraction(8), "LLM.int8() (Dettmers et al. 2022)"),
         ExternalFormat("fp8", Fraction(8), "e4m3/e5m2, per-tensor or per-channel scales"),
-        ExternalFormat("fp8-block128", Fraction(8) + Fraction(32, 128 * 128), "DeepSeek-V3 128x128 fp32 block scales"),
+        ExternalFormat(
+            "fp8-block128",
+            Fraction(8) + Fraction(32, 128 * 128),
+            "DeepSeek-V3 128x128 fp32 block scales",
+        ),
         # OCP Microscaling: 32 e2m1 values share one e8m0 scale byte (OCP MX spec v1.0).
         ExternalFormat("mxfp4", Fraction(4) + Fraction(8, 32), "OCP Microscaling Formats v1.0"),
         # NVFP4: 16 e2m1 values share one e4m3 scale, plus an fp32 per tensor (NVIDIA Blackwell).

@@ -12,12 +12,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from membudget.budget import MemoryBudget
+from membudget.model import ModelSpec
+from membudget.readers.catalog import CatalogEntry
 from membudget.units import format_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderableType
 
-__all__ = ["ESTIMATE_SCHEMA", "EstimateReport", "Geometry"]
+__all__ = [
+    "CATALOG_SCHEMA",
+    "ESTIMATE_SCHEMA",
+    "MODEL_SCHEMA",
+    "CatalogReport",
+    "EstimateReport",
+    "Geometry",
+    "ModelReport",
+]
 
 ESTIMATE_SCHEMA = "membudget/estimate/1"
 
@@ -127,3 +137,147 @@ class EstimateReport:
                 f"context {self.context:,}: {verdict} "
                 f"(needs {self.context * per_token:,} bytes of {b.kv_cache_budget:,})"
             )
+
+
+CATALOG_SCHEMA = "membudget/catalog/1"
+MODEL_SCHEMA = "membudget/model/1"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogReport:
+    """The catalogue listing."""
+
+    entries: tuple[CatalogEntry, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": CATALOG_SCHEMA,
+            "models": [
+                {
+                    "name": e.name,
+                    "display": e.display,
+                    "family": e.family,
+                    "n_params": e.n_params,
+                    "storage": e.storage or "as config.json declares",
+                    "source": e.source,
+                }
+                for e in self.entries
+            ],
+        }
+
+    def __rich_console__(
+        self, console: Console, options: ConsoleOptions
+    ) -> Iterator[RenderableType]:
+        from rich.table import Table  # noqa: PLC0415 - rich only when a console renders
+
+        table = Table(
+            title=f"membudget catalogue ({len(self.entries)} models)", title_justify="left"
+        )
+        table.add_column("name")
+        table.add_column("model")
+        table.add_column("params", justify="right")
+        for e in self.entries:
+            table.add_row(e.name, e.display, _params(e.n_params))
+        yield table
+
+
+def _params(n: int) -> str:
+    for factor, suffix in ((10**12, "T"), (10**9, "B"), (10**6, "M")):
+        if n >= factor:
+            return f"{n / factor:.2f}{suffix}"
+    return str(n)
+
+
+def _runs(values: list[int] | list[bool]) -> str:
+    """Run-length text for per-layer arrays: ``8 x32`` or ``1 x4, 0, 1 x3``."""
+    out: list[str] = []
+    i = 0
+    while i < len(values):
+        j = i
+        while j < len(values) and values[j] == values[i]:
+            j += 1
+        v = values[i]
+        text = ("yes" if v else "no") if isinstance(v, bool) else str(v)
+        out.append(text if j - i == 1 else f"{text} x{j - i}")
+        i = j
+    return ", ".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReport:
+    """One model's description, as ``membudget inspect`` shows it."""
+
+    spec: ModelSpec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": MODEL_SCHEMA, "model": self.spec.to_dict()}
+
+    def __rich_console__(
+        self, console: Console, options: ConsoleOptions
+    ) -> Iterator[RenderableType]:
+        from rich.table import Table  # noqa: PLC0415 - rich only when a console renders
+
+        s = self.spec
+        layers = s.layers
+        t = Table(
+            title=f"{s.name} ({s.architecture}, from {s.source_kind})",
+            title_justify="left",
+            show_header=False,
+        )
+        t.add_column("field")
+        t.add_column("value")
+        t.add_row("source", s.source)
+        t.add_row("parameters", f"{s.n_params:,} ({_params(s.n_params)})")
+        t.add_row("layers", str(s.n_layer))
+        t.add_row("embedding / FFN width", f"{s.n_embd} / {s.n_ff}")
+        t.add_row("vocabulary", f"{s.n_vocab:,}")
+        t.add_row("trained context", f"{s.n_ctx_train:,} tokens")
+        t.add_row("query heads", _runs([layer.n_head for layer in layers]))
+        t.add_row("KV heads (0 = no cache)", _runs([layer.n_head_kv for layer in layers]))
+        t.add_row(
+            "K / V head dims",
+            f"{layers[0].head_dim_k if layers else 0} / {layers[0].head_dim_v if layers else 0}",
+        )
+        if s.sliding_window:
+            t.add_row(
+                "sliding window",
+                f"{s.sliding_window} tokens on {sum(layer.is_swa for layer in layers)} of {s.n_layer} layers",
+            )
+        if s.mla is not None:
+            m = s.mla
+            cache = "compressed latent" if m.compressed_cache else "full heads (older file)"
+            t.add_row(
+                "MLA",
+                f"kv_lora_rank {m.kv_lora_rank}, rope {m.qk_rope_head_dim}, nope {m.qk_nope_head_dim}, v {m.v_head_dim}; cache: {cache}",
+            )
+        if s.recurrent is not None:
+            r = s.recurrent
+            t.add_row(
+                "recurrent",
+                f"{r.kind} on {s.n_recurrent_layers} layers (d_inner {r.d_inner}, d_state {r.d_state}, d_conv {r.d_conv}, heads {r.n_head})",
+            )
+        if s.is_moe:
+            t.add_row(
+                "experts",
+                f"{s.n_expert} routed, {s.n_expert_used} used per token, {s.n_expert_shared} shared, FFN {s.n_ff_expert}",
+            )
+        w = s.weights
+        t.add_row(
+            "weights",
+            f"{w.total:,} bytes ({format_bytes(w.total)}, {format_bytes(w.total, 'decimal')})",
+        )
+        t.add_row("  token embedding", format_bytes(w.token_embd))
+        t.add_row(
+            "  output head",
+            format_bytes(w.output) + (" (tied to the embedding)" if s.tied_embeddings else ""),
+        )
+        t.add_row("  layers", format_bytes(sum(w.layers)))
+        if w.experts:
+            t.add_row("  routed experts", format_bytes(w.experts_total))
+        t.add_row("quantisation", f"{s.quant.file_type}, {s.bits_per_weight:.3f} bits per weight")
+        counts = s.quant.type_counts
+        if counts:
+            t.add_row("  tensor types", ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+        yield t
+        for note in s.notes:
+            yield f"note: {note}"

@@ -26,7 +26,7 @@ def open_regular_file(path: Path, error: type[ModelFileError]) -> int:
     device given as a model file cannot hang us.
     """
     try:
-        info = os.stat(path)
+        info = path.stat()
     except FileNotFoundError:
         raise error(path, "no such file") from None
     except OSError as e:

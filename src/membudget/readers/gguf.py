@@ -10,11 +10,11 @@ Split models (``name-00001-of-00003.gguf``) are read part by part; their tensors
 
 from __future__ import annotations
 
+import itertools
 import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Union
 
@@ -51,7 +51,7 @@ class ArrayInfo:
     length: int
 
 
-MetadataValue = Union[int, float, bool, str, tuple["MetadataValue", ...], ArrayInfo]
+MetadataValue = Union[int, float, bool, str, tuple["MetadataValue", ...], ArrayInfo]  # noqa: UP007 - a recursive alias must stay a runtime Union on 3.10
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +299,9 @@ def split_parts(path: Path) -> tuple[Path, ...]:
     if total < 1:
         raise GGUFError(path, "the split file name says the model has 0 parts")
     prefix = match["prefix"]
-    parts = tuple(path.with_name(f"{prefix}-{i:05d}-of-{total:05d}.gguf") for i in range(1, total + 1))
+    parts = tuple(
+        path.with_name(f"{prefix}-{i:05d}-of-{total:05d}.gguf") for i in range(1, total + 1)
+    )
     missing = [p.name for p in parts if not p.exists()]
     if missing:
         raise GGUFError(path, f"split model part(s) missing: {', '.join(missing)}")
@@ -331,7 +333,9 @@ def _read_one(path: Path, part: int) -> GGUFFile:
         remaining = src.size - r.pos
         if n_kv > remaining // 13:  # key length (8) + one key byte + value type (4)
             raise GGUFError(
-                path, f"header claims {n_kv} metadata entries, more than {remaining} bytes can hold"
+                path,
+                f"file is truncated or corrupt: header claims {n_kv} metadata entries, "
+                f"more than the remaining {remaining} bytes can hold",
             )
         metadata: dict[str, MetadataValue] = {}
         for i in range(n_kv):
@@ -344,7 +348,9 @@ def _read_one(path: Path, part: int) -> GGUFFile:
         remaining = src.size - r.pos
         if n_tensors > remaining // 24:  # name length (8) + n_dims (4) + type (4) + offset (8)
             raise GGUFError(
-                path, f"header claims {n_tensors} tensors, more than {remaining} bytes can hold"
+                path,
+                f"file is truncated or corrupt: header claims {n_tensors} tensors, "
+                f"more than the remaining {remaining} bytes can hold",
             )
         raw: list[tuple[str, tuple[int, ...], int, int]] = []
         for i in range(n_tensors):
@@ -409,7 +415,8 @@ def _tensor_infos(
             n_elements *= dim
             if n_elements > _INT64_MAX:
                 raise GGUFError(
-                    path, f"tensor {name!r} has shape {shape!r}: its element count overflows 64 bits"
+                    path,
+                    f"tensor {name!r} has shape {shape!r}: its element count overflows 64 bits",
                 )
         if shape[0] % qtype.block_size:
             raise GGUFError(
@@ -430,7 +437,7 @@ def _tensor_infos(
             )
         out.append(GGUFTensor(name, shape, type_id, qtype.name, offset, n_elements, n_bytes, part))
     by_offset = sorted(out, key=lambda t: t.offset)
-    for a, b in zip(by_offset, by_offset[1:]):
+    for a, b in itertools.pairwise(by_offset):
         if a.n_bytes and b.n_bytes and a.offset + a.n_bytes > b.offset:
             raise GGUFError(path, f"tensors {a.name!r} and {b.name!r} overlap")
     return tuple(out)

@@ -33,7 +33,7 @@ class _Meta:
     def raw(self, template: str) -> MetadataValue | None:
         return self.md.get(self.key(template))
 
-    def int_or_none(self, template: str) -> int | None:
+    def get_int_or_none(self, template: str) -> int | None:
         value = self.raw(template)
         if value is None:
             return None
@@ -43,8 +43,8 @@ class _Meta:
             raise GGUFError(self.f.path, f"{self.key(template)} is {value}, expected >= 0")
         return value
 
-    def int(self, template: str, default: int | None = None) -> int:
-        value = self.int_or_none(template)
+    def get_int(self, template: str, default: int | None = None) -> int:
+        value = self.get_int_or_none(template)
         if value is None:
             if default is None:
                 raise GGUFError(self.f.path, f"required key {self.key(template)!r} is missing")
@@ -64,7 +64,7 @@ class _Meta:
                     f"(one per layer), found {len(value)} values",
                 )
             return tuple(int(v) for v in value)  # type: ignore[arg-type]
-        return (self.int(template, default),) * n_layer
+        return (self.get_int(template, default),) * n_layer
 
 
 def _file_type_name(value: MetadataValue | None) -> str:
@@ -81,10 +81,12 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
     if not f.architecture:
         raise GGUFError(f.path, "general.architecture is missing; this is not a model file")
     m = _Meta(f)
-    n_layer = m.int(Keys.LLM.BLOCK_COUNT)
+    n_layer = m.get_int(Keys.LLM.BLOCK_COUNT)
     if n_layer > 4096:
-        raise GGUFError(f.path, f"{m.key(Keys.LLM.BLOCK_COUNT)} is {n_layer}, which is not plausible")
-    n_embd = m.int(Keys.LLM.EMBEDDING_LENGTH)
+        raise GGUFError(
+            f.path, f"{m.key(Keys.LLM.BLOCK_COUNT)} is {n_layer}, which is not plausible"
+        )
+    n_embd = m.get_int(Keys.LLM.EMBEDDING_LENGTH)
     rule = rule_for(m.arch)
     n_head = m.per_layer(Keys.Attention.HEAD_COUNT, n_layer, 0)
     n_head_kv = (
@@ -93,20 +95,20 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
         else n_head
     )
     max_head = max(n_head, default=0)
-    head_k = m.int(Keys.Attention.KEY_LENGTH, n_embd // max_head if max_head else 0)
-    head_v = m.int(Keys.Attention.VALUE_LENGTH, n_embd // max_head if max_head else 0)
+    head_k = m.get_int(Keys.Attention.KEY_LENGTH, n_embd // max_head if max_head else 0)
+    head_v = m.get_int(Keys.Attention.VALUE_LENGTH, n_embd // max_head if max_head else 0)
     pattern_raw = m.raw(Keys.Attention.SLIDING_WINDOW_PATTERN)
     swa_pattern: tuple[bool, ...] | int | None = None
     if isinstance(pattern_raw, tuple):
         swa_pattern = tuple(bool(v) for v in pattern_raw)
     elif isinstance(pattern_raw, int) and not isinstance(pattern_raw, bool):
         swa_pattern = pattern_raw
-    n_expert = m.int(Keys.LLM.EXPERT_COUNT, 0)
+    n_expert = m.get_int(Keys.LLM.EXPERT_COUNT, 0)
     n_ff_raw = m.raw(Keys.LLM.FEED_FORWARD_LENGTH)
     n_ff = (
         max((int(v) for v in n_ff_raw if isinstance(v, (int, float))), default=0)
         if isinstance(n_ff_raw, tuple)
-        else m.int(Keys.LLM.FEED_FORWARD_LENGTH, 0)
+        else m.get_int(Keys.LLM.FEED_FORWARD_LENGTH, 0)
     )
     tensors = tuple(TensorSpec(t.name, t.type_name, t.shape, t.n_bytes) for t in f.tensors)
     weights = WeightBytes.from_tensors(tensors, n_layer)
@@ -118,29 +120,29 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
         n_head_kv=n_head_kv,
         head_dim_k=head_k,
         head_dim_v=head_v,
-        n_swa=m.int(Keys.Attention.SLIDING_WINDOW, 0),
+        n_swa=m.get_int(Keys.Attention.SLIDING_WINDOW, 0),
         swa_pattern=swa_pattern,
-        full_attention_interval=m.int(Keys.LLM.FULL_ATTENTION_INTERVAL, 0),
+        full_attention_interval=m.get_int(Keys.LLM.FULL_ATTENTION_INTERVAL, 0),
         moe_layers=moe_layers,
-        kv_shared_from=max(0, n_layer - m.int(Keys.Attention.SHARED_KV_LAYERS, 0))
-        if m.int(Keys.Attention.SHARED_KV_LAYERS, 0)
+        kv_shared_from=max(0, n_layer - m.get_int(Keys.Attention.SHARED_KV_LAYERS, 0))
+        if m.get_int(Keys.Attention.SHARED_KV_LAYERS, 0)
         else 0,
     )
     layers = build_layers(hyper)
 
     mla = None
-    kv_lora = m.int(Keys.Attention.KV_LORA_RANK, 0)
+    kv_lora = m.get_int(Keys.Attention.KV_LORA_RANK, 0)
     if kv_lora:
-        rope = m.int(Keys.Rope.DIMENSION_COUNT, 0)
-        k_mla = m.int(Keys.Attention.KEY_LENGTH_MLA, 0)
-        v_mla = m.int(Keys.Attention.VALUE_LENGTH_MLA, 0)
+        rope = m.get_int(Keys.Rope.DIMENSION_COUNT, 0)
+        k_mla = m.get_int(Keys.Attention.KEY_LENGTH_MLA, 0)
+        v_mla = m.get_int(Keys.Attention.VALUE_LENGTH_MLA, 0)
         compressed = bool(k_mla and v_mla)
         mla = MLASpec(
             kv_lora_rank=kv_lora,
             qk_rope_head_dim=rope,
             qk_nope_head_dim=(k_mla if compressed else head_k) - rope,
             v_head_dim=v_mla if compressed else head_v,
-            q_lora_rank=m.int(Keys.Attention.Q_LORA_RANK, 0),
+            q_lora_rank=m.get_int(Keys.Attention.Q_LORA_RANK, 0),
             compressed_cache=compressed,
         )
 
@@ -148,24 +150,26 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
     if rule.recurrent is not None:
         kind = rule.recurrent
         if kind in ("rwkv6", "rwkv7"):
-            head = m.int(Keys.WKV.HEAD_SIZE, 64)
+            head = m.get_int(Keys.WKV.HEAD_SIZE, 64)
             recurrent = RecurrentSpec(kind, n_head=n_embd // head if head else 0, head_dim=head)
         elif kind == "shortconv":
-            recurrent = RecurrentSpec(kind, d_conv=m.int(Keys.ShortConv.L_CACHE, 3), d_inner=n_embd)
+            recurrent = RecurrentSpec(
+                kind, d_conv=m.get_int(Keys.ShortConv.L_CACHE, 3), d_inner=n_embd
+            )
         else:
-            d_inner = m.int(Keys.SSM.INNER_SIZE, 0)
-            n_rec_head = m.int(Keys.SSM.TIME_STEP_RANK, 0)
+            d_inner = m.get_int(Keys.SSM.INNER_SIZE, 0)
+            n_rec_head = m.get_int(Keys.SSM.TIME_STEP_RANK, 0)
             recurrent = RecurrentSpec(
                 kind,
-                d_conv=m.int(Keys.SSM.CONV_KERNEL, 0),
+                d_conv=m.get_int(Keys.SSM.CONV_KERNEL, 0),
                 d_inner=d_inner,
-                d_state=m.int(Keys.SSM.STATE_SIZE, 0),
-                n_group=m.int(Keys.SSM.GROUP_COUNT, 0),
+                d_state=m.get_int(Keys.SSM.STATE_SIZE, 0),
+                n_group=m.get_int(Keys.SSM.GROUP_COUNT, 0),
                 n_head=n_rec_head,
                 head_dim=d_inner // n_rec_head if n_rec_head else 0,
             )
 
-    vocab = m.int_or_none(Keys.LLM.VOCAB_SIZE)
+    vocab = m.get_int_or_none(Keys.LLM.VOCAB_SIZE)
     if vocab is None:
         tokens = f.metadata.get(Keys.Tokenizer.LIST)
         if isinstance(tokens, ArrayInfo):
@@ -176,7 +180,7 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
             embd = next((t for t in f.tensors if t.name == "token_embd.weight"), None)
             vocab = embd.shape[1] if embd is not None and len(embd.shape) > 1 else 0
     names = {t.name for t in f.tensors}
-    pooling = m.int(Keys.LLM.POOLING_TYPE, 0)
+    pooling = m.get_int(Keys.LLM.POOLING_TYPE, 0)
     name = f.metadata.get(Keys.General.NAME)
     return ModelSpec(
         name=name if isinstance(name, str) and name else Path(f.path).stem,
@@ -187,7 +191,7 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
         n_embd=n_embd,
         n_ff=n_ff,
         n_vocab=vocab,
-        n_ctx_train=m.int(Keys.LLM.CONTEXT_LENGTH, 0),
+        n_ctx_train=m.get_int(Keys.LLM.CONTEXT_LENGTH, 0),
         layers=layers,
         weights=weights,
         quant=Quantization(
@@ -195,9 +199,9 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
             tensor_types=tuple((t.name, t.type_name) for t in f.tensors),
         ),
         n_expert=n_expert,
-        n_expert_used=m.int(Keys.LLM.EXPERT_USED_COUNT, 0),
-        n_expert_shared=m.int(Keys.LLM.EXPERT_SHARED_COUNT, 0),
-        n_ff_expert=m.int(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH, 0),
+        n_expert_used=m.get_int(Keys.LLM.EXPERT_USED_COUNT, 0),
+        n_expert_shared=m.get_int(Keys.LLM.EXPERT_SHARED_COUNT, 0),
+        n_ff_expert=m.get_int(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH, 0),
         mla=mla,
         recurrent=recurrent,
         tied_embeddings="output.weight" not in names,

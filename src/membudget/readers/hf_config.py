@@ -23,6 +23,7 @@ from membudget.model import (
     MLASpec,
     ModelSpec,
     Quantization,
+    RecurrentKind,
     RecurrentSpec,
     SourceKind,
     TensorSpec,
@@ -203,13 +204,24 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         n_layer = 0
     n_embd = f.int("hidden_size", "d_model", "n_embd", minimum=1)
     recurrent_only = arch in ("mamba", "mamba2")
-    n_head = f.int("num_attention_heads", "n_head", "n_heads", default=0 if recurrent_only else None, minimum=0 if recurrent_only else 1)
+    n_head = f.int(
+        "num_attention_heads",
+        "n_head",
+        "n_heads",
+        default=0 if recurrent_only else None,
+        minimum=0 if recurrent_only else 1,
+    )
     kv_list = f.list("num_key_value_heads")
-    if kv_list is not None:
-        if len(kv_list) != n_layer or not all(isinstance(v, int) and v >= 0 for v in kv_list):
-            f.problems.append(f"num_key_value_heads must list {n_layer} non-negative integers")
-            kv_list = None
-    kv_single = f.int("num_key_value_heads", "n_head_kv", "num_kv_heads", default=n_head) if kv_list is None else 0
+    if kv_list is not None and (
+        len(kv_list) != n_layer or not all(isinstance(v, int) and v >= 0 for v in kv_list)
+    ):
+        f.problems.append(f"num_key_value_heads must list {n_layer} non-negative integers")
+        kv_list = None
+    kv_single = (
+        f.int("num_key_value_heads", "n_head_kv", "num_kv_heads", default=n_head)
+        if kv_list is None
+        else 0
+    )
     if kv_list is None and n_head and kv_single and n_head % kv_single:
         f.problems.append(
             f"num_attention_heads ({n_head}) is not a multiple of num_key_value_heads ({kv_single})"
@@ -241,11 +253,16 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
     recurrent_flags: tuple[bool, ...] | None = None
     if layer_types is not None:
         if len(layer_types) < n_layer:
-            f.problems.append(f"layer_types lists {len(layer_types)} layers, the model has {n_layer}")
+            f.problems.append(
+                f"layer_types lists {len(layer_types)} layers, the model has {n_layer}"
+            )
         else:
             recurrent_flags = tuple(str(t) in _RECURRENT_LAYER_TYPES for t in layer_types[:n_layer])
     elif arch == "jamba":
-        period, offset = f.int("attn_layer_period", default=8), f.int("attn_layer_offset", default=4)
+        period, offset = (
+            f.int("attn_layer_period", default=8),
+            f.int("attn_layer_offset", default=4),
+        )
         recurrent_flags = tuple(il % max(period, 1) != offset for il in range(n_layer))
     elif arch == "lfm2" and f.list("full_attn_idxs") is not None:
         idxs = {int(i) for i in f.list("full_attn_idxs") or [] if isinstance(i, int)}
@@ -289,8 +306,12 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         expand = f.int("expand", "mamba_expand", default=2)
         d_inner = f.int("mamba_d_ssm", "d_inner", default=expand * n_embd)
         n_rec_head = f.int("mamba_n_heads", "num_heads", "mamba_num_heads", default=0)
-        head = f.int("mamba_d_head", "head_dim" if arch == "mamba2" else "mamba_d_head", default=(d_inner // n_rec_head) if n_rec_head else 0)
-        kind = "mamba" if arch in ("mamba", "jamba") else "mamba2"
+        head = f.int(
+            "mamba_d_head",
+            "head_dim" if arch == "mamba2" else "mamba_d_head",
+            default=(d_inner // n_rec_head) if n_rec_head else 0,
+        )
+        kind: RecurrentKind = "mamba" if arch in ("mamba", "jamba") else "mamba2"
         if kind == "mamba":
             n_rec_head = f.int("time_step_rank", "mamba_dt_rank", default=math.ceil(n_embd / 16))
         recurrent = RecurrentSpec(
@@ -317,7 +338,9 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
             head_dim=dv,
         )
     elif arch == "lfm2":
-        recurrent = RecurrentSpec("shortconv", d_conv=f.int("conv_L_cache", default=3), d_inner=n_embd)
+        recurrent = RecurrentSpec(
+            "shortconv", d_conv=f.int("conv_L_cache", default=3), d_inner=n_embd
+        )
 
     if f.problems:
         raise ConfigError(path, "; ".join(f.problems))
@@ -529,7 +552,11 @@ def storage_scheme(cfg: Mapping[str, Any], path: Path) -> StorageScheme:
         group = 128 if group <= 0 else group
         name = f"{method}-{bits}bit-g{group}"
         if name not in EXTERNAL_FORMATS:
-            name = f"gptq-{bits}bit-g{group}" if f"gptq-{bits}bit-g{group}" in EXTERNAL_FORMATS else "gptq-4bit-g128"
+            name = (
+                f"gptq-{bits}bit-g{group}"
+                if f"gptq-{bits}bit-g{group}" in EXTERNAL_FORMATS
+                else "gptq-4bit-g128"
+            )
         return StorageScheme(f"{method} {bits}-bit g{group}", base, name)
     if method == "bitsandbytes":
         if q.get("load_in_8bit"):
@@ -537,7 +564,9 @@ def storage_scheme(cfg: Mapping[str, Any], path: Path) -> StorageScheme:
         kind = str(q.get("bnb_4bit_quant_type", "fp4")).lower()
         double = bool(q.get("bnb_4bit_use_double_quant"))
         name = "bnb-nf4-double-quant" if kind == "nf4" and double else f"bnb-{kind}"
-        return StorageScheme(f"bitsandbytes {kind}", base, name if name in EXTERNAL_FORMATS else "bnb-nf4")
+        return StorageScheme(
+            f"bitsandbytes {kind}", base, name if name in EXTERNAL_FORMATS else "bnb-nf4"
+        )
     if method in ("fp8", "fbgemm_fp8"):
         block = q.get("weight_block_size")
         name = "fp8-block128" if isinstance(block, list) and block == [128, 128] else "fp8"
@@ -639,7 +668,14 @@ def _hf_weight_groups(tensors: tuple[TensorSpec, ...], n_layer: int) -> WeightBy
     embd = output = other = 0
     for t in tensors:
         parts = t.name.split(".")
-        idx = next((int(parts[i + 1]) for i, s in enumerate(parts[:-1]) if s == "layers" and parts[i + 1].isdigit()), None)
+        idx = next(
+            (
+                int(parts[i + 1])
+                for i, s in enumerate(parts[:-1])
+                if s == "layers" and parts[i + 1].isdigit()
+            ),
+            None,
+        )
         if idx is not None and idx < n_layer:
             if ".experts." in t.name:
                 experts[idx] += t.n_bytes

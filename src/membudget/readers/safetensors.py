@@ -7,6 +7,7 @@ real size. Sharded checkpoints are read through ``model.safetensors.index.json``
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 from dataclasses import dataclass
@@ -149,7 +150,7 @@ def read_safetensors(path: str | Path) -> SafetensorsFile:
         spans.append((begin, end, name))
         tensors.append(SafetensorsTensor(name, dtype, tuple(shape), end - begin, path.name))
     spans.sort()
-    for (_, a_end, a_name), (b_begin, _, b_name) in zip(spans, spans[1:]):
+    for (_, a_end, a_name), (b_begin, _, b_name) in itertools.pairwise(spans):
         if a_end > b_begin:
             raise _fail(path, f"tensors {a_name!r} and {b_name!r} overlap")
     return SafetensorsFile(path, tuple(tensors), metadata, (path,))
