@@ -29,6 +29,8 @@ class Tiny:
     n_head: int = 4
     n_head_kv: int | Sequence[int] = 2
     head_dim: int = 64
+    head_dim_v: int | None = None
+    rope_dims: int | None = None
     n_ff: int = 512
     n_vocab: int = 512
     n_ctx_train: int = 4096
@@ -88,9 +90,9 @@ def write_model(
     w.add_head_count(m.n_head)
     w.add_head_count_kv(m.n_head_kv if isinstance(m.n_head_kv, int) else list(m.n_head_kv))
     w.add_key_length(m.head_dim)
-    w.add_value_length(m.head_dim)
+    w.add_value_length(m.head_dim if m.head_dim_v is None else m.head_dim_v)
     w.add_layer_norm_rms_eps(1e-6)
-    w.add_rope_dimension_count(m.head_dim)
+    w.add_rope_dimension_count(m.head_dim if m.rope_dims is None else m.rope_dims)
     w.add_vocab_size(m.n_vocab)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     if m.n_swa:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -187,3 +188,111 @@ def test_inspect_errors(capsys: pytest.CaptureFixture[str], args: list[str], fra
     assert out == ""
     assert err.count("\n") == 1
     assert fragment in err
+
+
+def test_plan_json_has_the_contract_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys, "plan", "qwen3-8b", "--ctx", "8192", "-ctk", "q8_0", "-ctv", "q8_0", "--json"
+    )
+    assert code == 0
+    assert err == ""
+    data = json.loads(out)
+    assert data["schema"] == "membudget/plan/1"
+    mem = data["memory"]
+    for key in (
+        "weights_bytes",
+        "kv_cache_bytes",
+        "recurrent_state_bytes",
+        "output_bytes",
+        "compute_bytes",
+        "total_bytes",
+    ):
+        assert isinstance(mem[key], int), key
+    assert mem["total_bytes"] == sum(
+        mem[k]
+        for k in (
+            "weights_bytes",
+            "kv_cache_bytes",
+            "recurrent_state_bytes",
+            "output_bytes",
+            "compute_bytes",
+        )
+    )
+    assert mem["kv_cache_bytes"] == 36 * 8192 * 2 * (8 * 128 // 32 * 34)
+    assert data["devices"][0]["device"] == "CPU"
+
+
+def test_plan_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "plan", "gemma-3-1b", "-c", "4000", "-fa", "off")
+    assert code == 0
+    assert "KV cache, SWA" in out
+    assert "MiB" in out
+
+
+def test_plan_reference_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "plan", "bonsai-8b", "--engine", "reference", "--memory", "8GiB", "--json"
+    )
+    assert code == 0
+    assert json.loads(out)["schema"] == "membudget/estimate/1"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        pytest.param(
+            ["plan", "qwen3-8b", "-ctv", "q8_0", "-fa", "off"],
+            "flash attention",
+            id="quantised V without FA",
+        ),
+        pytest.param(["plan", "qwen3-8b", "-ctk", "q3_k"], "cache type", id="unknown cache type"),
+        pytest.param(["plan", "qwen3-8b", "-fa", "maybe"], "--flash-attn", id="bad flash-attn"),
+        pytest.param(["plan", "qwen3-8b", "--engine", "vllm2"], "--engine", id="unknown engine"),
+        pytest.param(
+            ["plan", "qwen3-8b", "--engine", "reference"], "--memory", id="reference needs memory"
+        ),
+    ],
+)
+def test_plan_errors(capsys: pytest.CaptureFixture[str], args: list[str], fragment: str) -> None:
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert fragment in err
+
+
+def _log_for(model: str, ctx: int, compute_scale: float = 1.0) -> str:
+    from membudget import load_model
+    from membudget.engines.llamacpp import LlamaCppSettings, estimate_llamacpp
+
+    e = estimate_llamacpp(load_model(model), LlamaCppSettings(n_ctx=ctx))
+    names = {
+        "model": "load_tensors:   CPU_Mapped model",
+        "kv": "llama_kv_cache:        CPU KV",
+        "output": "llama_context:        CPU  output",
+        "compute": "sched_reserve:        CPU compute",
+    }
+    lines = []
+    for b in e.buffers:
+        scale = compute_scale if b.kind == "compute" else 1.0
+        lines.append(f"{names[b.kind]} buffer size = {b.n_bytes * scale / 2**20:8.2f} MiB")
+    return "\n".join(lines) + "\n"
+
+
+def test_validate_from_log(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from tests.ggufs import Tiny, write_model
+
+    model = write_model(tmp_path / "m.gguf", Tiny(n_vocab=4096))
+    good = tmp_path / "good.log"
+    good.write_text(_log_for(str(model), 2048))
+    code, out, _ = run(
+        capsys, "validate", str(model), "--from-log", str(good), "-c", "2048", "--json"
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["schema"] == "membudget/validate/1"
+    assert data["ok"] is True
+    bad = tmp_path / "bad.log"
+    bad.write_text(_log_for(str(model), 2048, compute_scale=1.5))
+    code, out, _ = run(capsys, "validate", str(model), "--from-log", str(bad), "-c", "2048")
+    assert code == 1
+    assert "MISMATCH" in out

@@ -1,0 +1,74 @@
+"""The accuracy table: membudget's llama.cpp estimate against llama.cpp's own report.
+
+    python benchmarks/accuracy.py [--arch NAME ...] [--out FILE]
+
+Writes small GGUF models of each architecture (tests/arch_models.py), loads each in the real
+llama.cpp (llama-cpp-python) under every setting of the grid (tests/accuracy.py), and prints
+architecture, settings, each buffer estimated and actual (MiB, llama.cpp's printed precision),
+and the error. Ends with a summary: exact buffers, and the worst compute and total errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.accuracy import EXACT_KINDS, GRID, label, run_case
+from tests.arch_models import ARCHS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--arch", action="append", choices=list(ARCHS))
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    lines: list[str] = []
+
+    def emit(text: str) -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    exact = total = 0
+    worst_compute = worst_total = 0.0
+    emit(
+        f"{'arch':14} {'settings':46} {'buffer':10} {'estimated':>10} {'llama.cpp':>10} {'error':>9}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in args.arch or list(ARCHS):
+            for settings in GRID:
+                case = run_case(arch, settings, Path(tmp))
+                for r in case.rows:
+                    err = (
+                        "inf"
+                        if r.relative_error == float("inf")
+                        else f"{r.relative_error * 100:+.2f}%"
+                    )
+                    mark = ""
+                    if r.kind in EXACT_KINDS:
+                        total += 1
+                        exact += r.exact
+                        mark = "" if r.exact else "  MISMATCH"
+                    else:
+                        worst_compute = max(worst_compute, abs(r.relative_error))
+                    emit(
+                        f"{arch:14} {label(settings):46} {r.kind:10} {r.estimated_mib:10.2f} {r.actual_mib:10.2f} {err:>9}{mark}"
+                    )
+                worst_total = max(worst_total, abs(case.total_relative_error))
+    emit("")
+    emit(
+        f"exact buffers (weights, KV, SWA KV, recurrent, output): {exact}/{total} equal llama.cpp to 0.01 MiB"
+    )
+    emit(f"worst compute-buffer error: {worst_compute:.1%} (target 5%)")
+    emit(f"worst total error: {worst_total:.1%} (target 3%)")
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""``membudget plan`` and ``membudget validate``: what an engine allocates, and the proof."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from membudget.budget import MemoryBudget
+from membudget.cli._app import EXIT_DOES_NOT_FIT, app, emit_json, stdout_console
+from membudget.engines.llamacpp import FlashAttn, LlamaCppSettings, estimate_llamacpp
+from membudget.engines.llamacpp_log import parse_llamacpp_log
+from membudget.engines.llamacpp_validate import compare
+from membudget.errors import InvalidArgumentError, MembudgetError
+from membudget.loader import load_model
+from membudget.presets import apply_preset
+from membudget.report import EstimateReport, Geometry
+from membudget.report_plan import PlanReport, ValidationReport
+from membudget.units import MIB, parse_size
+
+_FA_HELP = (
+    "Flash attention: on, off or auto (llama.cpp's default; on where the backend supports it)."
+)
+
+
+def _settings(
+    ctx: int,
+    batch: int,
+    ubatch: int,
+    parallel: int,
+    kv_unified: bool,
+    ctk: str,
+    ctv: str,
+    fa: str,
+    swa_full: bool,
+) -> LlamaCppSettings:
+    if fa not in ("on", "off", "auto"):
+        raise InvalidArgumentError("--flash-attn", fa, "must be on, off or auto")
+    fa_value: FlashAttn = "on" if fa == "on" else "off" if fa == "off" else "auto"
+    return LlamaCppSettings(
+        n_ctx=ctx,
+        n_batch=batch,
+        n_ubatch=ubatch,
+        n_parallel=parallel,
+        kv_unified=kv_unified,
+        cache_type_k=ctk.lower(),
+        cache_type_v=ctv.lower(),
+        flash_attn=fa_value,
+        swa_full=swa_full,
+    )
+
+
+Ctx = Annotated[
+    int, typer.Option("--ctx", "-c", help="Context length in tokens (llama.cpp pads it to 256).")
+]
+Batch = Annotated[int, typer.Option("--batch", "-b", help="Logical batch size (n_batch).")]
+UBatch = Annotated[int, typer.Option("--ubatch", "-ub", help="Physical batch size (n_ubatch).")]
+Parallel = Annotated[int, typer.Option("--parallel", "-np", help="Parallel sequences (n_seq_max).")]
+Unified = Annotated[
+    bool, typer.Option("--kv-unified", help="One KV stream shared by all sequences.")
+]
+CTK = Annotated[
+    str, typer.Option("--cache-type-k", "-ctk", help="K cache type: f16, q8_0, q4_0, ...")
+]
+CTV = Annotated[
+    str,
+    typer.Option("--cache-type-v", "-ctv", help="V cache type (quantised needs flash attention)."),
+]
+FA = Annotated[str, typer.Option("--flash-attn", "-fa", help=_FA_HELP)]
+SwaFull = Annotated[
+    bool, typer.Option("--swa-full", help="Full-size cache for sliding-window layers.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+@app.command()
+def plan(
+    source: Annotated[
+        str, typer.Argument(help="GGUF, safetensors, config.json, HF repo id or catalogue name.")
+    ],
+    engine: Annotated[
+        str, typer.Option(help="llama.cpp, or reference for the reference estimator.")
+    ] = "llama.cpp",
+    ctx: Ctx = 4096,
+    batch: Batch = 2048,
+    ubatch: UBatch = 512,
+    parallel: Parallel = 1,
+    kv_unified: Unified = False,
+    cache_type_k: CTK = "f16",
+    cache_type_v: CTV = "f16",
+    flash_attn: FA = "auto",
+    swa_full: SwaFull = False,
+    quant: Annotated[
+        str | None, typer.Option(help="Requantise the weights to a llama.cpp preset first.")
+    ] = None,
+    memory: Annotated[
+        str | None, typer.Option(help="Memory budget (reference engine): 8GiB, 16GB ...")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """What an engine allocates for a model: weights, KV cache, recurrent state, output, compute."""
+    spec = load_model(source)
+    if quant is not None:
+        spec = apply_preset(spec, quant)
+    if engine in ("reference", "ref"):
+        if memory is None:
+            raise InvalidArgumentError("--memory", None, "is required by the reference engine")
+        layer = spec.layers[0] if spec.layers else None
+        budget = MemoryBudget.estimate(
+            parse_size(memory) // MIB, spec.n_params, spec.bits_per_weight
+        )
+        geometry = Geometry(
+            spec.n_layer, layer.n_head if layer else 0, layer.head_dim_k if layer else 0
+        )
+        report = EstimateReport(
+            parse_size(memory), spec.n_params, spec.bits_per_weight, budget, geometry, ctx
+        )
+        if as_json:
+            emit_json(report.to_dict())
+        else:
+            stdout_console().print(report)
+        if report.fits is False:
+            raise typer.Exit(EXIT_DOES_NOT_FIT)
+        return
+    if engine not in ("llama.cpp", "llamacpp", "llama-cpp"):
+        raise InvalidArgumentError("--engine", engine, "must be llama.cpp or reference")
+    settings = _settings(
+        ctx, batch, ubatch, parallel, kv_unified, cache_type_k, cache_type_v, flash_attn, swa_full
+    )
+    result = PlanReport(estimate_llamacpp(spec, settings))
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        stdout_console().print(result)
+
+
+@app.command()
+def validate(
+    model: Annotated[Path, typer.Argument(help="The GGUF file to load in llama.cpp.")],
+    from_log: Annotated[
+        Path | None,
+        typer.Option("--from-log", help="Read a llama-server / llama-cli log instead of loading."),
+    ] = None,
+    ctx: Ctx = 4096,
+    batch: Batch = 2048,
+    ubatch: UBatch = 512,
+    parallel: Parallel = 1,
+    kv_unified: Unified = False,
+    cache_type_k: CTK = "f16",
+    cache_type_v: CTV = "f16",
+    flash_attn: FA = "auto",
+    swa_full: SwaFull = False,
+    as_json: AsJson = False,
+) -> None:
+    """Load MODEL in the real llama.cpp (or read its log) and compare every buffer.
+
+    Exit status 0 when weights, KV cache, recurrent state and output equal llama.cpp's report
+    and the compute buffer is within 5%; 1 otherwise; 2 for bad input.
+    """
+    settings = _settings(
+        ctx, batch, ubatch, parallel, kv_unified, cache_type_k, cache_type_v, flash_attn, swa_full
+    )
+    spec = load_model(model)
+    if from_log is not None:
+        try:
+            text = from_log.read_text(encoding="utf-8", errors="replace")
+        except OSError as e:
+            raise MembudgetError(f"Cannot read log {str(from_log)!r}: {e.strerror}.") from None
+    else:
+        from membudget.engines.llamacpp_run import run_llamacpp  # noqa: PLC0415 - optional extra
+
+        text = run_llamacpp(model, settings)
+    reported = parse_llamacpp_log(text)
+    result = ValidationReport(spec.name, compare(estimate_llamacpp(spec, settings), reported))
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        stdout_console().print(result)
+    if not result.ok:
+        raise typer.Exit(EXIT_DOES_NOT_FIT)

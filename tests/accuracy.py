@@ -1,0 +1,61 @@
+"""The accuracy grid: small models of many architectures under many llama.cpp settings,
+estimated by membudget and loaded in the real llama.cpp. Used by the test suite and by
+``benchmarks/accuracy.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from membudget import load_model
+from membudget.engines.llamacpp import LlamaCppSettings, estimate_llamacpp
+from membudget.engines.llamacpp_log import parse_llamacpp_log
+from membudget.engines.llamacpp_run import run_llamacpp
+from membudget.engines.llamacpp_validate import BufferComparison, compare
+from tests.arch_models import ARCHS
+
+S = LlamaCppSettings
+GRID: tuple[LlamaCppSettings, ...] = (
+    S(n_ctx=1000),
+    S(n_ctx=3000, flash_attn="off"),
+    S(n_ctx=4096, n_ubatch=128, flash_attn="off"),
+    S(n_ctx=2000, cache_type_k="q8_0", cache_type_v="q8_0", flash_attn="on"),
+    S(n_ctx=5000, n_parallel=3),
+    S(n_ctx=5000, n_parallel=3, kv_unified=True, flash_attn="off"),
+    S(n_ctx=3000, swa_full=True, n_ubatch=256),
+    S(n_ctx=700, n_batch=300, n_ubatch=300, cache_type_k="q4_0", cache_type_v="q4_0"),
+)
+EXACT_KINDS = ("model", "kv", "kv_swa", "recurrent", "output")
+
+
+def label(s: LlamaCppSettings) -> str:
+    parts = [f"ctx={s.n_ctx}", f"ub={s.n_ubatch}", f"fa={s.flash_attn}", f"np={s.n_parallel}"]
+    if s.kv_unified:
+        parts.append("unified")
+    if s.cache_type_k != "f16":
+        parts.append(f"kv={s.cache_type_k}")
+    if s.swa_full:
+        parts.append("swa_full")
+    return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Case:
+    arch: str
+    settings: LlamaCppSettings
+    rows: tuple[BufferComparison, ...]
+
+    @property
+    def total_relative_error(self) -> float:
+        est = sum(r.estimated_bytes for r in self.rows) / 2**20
+        act = sum(r.actual_mib for r in self.rows)
+        return (est - act) / act
+
+
+def run_case(arch: str, settings: LlamaCppSettings, directory: Path) -> Case:
+    path = directory / f"{arch}.gguf"
+    if not path.exists():
+        ARCHS[arch](path)
+    spec = load_model(path)
+    reported = parse_llamacpp_log(run_llamacpp(path, settings))
+    return Case(arch, settings, tuple(compare(estimate_llamacpp(spec, settings), reported)))

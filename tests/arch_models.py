@@ -1,0 +1,235 @@
+"""Small GGUF models of many architectures that the real llama.cpp loads.
+
+Tensor names and shapes follow llama.cpp's loaders (``src/models/<arch>.cpp``). Sizes are small
+(256-wide, a few layers) but the vocabulary is realistic (8192) so logits and attention both
+matter in the compute buffer, as they do for real models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from gguf.constants import GGMLQuantizationType as Q
+
+from tests.ggufs import Shape, Tiny, llama_tensors, write_model
+
+E, H, KV, D, F, V = 256, 4, 2, 64, 512, 8192
+Tensors = list[tuple[str, Shape]]
+
+
+def _base(n_layer: int, tied: bool = False) -> Tensors:
+    return list(llama_tensors(Tiny(n_layer=n_layer, n_embd=E, n_vocab=V, tied=tied)))
+
+
+def _attn(p: str, n_kv: int = KV, qk_norm: bool = False) -> Tensors:
+    out: Tensors = [
+        (p + "attn_norm.weight", (E,)),
+        (p + "attn_q.weight", (E, H * D)),
+        (p + "attn_k.weight", (E, n_kv * D)),
+        (p + "attn_v.weight", (E, n_kv * D)),
+        (p + "attn_output.weight", (H * D, E)),
+    ]
+    if qk_norm:
+        out += [(p + "attn_q_norm.weight", (D,)), (p + "attn_k_norm.weight", (D,))]
+    return out
+
+
+def _ffn(p: str, n_ff: int = F) -> Tensors:
+    return [
+        (p + "ffn_norm.weight", (E,)),
+        (p + "ffn_gate.weight", (E, n_ff)),
+        (p + "ffn_up.weight", (E, n_ff)),
+        (p + "ffn_down.weight", (n_ff, E)),
+    ]
+
+
+def _moe(p: str, n_exp: int, n_ff: int, shared: int = 0) -> Tensors:
+    out: Tensors = [
+        (p + "ffn_norm.weight", (E,)),
+        (p + "ffn_gate_inp.weight", (E, n_exp)),
+        (p + "ffn_gate_exps.weight", (E, n_ff, n_exp)),
+        (p + "ffn_up_exps.weight", (E, n_ff, n_exp)),
+        (p + "ffn_down_exps.weight", (n_ff, E, n_exp)),
+    ]
+    if shared:
+        out += [
+            (p + "ffn_gate_shexp.weight", (E, n_ff * shared)),
+            (p + "ffn_up_shexp.weight", (E, n_ff * shared)),
+            (p + "ffn_down_shexp.weight", (n_ff * shared, E)),
+        ]
+    return out
+
+
+def _mamba2(p: str, d_inner: int, d_state: int, n_head: int) -> Tensors:
+    conv = d_inner + 2 * d_state
+    return [
+        (p + "attn_norm.weight", (E,)),
+        (p + "ssm_in.weight", (E, 2 * d_inner + 2 * d_state + n_head)),
+        (p + "ssm_conv1d.weight", (4, conv)),
+        (p + "ssm_conv1d.bias", (conv,)),
+        (p + "ssm_dt.bias", (n_head,)),
+        (p + "ssm_a", (1, n_head)),
+        (p + "ssm_d", (1, n_head)),
+        (p + "ssm_norm.weight", (d_inner, 1)),
+        (p + "ssm_out.weight", (d_inner, E)),
+    ]
+
+
+def _tiny(arch: str, n_layer: int, **kw: object) -> Tiny:
+    base: dict[str, object] = {"n_embd": E, "n_head": H, "head_dim": D, "n_ff": F, "n_vocab": V}
+    return Tiny(arch=arch, n_layer=n_layer, **{**base, **kw})  # type: ignore[arg-type]
+
+
+def llama(path: Path, qtype: Q = Q.F16) -> Path:
+    return write_model(path, _tiny("llama", 4, n_head_kv=KV, matrix_type=qtype))
+
+
+def qwen3(path: Path, qtype: Q = Q.F16) -> Path:
+    tensors = _base(0)
+    for il in range(4):
+        tensors += _attn(f"blk.{il}.", qk_norm=True) + _ffn(f"blk.{il}.")
+    return write_model(path, _tiny("qwen3", 4, n_head_kv=KV, matrix_type=qtype), tensors)
+
+
+def qwen3moe(path: Path, qtype: Q = Q.F16) -> Path:
+    tensors = _base(0)
+    for il in range(4):
+        tensors += _attn(f"blk.{il}.", qk_norm=True) + _moe(f"blk.{il}.", 8, 128)
+    extra = {
+        "{arch}.expert_count": 8,
+        "{arch}.expert_used_count": 2,
+        "{arch}.expert_feed_forward_length": 128,
+    }
+    return write_model(
+        path, _tiny("qwen3moe", 4, n_head_kv=KV, matrix_type=qtype, extra=extra), tensors
+    )
+
+
+def _gemma(arch: str, path: Path, n_layer: int, qk_norm: bool, qtype: Q) -> Path:
+    tensors = _base(0, tied=True)
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        tensors += _attn(p, qk_norm=qk_norm) + _ffn(p)
+        tensors += [(p + "post_attention_norm.weight", (E,)), (p + "post_ffw_norm.weight", (E,))]
+    extra: dict[str, object] = {}
+    if arch == "gemma2":
+        extra = {"{arch}.attn_logit_softcapping": 50.0, "{arch}.final_logit_softcapping": 30.0}
+    m = _tiny(arch, n_layer, n_head_kv=KV, matrix_type=qtype, tied=True, n_swa=128, extra=extra)
+    return write_model(path, m, tensors)
+
+
+def gemma2(path: Path, qtype: Q = Q.F16) -> Path:
+    return _gemma("gemma2", path, 4, False, qtype)
+
+
+def gemma3(path: Path, qtype: Q = Q.F16) -> Path:
+    return _gemma("gemma3", path, 8, True, qtype)
+
+
+def deepseek2(path: Path, qtype: Q = Q.F16) -> Path:
+    """MLA with a compressed (K-only) cache, one dense layer then MoE with a shared expert."""
+    kv_lora, rope, nope, v_dim = 128, 32, 64, 64
+    tensors = _base(0)
+    for il in range(4):
+        p = f"blk.{il}."
+        tensors += [
+            (p + "attn_norm.weight", (E,)),
+            (p + "attn_q.weight", (E, H * (nope + rope))),
+            (p + "attn_kv_a_mqa.weight", (E, kv_lora + rope)),
+            (p + "attn_kv_a_norm.weight", (kv_lora,)),
+            (p + "attn_k_b.weight", (nope, kv_lora, H)),
+            (p + "attn_v_b.weight", (kv_lora, v_dim, H)),
+            (p + "attn_output.weight", (H * v_dim, E)),
+        ]
+        tensors += _ffn(p) if il == 0 else _moe(p, 8, 128, shared=1)
+    extra = {
+        "{arch}.leading_dense_block_count": 1,
+        "{arch}.attention.q_lora_rank": 0,
+        "{arch}.attention.kv_lora_rank": kv_lora,
+        "{arch}.attention.key_length_mla": nope + rope,
+        "{arch}.attention.value_length_mla": v_dim,
+        "{arch}.expert_count": 8,
+        "{arch}.expert_used_count": 2,
+        "{arch}.expert_shared_count": 1,
+        "{arch}.expert_feed_forward_length": 128,
+        "{arch}.expert_weights_scale": 1.0,
+    }
+    m = _tiny(
+        "deepseek2",
+        4,
+        n_head_kv=1,
+        head_dim=kv_lora + rope,
+        head_dim_v=kv_lora,
+        rope_dims=rope,
+        matrix_type=qtype,
+        extra=extra,
+    )
+    return write_model(path, m, tensors)
+
+
+def mamba2(path: Path, qtype: Q = Q.F16) -> Path:
+    tensors = _base(0)
+    for il in range(4):
+        tensors += _mamba2(f"blk.{il}.", 512, 64, 8)
+    extra = {
+        "{arch}.ssm.conv_kernel": 4,
+        "{arch}.ssm.inner_size": 512,
+        "{arch}.ssm.state_size": 64,
+        "{arch}.ssm.time_step_rank": 8,
+        "{arch}.ssm.group_count": 1,
+    }
+    return write_model(
+        path, _tiny("mamba2", 4, n_head=0, n_head_kv=0, matrix_type=qtype, extra=extra), tensors
+    )
+
+
+def granitehybrid(path: Path, qtype: Q = Q.F16) -> Path:
+    """Granite 4 hybrid: Mamba2 layers with one attention layer, dense FFN everywhere."""
+    kv = (0, 0, KV, 0)
+    tensors = _base(0)
+    for il in range(4):
+        p = f"blk.{il}."
+        if kv[il]:
+            tensors += _attn(p)
+        else:
+            tensors += _mamba2(p, 512, 64, 8)
+        tensors += _ffn(p)
+    extra = {
+        "{arch}.ssm.conv_kernel": 4,
+        "{arch}.ssm.inner_size": 512,
+        "{arch}.ssm.state_size": 64,
+        "{arch}.ssm.time_step_rank": 8,
+        "{arch}.ssm.group_count": 1,
+    }
+    return write_model(
+        path, _tiny("granitehybrid", 4, n_head_kv=kv, matrix_type=qtype, extra=extra), tensors
+    )
+
+
+def phi3(path: Path, qtype: Q = Q.F16) -> Path:
+    tensors = _base(0)
+    for il in range(4):
+        p = f"blk.{il}."
+        tensors += [
+            (p + "attn_norm.weight", (E,)),
+            (p + "attn_qkv.weight", (E, H * D + 2 * KV * D)),
+            (p + "attn_output.weight", (E, E)),
+            (p + "ffn_norm.weight", (E,)),
+            (p + "ffn_up.weight", (E, 2 * F)),
+            (p + "ffn_down.weight", (F, E)),
+        ]
+    return write_model(path, _tiny("phi3", 4, n_head_kv=KV, matrix_type=qtype), tensors)
+
+
+ARCHS: dict[str, Callable[..., Path]] = {
+    "llama": llama,
+    "qwen3": qwen3,
+    "qwen3moe": qwen3moe,
+    "gemma2": gemma2,
+    "gemma3": gemma3,
+    "deepseek2": deepseek2,
+    "mamba2": mamba2,
+    "granitehybrid": granitehybrid,
+    "phi3": phi3,
+}
