@@ -1,11 +1,15 @@
 """The accuracy table: membudget's llama.cpp estimate against llama.cpp's own report.
 
-    python benchmarks/accuracy.py [--arch NAME ...] [--out FILE]
+    python benchmarks/accuracy.py [--arch NAME ...] [--out FILE] [--n-gpu-layers N --save-logs DIR]
 
 Writes small GGUF models of each architecture (tests/arch_models.py), loads each in the real
 llama.cpp (llama-cpp-python) under every setting of the grid (tests/accuracy.py), and prints
 architecture, settings, each buffer estimated and actual (MiB, llama.cpp's printed precision),
 and the error. Ends with a summary: exact buffers, and the worst compute and total errors.
+
+With ``--n-gpu-layers`` it offloads to a GPU build of llama.cpp (point ``LLAMA_CPP_LIB_PATH`` at
+its libraries); the estimate is still the CPU profile's, so the table records how a GPU build's
+buffers differ. ``--save-logs`` keeps every raw llama.cpp log.
 """
 
 from __future__ import annotations
@@ -27,7 +31,13 @@ def main() -> None:
     )
     parser.add_argument("--arch", action="append", choices=list(ARCHS))
     parser.add_argument("--out", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--n-gpu-layers", type=int, default=0, help="layers to offload (GPU builds)"
+    )
+    parser.add_argument("--save-logs", type=Path, help="directory for the raw llama.cpp logs")
     args = parser.parse_args()
+    if args.save_logs:
+        args.save_logs.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
 
     def emit(text: str) -> None:
@@ -37,12 +47,15 @@ def main() -> None:
     exact = total = 0
     worst_compute = worst_total = 0.0
     emit(
-        f"{'arch':14} {'settings':46} {'buffer':10} {'estimated':>10} {'llama.cpp':>10} {'error':>9}"
+        f"{'arch':14} {'settings':46} {'device':6} {'buffer':10} {'estimated':>10} {'llama.cpp':>10} {'error':>9}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.arch or list(ARCHS):
             for settings in GRID:
-                case = run_case(arch, settings, Path(tmp))
+                case = run_case(arch, settings, Path(tmp), args.n_gpu_layers)
+                if args.save_logs:
+                    name = f"{arch}__{label(settings).replace(' ', '_').replace('=', '-')}.log"
+                    (args.save_logs / name).write_text(case.log, encoding="utf-8")
                 for r in case.rows:
                     err = (
                         "inf"
@@ -57,7 +70,8 @@ def main() -> None:
                     else:
                         worst_compute = max(worst_compute, abs(r.relative_error))
                     emit(
-                        f"{arch:14} {label(settings):46} {r.kind:10} {r.estimated_mib:10.2f} {r.actual_mib:10.2f} {err:>9}{mark}"
+                        f"{arch:14} {label(settings):46} {r.device:6} {r.kind:10} "
+                        f"{r.estimated_mib:10.2f} {r.actual_mib:10.2f} {err:>9}{mark}"
                     )
                 worst_total = max(worst_total, abs(case.total_relative_error))
     emit("")

@@ -44,6 +44,7 @@ class Case:
     arch: str
     settings: LlamaCppSettings
     rows: tuple[BufferComparison, ...]
+    log: str = ""
 
     @property
     def total_relative_error(self) -> float:
@@ -52,10 +53,11 @@ class Case:
         return (est - act) / act
 
 
-def run_case(arch: str, settings: LlamaCppSettings, directory: Path) -> Case:
+def run_case(arch: str, settings: LlamaCppSettings, directory: Path, n_gpu_layers: int = 0) -> Case:
     path = directory / f"{arch}.gguf"
     if not path.exists():
         ARCHS[arch](path)
     spec = load_model(path)
-    reported = parse_llamacpp_log(run_llamacpp(path, settings))
-    return Case(arch, settings, tuple(compare(estimate_llamacpp(spec, settings), reported)))
+    log = run_llamacpp(path, settings, n_gpu_layers=n_gpu_layers)
+    reported = parse_llamacpp_log(log)
+    return Case(arch, settings, tuple(compare(estimate_llamacpp(spec, settings), reported)), log)
