@@ -192,7 +192,18 @@ def test_inspect_errors(capsys: pytest.CaptureFixture[str], args: list[str], fra
 
 def test_plan_json_has_the_contract_fields(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(
-        capsys, "plan", "qwen3-8b", "--ctx", "8192", "-ctk", "q8_0", "-ctv", "q8_0", "--json"
+        capsys,
+        "plan",
+        "qwen3-8b",
+        "--ctx",
+        "8192",
+        "-ctk",
+        "q8_0",
+        "-ctv",
+        "q8_0",
+        "--memory",
+        "64GiB",
+        "--json",
     )
     assert code == 0
     assert err == ""
@@ -223,7 +234,7 @@ def test_plan_json_has_the_contract_fields(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_plan_table(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "plan", "gemma-3-1b", "-c", "4000", "-fa", "off")
+    code, out, _ = run(capsys, "plan", "gemma-3-1b", "-c", "4000", "-fa", "off", "--memory", "8GiB")
     assert code == 0
     assert "KV cache, SWA" in out
     assert "MiB" in out
@@ -296,3 +307,36 @@ def test_validate_from_log(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     code, out, _ = run(capsys, "validate", str(model), "--from-log", str(bad), "-c", "2048")
     assert code == 1
     assert "MISMATCH" in out
+
+
+def test_plan_budget_and_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "plan", "qwen3-32b", "--memory", "16GiB", "-c", "32768", "--json")
+    assert code == 1
+    data = json.loads(out)
+    b = data["budget"]
+    assert b["fits"] is False
+    assert b["memory_bytes"] == 16 * 2**30
+    for key in ("max_context", "max_parallel", "headroom_bytes"):
+        assert isinstance(b[key], int), key
+    assert data["commands"]["llama.cpp"][0] == "llama-server"
+    code, out, _ = run(capsys, "plan", "bonsai-8b", "--memory", "8GiB", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["budget"]["fits"] is True
+    assert data["budget"]["max_context"] == 40960, "capped at the trained context"
+
+
+def test_plan_detects_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "plan", "qwen3-0.6b", "--json")
+    assert code in (0, 1)
+    assert "available RAM" in json.loads(out)["budget"]["source"]
+
+
+def test_hw(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "hw", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["schema"] == "membudget/hardware/1"
+    assert data["ram"]["total_bytes"] > 0
+    code, out, _ = run(capsys, "hw")
+    assert "RAM" in out

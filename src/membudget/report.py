@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from membudget.budget import MemoryBudget
+from membudget.hardware import Hardware
 from membudget.model import ModelSpec
 from membudget.readers.catalog import CatalogEntry
 from membudget.units import format_bytes
@@ -22,10 +23,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CATALOG_SCHEMA",
     "ESTIMATE_SCHEMA",
+    "HARDWARE_SCHEMA",
     "MODEL_SCHEMA",
     "CatalogReport",
     "EstimateReport",
     "Geometry",
+    "HardwareReport",
     "ModelReport",
 ]
 
@@ -280,4 +283,55 @@ class ModelReport:
             t.add_row("  tensor types", ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
         yield t
         for note in s.notes:
+            yield f"note: {note}"
+
+
+HARDWARE_SCHEMA = "membudget/hardware/1"
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareReport:
+    """What ``membudget hw`` shows."""
+
+    hardware: Hardware
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": HARDWARE_SCHEMA, **self.hardware.to_dict()}
+
+    def __rich_console__(
+        self, console: Console, options: ConsoleOptions
+    ) -> Iterator[RenderableType]:
+        from rich.table import Table  # noqa: PLC0415 - rich only when a console renders
+
+        h = self.hardware
+        t = Table(title="This machine (sizes in GiB and GB)", title_justify="left")
+        t.add_column("device")
+        t.add_column("what")
+        t.add_column("total", justify="right")
+        t.add_column("available", justify="right")
+        limit = (
+            f", container limit {format_bytes(h.ram.cgroup_limit_bytes)}"
+            if h.ram.cgroup_limit_bytes
+            else ""
+        )
+        t.add_row(
+            "RAM",
+            f"{h.ram.source}{limit}",
+            f"{format_bytes(h.ram.total_bytes)} ({format_bytes(h.ram.total_bytes, 'decimal')})",
+            format_bytes(h.ram.available_bytes),
+        )
+        for g in h.gpus:
+            t.add_row(
+                f"GPU {g.index}", g.name, format_bytes(g.total_bytes), format_bytes(g.free_bytes)
+            )
+        t.add_row(
+            "CPU",
+            f"{h.cpu.arch}, {h.cpu.simd}",
+            f"{h.cpu.physical_cores} cores",
+            f"{h.cpu.logical_cores} threads",
+        )
+        yield t
+        if h.apple is not None:
+            yield f"Apple GPU working set: {format_bytes(h.apple.gpu_working_set_bytes)} ({h.apple.source})"
+        for note in h.notes:
             yield f"note: {note}"

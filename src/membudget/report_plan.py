@@ -6,8 +6,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from membudget.engines.llamacpp import LlamaCppEstimate
 from membudget.engines.llamacpp_validate import BufferComparison
+from membudget.plan import Plan
 from membudget.units import format_bytes
 
 if TYPE_CHECKING:
@@ -30,12 +30,13 @@ _LABELS = {
 
 @dataclass(frozen=True, slots=True)
 class PlanReport:
-    """What one engine allocates for a model under given settings."""
+    """What one engine allocates for a model under given settings, against a budget."""
 
-    estimate: LlamaCppEstimate
+    plan: Plan
 
     def to_dict(self) -> dict[str, Any]:
-        e = self.estimate
+        p = self.plan
+        e = p.estimate
         s = e.settings
         devices: dict[str, list[dict[str, Any]]] = {}
         for b in e.buffers:
@@ -82,6 +83,24 @@ class PlanReport:
                 {"device": dev, "total_bytes": sum(b["bytes"] for b in bufs), "buffers": bufs}
                 for dev, bufs in devices.items()
             ],
+            "budget": {
+                "memory_bytes": p.budget.memory_bytes,
+                "raw_bytes": p.budget.raw_bytes,
+                "margin_bytes": p.budget.margin_bytes,
+                "source": p.budget.source,
+                "fits": p.fits,
+                "headroom_bytes": p.headroom_bytes,
+                "max_context": p.max_context,
+                "max_parallel": p.max_parallel,
+            },
+            "suggestions": [
+                {"change": x.change, "total_bytes": x.total_bytes, "flags": list(x.flags)}
+                for x in p.suggestions
+            ],
+            "commands": {
+                "llama.cpp": list(p.command),
+                "ollama": {"num_ctx": e.n_ctx_seq, "OLLAMA_NUM_PARALLEL": e.n_seq_max},
+            },
         }
 
     def __rich_console__(
@@ -89,7 +108,8 @@ class PlanReport:
     ) -> Iterator[RenderableType]:
         from rich.table import Table  # noqa: PLC0415 - rich only when a console renders
 
-        e = self.estimate
+        p = self.plan
+        e = p.estimate
         t = Table(
             title=(
                 f"{e.spec.name} on llama.cpp: n_ctx {e.n_ctx:,} ({e.n_seq_max} x {e.n_ctx_seq:,}), "
@@ -115,6 +135,18 @@ class PlanReport:
             f"total: {format_bytes(e.total_bytes)} ({format_bytes(e.total_bytes, 'decimal')}); "
             f"rules of llama.cpp {e.rules.version}"
         )
+        budget = p.budget
+        margin = (
+            f", after a {format_bytes(budget.margin_bytes)} margin" if budget.margin_bytes else ""
+        )
+        yield f"budget: {format_bytes(budget.memory_bytes)} from {budget.source}{margin}"
+        yield p.verdict()
+        ctx = f"{p.max_context:,} tokens" if p.max_context else "none"
+        yield f"largest context that fits: {ctx}; most parallel sequences at {e.n_ctx_seq:,} tokens each: {p.max_parallel}"
+        for x in p.suggestions:
+            extra = f"  ({' '.join(x.flags)})" if x.flags else ""
+            yield f"  to fit: {x.change}: needs {format_bytes(x.total_bytes)}{extra}"
+        yield f"run: {p.command_line}"
 
 
 @dataclass(frozen=True, slots=True)

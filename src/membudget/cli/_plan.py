@@ -13,7 +13,9 @@ from membudget.engines.llamacpp import FlashAttn, LlamaCppSettings, estimate_lla
 from membudget.engines.llamacpp_log import parse_llamacpp_log
 from membudget.engines.llamacpp_validate import compare
 from membudget.errors import InvalidArgumentError, MembudgetError
+from membudget.hardware import detect
 from membudget.loader import load_model
+from membudget.plan import budget_for, make_plan
 from membudget.presets import apply_preset
 from membudget.report import EstimateReport, Geometry
 from membudget.report_plan import PlanReport, ValidationReport
@@ -95,11 +97,22 @@ def plan(
         str | None, typer.Option(help="Requantise the weights to a llama.cpp preset first.")
     ] = None,
     memory: Annotated[
-        str | None, typer.Option(help="Memory budget (reference engine): 8GiB, 16GB ...")
+        str | None,
+        typer.Option(help="Memory budget: 8GiB, 16GB ... (default: this machine's available RAM)."),
+    ] = None,
+    margin: Annotated[
+        str | None,
+        typer.Option(
+            help="Safety margin taken off the budget (default 1GiB for a detected budget, 0 with --memory)."
+        ),
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """What an engine allocates for a model: weights, KV cache, recurrent state, output, compute."""
+    """Will it fit? What an engine allocates (weights, KV cache, recurrent state, output,
+    compute), the largest context and most parallel sequences that fit, and the command to run.
+
+    Exit status: 0 when it fits, 1 when it does not, 2 for bad input.
+    """
     spec = load_model(source)
     if quant is not None:
         spec = apply_preset(spec, quant)
@@ -107,14 +120,14 @@ def plan(
         if memory is None:
             raise InvalidArgumentError("--memory", None, "is required by the reference engine")
         layer = spec.layers[0] if spec.layers else None
-        budget = MemoryBudget.estimate(
+        ref_budget = MemoryBudget.estimate(
             parse_size(memory) // MIB, spec.n_params, spec.bits_per_weight
         )
         geometry = Geometry(
             spec.n_layer, layer.n_head if layer else 0, layer.head_dim_k if layer else 0
         )
         report = EstimateReport(
-            parse_size(memory), spec.n_params, spec.bits_per_weight, budget, geometry, ctx
+            parse_size(memory), spec.n_params, spec.bits_per_weight, ref_budget, geometry, ctx
         )
         if as_json:
             emit_json(report.to_dict())
@@ -128,11 +141,19 @@ def plan(
     settings = _settings(
         ctx, batch, ubatch, parallel, kv_unified, cache_type_k, cache_type_v, flash_attn, swa_full
     )
-    result = PlanReport(estimate_llamacpp(spec, settings))
+    budget = budget_for(
+        parse_size(memory) if memory is not None else None,
+        None if memory is not None else detect(),
+        parse_size(margin) if margin is not None else None,
+    )
+    model_path = spec.source if spec.source_kind == "gguf" else None
+    result = PlanReport(make_plan(spec, settings, budget, model_path=model_path))
     if as_json:
         emit_json(result.to_dict())
     else:
         stdout_console().print(result)
+    if not result.plan.fits:
+        raise typer.Exit(EXIT_DOES_NOT_FIT)
 
 
 @app.command()

@@ -1,0 +1,263 @@
+"""Solvers: does it fit, the largest context, the most parallel sequences, and the cheapest
+single change when it does not fit.
+
+All solvers search llama.cpp's own grid (contexts are padded to 256 per sequence), by bisection
+over an estimate that never shrinks as the context or the number of sequences grows, so the
+answers are exact for the engine profile: the returned context fits and the next step does not.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from membudget.engines.llamacpp import (
+    LlamaCppEstimate,
+    LlamaCppRules,
+    LlamaCppSettings,
+    estimate_llamacpp,
+)
+from membudget.errors import InvalidArgumentError, MembudgetError
+from membudget.hardware import Hardware
+from membudget.model import ModelSpec
+from membudget.presets import apply_preset
+from membudget.units import GIB, format_bytes
+
+__all__ = [
+    "DEFAULT_MARGIN_BYTES",
+    "LLAMA_MAX_SEQ",
+    "Budget",
+    "Plan",
+    "Suggestion",
+    "budget_for",
+    "llamacpp_flags",
+    "make_plan",
+    "max_context",
+    "max_parallel",
+    "suggestions",
+]
+
+# llama.cpp's own fitting (common/fit.cpp, --fit) leaves 1 GiB free per device; a budget taken
+# from detection keeps the same margin. An explicit --memory is used as given.
+DEFAULT_MARGIN_BYTES = GIB
+LLAMA_MAX_SEQ = 256  # llama.h: the most sequences one context can hold
+_CTX_STEP = 256
+_CTX_CAP = 1 << 21  # no model trains past two million tokens yet; the search needs a ceiling
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """The memory a plan may use: ``memory_bytes`` after the margin is taken off."""
+
+    memory_bytes: int
+    raw_bytes: int
+    margin_bytes: int
+    source: str
+
+
+def budget_for(
+    memory_bytes: int | None, hardware: Hardware | None, margin_bytes: int | None = None
+) -> Budget:
+    """A budget from an explicit size, or from this machine's available RAM less the margin."""
+    if memory_bytes is not None:
+        margin = 0 if margin_bytes is None else margin_bytes
+        return Budget(max(0, memory_bytes - margin), memory_bytes, margin, "--memory")
+    if hardware is None:
+        raise InvalidArgumentError("budget", None, "needs --memory or a detected machine")
+    margin = DEFAULT_MARGIN_BYTES if margin_bytes is None else margin_bytes
+    raw = hardware.ram.available_bytes
+    return Budget(max(0, raw - margin), raw, margin, f"available RAM ({hardware.ram.source})")
+
+
+Estimator = Callable[[LlamaCppSettings], LlamaCppEstimate]
+
+
+def _estimator(spec: ModelSpec, rules: LlamaCppRules | None) -> Estimator:
+    return lambda s: estimate_llamacpp(spec, s, rules)
+
+
+def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+    """The largest k in [lo, hi] with ok(k), given ok is true then false; lo - 1 if none."""
+    if hi < lo or not ok(lo):
+        return lo - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _context_for(settings: LlamaCppSettings, steps: int) -> int:
+    per_seq = steps * _CTX_STEP
+    return per_seq if settings.kv_unified else per_seq * max(1, settings.n_parallel)
+
+
+def max_context(
+    spec: ModelSpec, settings: LlamaCppSettings, budget: Budget, rules: LlamaCppRules | None = None
+) -> int:
+    """The largest ``-c`` that fits (0 if none does), on llama.cpp's 256-token grid per
+    sequence, each sequence getting at most the trained context (or two million tokens when the
+    model does not say)."""
+    est = _estimator(spec, rules)
+    # The trained context bounds each sequence's context, not their sum.
+    hi = max(1, (spec.n_ctx_train or _CTX_CAP) // _CTX_STEP)
+
+    def ok(steps: int) -> bool:
+        return (
+            est(replace(settings, n_ctx=_context_for(settings, steps))).total_bytes
+            <= budget.memory_bytes
+        )
+
+    best = _largest(1, hi, ok)
+    return 0 if best < 1 else _context_for(settings, best)
+
+
+def max_parallel(
+    spec: ModelSpec, settings: LlamaCppSettings, budget: Budget, rules: LlamaCppRules | None = None
+) -> int:
+    """The most sequences that fit when each gets ``settings.n_ctx`` tokens (0 if none)."""
+    est = _estimator(spec, rules)
+    per_seq = max(1, settings.n_ctx)
+
+    def ok(n: int) -> bool:
+        n_ctx = per_seq if settings.kv_unified else per_seq * n
+        return est(replace(settings, n_parallel=n, n_ctx=n_ctx)).total_bytes <= budget.memory_bytes
+
+    return max(0, _largest(1, LLAMA_MAX_SEQ, ok))
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    """One change that makes the plan fit, with the memory it then needs."""
+
+    change: str
+    total_bytes: int
+    flags: tuple[str, ...]
+
+
+_SMALLER_PRESETS = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
+
+
+def suggestions(
+    spec: ModelSpec, settings: LlamaCppSettings, budget: Budget, rules: LlamaCppRules | None = None
+) -> list[Suggestion]:
+    """Single changes that make it fit, cheapest in quality first: a smaller KV-cache type, a
+    shorter context, fewer parallel sequences, a smaller quantisation."""
+    out: list[Suggestion] = []
+    est = _estimator(spec, rules)
+    for kv in ("q8_0", "q4_0"):
+        if settings.cache_type_k == kv and settings.cache_type_v == kv:
+            continue
+        s = replace(settings, cache_type_k=kv, cache_type_v=kv, flash_attn="on")
+        total = est(s).total_bytes
+        if total <= budget.memory_bytes:
+            out.append(
+                Suggestion(
+                    f"quantise the KV cache to {kv}", total, ("-ctk", kv, "-ctv", kv, "-fa", "on")
+                )
+            )
+            break
+    ctx = max_context(spec, settings, budget, rules)
+    if 0 < ctx < est(settings).n_ctx:
+        total = est(replace(settings, n_ctx=ctx)).total_bytes
+        out.append(Suggestion(f"shorten the context to {ctx} tokens", total, ("-c", str(ctx))))
+    if settings.n_parallel > 1:
+        per_seq = max(1, settings.n_ctx // (1 if settings.kv_unified else settings.n_parallel))
+        n = max_parallel(spec, replace(settings, n_ctx=per_seq), budget, rules)
+        if 0 < n < settings.n_parallel:
+            n_ctx = per_seq if settings.kv_unified else per_seq * n
+            total = est(replace(settings, n_parallel=n, n_ctx=n_ctx)).total_bytes
+            out.append(
+                Suggestion(
+                    f"serve {n} parallel sequence(s)", total, ("-np", str(n), "-c", str(n_ctx))
+                )
+            )
+    if spec.tensors:
+        current = spec.weights.total
+        for preset in _SMALLER_PRESETS:
+            smaller = apply_preset(spec, preset)
+            if smaller.weights.total >= current:
+                continue
+            total = estimate_llamacpp(smaller, settings, rules).total_bytes
+            if total <= budget.memory_bytes:
+                out.append(Suggestion(f"requantise the weights to {preset}", total, ()))
+                break
+    return out
+
+
+def llamacpp_flags(estimate: LlamaCppEstimate, model_path: str | None = None) -> list[str]:
+    """``llama-server`` arguments that reproduce ``estimate``'s settings (CPU only)."""
+    s = estimate.settings
+    flags = ["llama-server", "-m", model_path or "MODEL.gguf", "-c", str(estimate.n_ctx)]
+    if estimate.n_seq_max > 1:
+        flags += ["-np", str(estimate.n_seq_max)]
+    if s.kv_unified:
+        flags.append("--kv-unified")
+    flags += ["-b", str(s.n_batch), "-ub", str(s.n_ubatch)]
+    if s.cache_type_k != "f16" or s.cache_type_v != "f16":
+        flags += ["-ctk", s.cache_type_k, "-ctv", s.cache_type_v]
+    flags += ["-fa", "on" if estimate.flash_attn else "off", "-ngl", "0"]
+    if s.swa_full:
+        flags.append("--swa-full")
+    if not s.repack:
+        flags.append("--no-repack")
+    return flags
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A deployment plan: what the engine allocates, against a budget."""
+
+    estimate: LlamaCppEstimate
+    budget: Budget
+    max_context: int
+    max_parallel: int
+    suggestions: tuple[Suggestion, ...]
+    command: tuple[str, ...]
+
+    @property
+    def fits(self) -> bool:
+        return self.estimate.total_bytes <= self.budget.memory_bytes
+
+    @property
+    def headroom_bytes(self) -> int:
+        return self.budget.memory_bytes - self.estimate.total_bytes
+
+    @property
+    def command_line(self) -> str:
+        return shlex.join(self.command)
+
+    def verdict(self) -> str:
+        e, b = self.estimate, self.budget
+        if self.fits:
+            return f"fits: needs {format_bytes(e.total_bytes)} of {format_bytes(b.memory_bytes)}"
+        short = format_bytes(-self.headroom_bytes)
+        return f"does NOT fit: needs {format_bytes(e.total_bytes)} of {format_bytes(b.memory_bytes)} ({short} short)"
+
+
+def make_plan(
+    spec: ModelSpec,
+    settings: LlamaCppSettings,
+    budget: Budget,
+    rules: LlamaCppRules | None = None,
+    model_path: str | None = None,
+) -> Plan:
+    """Estimate, check against the budget, solve for the limits, and suggest fixes."""
+    if settings.n_parallel > LLAMA_MAX_SEQ:
+        raise MembudgetError(
+            f"--parallel {settings.n_parallel} is more than llama.cpp's {LLAMA_MAX_SEQ} sequences."
+        )
+    estimate = estimate_llamacpp(spec, settings, rules)
+    per_seq = estimate.n_ctx_seq
+    fits = estimate.total_bytes <= budget.memory_bytes
+    return Plan(
+        estimate=estimate,
+        budget=budget,
+        max_context=max_context(spec, settings, budget, rules),
+        max_parallel=max_parallel(spec, replace(settings, n_ctx=per_seq), budget, rules),
+        suggestions=() if fits else tuple(suggestions(spec, settings, budget, rules)),
+        command=tuple(llamacpp_flags(estimate, model_path)),
+    )
