@@ -340,3 +340,19 @@ def test_hw(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["ram"]["total_bytes"] > 0
     code, out, _ = run(capsys, "hw")
     assert "RAM" in out
+
+
+def test_plan_vllm(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "plan", "llama-3.1-8b", "--engine", "vllm", "--gpu", "80GiB", "--json"
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["engine"] == "vllm"
+    assert data["commands"]["vllm"][:3] == ["vllm", "serve", "meta-llama/Llama-3.1-8B"]
+    assert data["vllm"]["gpu_kv_cache_tokens"] > 0
+    assert isinstance(data["memory"]["kv_cache_bytes"], int)
+    code, _, _ = run(
+        capsys, "plan", "deepseek-v3", "--engine", "vllm", "--gpu", "80GiB", "-tp", "8"
+    )
+    assert code == 1

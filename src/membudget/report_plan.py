@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from membudget.engines.llamacpp_validate import BufferComparison
+from membudget.engines.vllm import VllmEstimate, max_model_len, vllm_command
 from membudget.plan import Plan
 from membudget.units import format_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderableType
 
-__all__ = ["PLAN_SCHEMA", "VALIDATE_SCHEMA", "PlanReport", "ValidationReport"]
+__all__ = ["PLAN_SCHEMA", "VALIDATE_SCHEMA", "PlanReport", "ValidationReport", "VllmPlanReport"]
 
 PLAN_SCHEMA = "membudget/plan/1"
 VALIDATE_SCHEMA = "membudget/validate/1"
@@ -215,3 +216,114 @@ class ValidationReport:
             "weights, KV, recurrent state and output must equal llama.cpp at its printed precision; "
             f"compute must be within {self.compute_tolerance:.0%}."
         )
+
+
+@dataclass(frozen=True, slots=True)
+class VllmPlanReport:
+    """vLLM's budget on one GPU of the deployment, and the figures it prints at start-up."""
+
+    estimate: VllmEstimate
+    model: str
+
+    @property
+    def fits(self) -> bool:
+        return self.estimate.fits
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.estimate
+        s = e.settings
+        longest = max_model_len(e.spec, s)
+        return {
+            "schema": PLAN_SCHEMA,
+            "engine": "vllm",
+            "model": {
+                "name": e.spec.name,
+                "source": e.spec.source,
+                "architecture": e.spec.architecture,
+                "n_params": e.spec.n_params,
+                "quantization": e.spec.quant.file_type,
+            },
+            "settings": {
+                "max_model_len": e.max_model_len,
+                "gpu_memory_utilization": s.gpu_memory_utilization,
+                "kv_cache_dtype": s.kv_cache_dtype,
+                "tensor_parallel_size": s.tensor_parallel_size,
+                "pipeline_parallel_size": s.pipeline_parallel_size,
+                "block_size": s.block_size,
+                "max_num_seqs": s.max_num_seqs,
+                "max_num_batched_tokens": s.max_num_batched_tokens,
+            },
+            "memory": {
+                "per": "GPU (the fullest rank)",
+                "weights_bytes": e.weights_bytes,
+                "activation_bytes": e.activation_bytes,
+                "non_torch_bytes": e.non_torch_bytes,
+                "cuda_graph_bytes": e.cuda_graph_bytes,
+                "kv_cache_bytes": e.kv_cache_bytes,
+                "recurrent_state_bytes": 0,
+                "output_bytes": 0,
+                "compute_bytes": e.activation_bytes + e.cuda_graph_bytes + e.non_torch_bytes,
+                "total_bytes": e.weights_bytes
+                + e.activation_bytes
+                + e.non_torch_bytes
+                + e.cuda_graph_bytes
+                + e.kv_cache_bytes,
+            },
+            "vllm": {
+                "gpu_kv_cache_tokens": e.kv_cache_tokens,
+                "max_concurrency": round(e.max_concurrency, 2),
+                "num_blocks": e.num_blocks,
+            },
+            "budget": {
+                "memory_bytes": e.requested_bytes,
+                "gpu_memory_bytes": s.gpu_memory_bytes,
+                "fits": e.fits,
+                "max_context": longest,
+                "max_parallel": int(e.max_concurrency),
+            },
+            "commands": {"vllm": vllm_command(e, self.model)},
+        }
+
+    def __rich_console__(
+        self, console: Console, options: ConsoleOptions
+    ) -> Iterator[RenderableType]:
+        from rich.table import Table  # noqa: PLC0415 - rich only when a console renders
+
+        e = self.estimate
+        s = e.settings
+        ranks = s.tensor_parallel_size * s.pipeline_parallel_size
+        t = Table(
+            title=(
+                f"{e.spec.name} on vLLM: {ranks} GPU(s) of {format_bytes(s.gpu_memory_bytes)}, "
+                f"TP {s.tensor_parallel_size} x PP {s.pipeline_parallel_size}, "
+                f"utilisation {s.gpu_memory_utilization:g}, KV {s.kv_cache_dtype} (per GPU)"
+            ),
+            title_justify="left",
+        )
+        t.add_column("part")
+        t.add_column("size", justify="right")
+        t.add_column("how")
+        t.add_row("budget", format_bytes(e.requested_bytes), "gpu_memory_utilization x GPU memory")
+        t.add_row("weights", format_bytes(e.weights_bytes), f"1/{ranks} of the weights")
+        t.add_row(
+            "activation peak", format_bytes(e.activation_bytes), "estimated; vLLM profiles it"
+        )
+        t.add_row(
+            "non-torch memory", format_bytes(e.non_torch_bytes), "CUDA context, NCCL (typical)"
+        )
+        t.add_row(
+            "CUDA graphs", format_bytes(e.cuda_graph_bytes), "typical; 0 with --enforce-eager"
+        )
+        t.add_row(
+            "KV cache",
+            format_bytes(e.kv_cache_bytes),
+            f"{e.num_blocks:,} blocks of {s.block_size} tokens",
+        )
+        yield t
+        longest = max_model_len(e.spec, s)
+        verdict = "fits" if e.fits else "does NOT fit"
+        yield (
+            f"{verdict}: GPU KV cache size {e.kv_cache_tokens:,} tokens; maximum concurrency for "
+            f"{e.max_model_len:,} tokens per request: {e.max_concurrency:.2f}x; longest max-model-len: {longest:,}"
+        )
+        yield f"run: {' '.join(vllm_command(e, self.model))}"

@@ -12,13 +12,16 @@ from membudget.cli._app import EXIT_DOES_NOT_FIT, app, emit_json, stdout_console
 from membudget.engines.llamacpp import FlashAttn, LlamaCppSettings, estimate_llamacpp
 from membudget.engines.llamacpp_log import parse_llamacpp_log
 from membudget.engines.llamacpp_validate import compare
+from membudget.engines.vllm import KvCacheDtype, VllmSettings, estimate_vllm
 from membudget.errors import InvalidArgumentError, MembudgetError
 from membudget.hardware import detect
 from membudget.loader import load_model
+from membudget.model import ModelSpec
 from membudget.plan import budget_for, make_plan
 from membudget.presets import apply_preset
+from membudget.readers.catalog import hf_repo
 from membudget.report import EstimateReport, Geometry
-from membudget.report_plan import PlanReport, ValidationReport
+from membudget.report_plan import PlanReport, ValidationReport, VllmPlanReport
 from membudget.units import MIB, parse_size
 
 _FA_HELP = (
@@ -106,6 +109,24 @@ def plan(
             help="Safety margin taken off the budget (default 1GiB for a detected budget, 0 with --memory)."
         ),
     ] = None,
+    gpu: Annotated[
+        list[str] | None, typer.Option(help="GPU memory, repeatable (vLLM): 80GiB (default: NVML).")
+    ] = None,
+    tensor_parallel: Annotated[
+        int, typer.Option("--tensor-parallel-size", "-tp", help="vLLM tensor parallel.")
+    ] = 1,
+    pipeline_parallel: Annotated[
+        int, typer.Option("--pipeline-parallel-size", "-pp", help="vLLM pipeline parallel.")
+    ] = 1,
+    max_model_len: Annotated[
+        int, typer.Option(help="vLLM --max-model-len (default: trained context).")
+    ] = 0,
+    gpu_memory_utilization: Annotated[
+        float, typer.Option(help="vLLM --gpu-memory-utilization.")
+    ] = 0.9,
+    kv_cache_dtype: Annotated[
+        str, typer.Option(help="vLLM --kv-cache-dtype: auto or fp8.")
+    ] = "auto",
     as_json: AsJson = False,
 ) -> None:
     """Will it fit? What an engine allocates (weights, KV cache, recurrent state, output,
@@ -136,8 +157,21 @@ def plan(
         if report.fits is False:
             raise typer.Exit(EXIT_DOES_NOT_FIT)
         return
+    if engine == "vllm":
+        _plan_vllm(
+            spec,
+            source,
+            gpu,
+            tensor_parallel,
+            pipeline_parallel,
+            max_model_len,
+            gpu_memory_utilization,
+            kv_cache_dtype,
+            as_json,
+        )
+        return
     if engine not in ("llama.cpp", "llamacpp", "llama-cpp"):
-        raise InvalidArgumentError("--engine", engine, "must be llama.cpp or reference")
+        raise InvalidArgumentError("--engine", engine, "must be llama.cpp, vllm or reference")
     settings = _settings(
         ctx, batch, ubatch, parallel, kv_unified, cache_type_k, cache_type_v, flash_attn, swa_full
     )
@@ -199,4 +233,58 @@ def validate(
     else:
         stdout_console().print(result)
     if not result.ok:
+        raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+def _plan_vllm(
+    spec: ModelSpec,
+    source: str,
+    gpus: list[str] | None,
+    tp: int,
+    pp: int,
+    max_len: int,
+    utilization: float,
+    kv_dtype: str,
+    as_json: bool,
+) -> None:
+    if gpus:
+        sizes = [parse_size(g) for g in gpus]
+    else:
+        sizes = [g.total_bytes for g in detect().gpus if not g.unified]
+        if not sizes:
+            raise InvalidArgumentError(
+                "--gpu", None, "is needed: no NVIDIA GPU was detected for vLLM"
+            )
+    if kv_dtype not in ("auto", "fp8", "fp8_e4m3", "fp8_e5m2"):
+        raise InvalidArgumentError(
+            "--kv-cache-dtype", kv_dtype, "must be auto, fp8, fp8_e4m3 or fp8_e5m2"
+        )
+    dtype: KvCacheDtype = (
+        "auto"
+        if kv_dtype == "auto"
+        else "fp8"
+        if kv_dtype == "fp8"
+        else "fp8_e4m3"
+        if kv_dtype == "fp8_e4m3"
+        else "fp8_e5m2"
+    )
+    if tp * pp > len(sizes) and len(sizes) > 1:
+        raise InvalidArgumentError(
+            "--tensor-parallel-size", tp, f"times -pp needs {tp * pp} GPUs, {len(sizes)} given"
+        )
+    settings = VllmSettings(
+        gpu_memory_bytes=min(sizes),
+        max_model_len=max_len,
+        gpu_memory_utilization=utilization,
+        kv_cache_dtype=dtype,
+        tensor_parallel_size=tp,
+        pipeline_parallel_size=pp,
+    )
+    model = (hf_repo(source) or source) if spec.source_kind == "catalogue" else source
+    result = VllmPlanReport(estimate_vllm(spec, settings), model)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        stdout_console().print(result)
+    if not result.fits:
         raise typer.Exit(EXIT_DOES_NOT_FIT)

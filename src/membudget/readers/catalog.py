@@ -19,7 +19,7 @@ from membudget.errors import UnknownModelError
 from membudget.model import ModelSpec
 from membudget.readers.hf_config import StorageScheme, spec_from_config, storage_scheme
 
-__all__ = ["CatalogEntry", "catalog", "catalog_spec", "find_entry", "suggest"]
+__all__ = ["CatalogEntry", "catalog", "catalog_spec", "find_entry", "hf_repo", "suggest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +92,16 @@ def catalog_spec(name: str) -> ModelSpec:
         scheme=scheme,
         notes=(f"catalogue entry {entry.name!r}: {entry.source}",),
     )
+
+
+def hf_repo(name: str) -> str | None:
+    """The Hugging Face repo id a catalogue entry cites first (``org/name``), if any."""
+    entry = find_entry(name)
+    if entry is None:
+        return None
+    marker = "https://huggingface.co/"
+    at = entry.source.find(marker)
+    if at < 0:
+        return None
+    parts = entry.source[at + len(marker) :].split("/")
+    return f"{parts[0]}/{parts[1]}" if len(parts) >= 2 else None

@@ -1,0 +1,107 @@
+"""vLLM's arithmetic: pages, TP splits and replication, MLA, sliding windows, Mamba, fp8."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from membudget import InvalidArgumentError, load_model
+from membudget.engines.vllm import VllmSettings, estimate_vllm, max_model_len, vllm_command
+from membudget.units import GIB
+
+H100 = 80 * GIB
+
+
+def s(**kw: object) -> VllmSettings:
+    return VllmSettings(gpu_memory_bytes=H100, **kw)  # type: ignore[arg-type]
+
+
+def test_full_attention_page() -> None:
+    e = estimate_vllm(load_model("llama-3.1-8b"), s())
+    assert e.page_bytes == 32 * 16 * 8 * (128 + 128) * 2
+    assert e.request_bytes == 131072 // 16 * e.page_bytes
+    assert e.kv_cache_tokens == e.num_blocks * 16
+    assert (
+        e.kv_cache_bytes
+        == int(H100 * 0.9)
+        - e.weights_bytes
+        - e.activation_bytes
+        - e.non_torch_bytes
+        - e.cuda_graph_bytes
+    )
+
+
+def test_kv_heads_split_then_replicated_across_tp() -> None:
+    spec = load_model("llama-3.1-70b")  # 8 KV heads
+    assert estimate_vllm(spec, s(tensor_parallel_size=4)).page_bytes == 80 * 16 * 2 * 256 * 2
+    assert estimate_vllm(spec, s(tensor_parallel_size=8)).page_bytes == 80 * 16 * 1 * 256 * 2
+    assert estimate_vllm(spec, s(tensor_parallel_size=16)).page_bytes == 80 * 16 * 1 * 256 * 2, (
+        "replicated"
+    )
+
+
+def test_mla_is_one_latent_head() -> None:
+    e = estimate_vllm(
+        load_model("deepseek-v3"), VllmSettings(gpu_memory_bytes=141 * GIB, tensor_parallel_size=8)
+    )
+    assert e.page_bytes == 61 * 16 * (512 + 64) * 2
+
+
+def test_sliding_window_layers_are_capped() -> None:
+    spec = load_model("gpt-oss-20b")
+    e = estimate_vllm(spec, s())
+    full = 12 * (131072 // 16) * (16 * 8 * 128 * 2)
+    swa = 12 * (-(-(128 - 1 + 8192) // 16) + 1) * (16 * 8 * 128 * 2)
+    assert e.request_bytes == full + swa
+
+
+def test_fp8_halves_the_cache() -> None:
+    spec = load_model("qwen3-8b")
+    assert (
+        estimate_vllm(spec, s(kv_cache_dtype="fp8")).page_bytes * 2
+        == estimate_vllm(spec, s()).page_bytes
+    )
+
+
+def test_mamba_state_is_constant_per_request() -> None:
+    spec = load_model("mamba-2.8b")
+    a = estimate_vllm(spec, s(max_model_len=4096))
+    b = estimate_vllm(spec, s(max_model_len=65536))
+    assert a.request_bytes == b.request_bytes > 0
+
+
+def test_max_model_len_is_the_longest_single_request() -> None:
+    spec = load_model("qwen3-32b")
+    settings = VllmSettings(gpu_memory_bytes=80 * GIB, gpu_memory_utilization=0.95)
+    longest = max_model_len(spec, settings)
+    e = estimate_vllm(spec, replace(settings, max_model_len=longest))
+    assert longest % 16 == 0
+    assert e.request_bytes <= e.num_blocks * e.page_bytes
+    if longest < spec.n_ctx_train:
+        more = estimate_vllm(spec, replace(settings, max_model_len=longest + 16))
+        assert more.request_bytes > more.num_blocks * more.page_bytes
+
+
+def test_command() -> None:
+    e = estimate_vllm(
+        load_model("llama-3.1-70b"),
+        s(tensor_parallel_size=4, kv_cache_dtype="fp8", max_model_len=32768),
+    )
+    assert vllm_command(e, "meta-llama/Llama-3.1-70B") == [
+        "vllm", "serve", "meta-llama/Llama-3.1-70B", "--max-model-len", "32768",
+        "--gpu-memory-utilization", "0.9", "--kv-cache-dtype", "fp8", "-tp", "4",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kw", "fragment"),
+    [
+        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+        ({"tensor_parallel_size": 0}, "tensor_parallel_size"),
+        ({"kv_cache_dtype": "int4"}, "kv_cache_dtype"),
+    ],
+)
+def test_bad_settings(kw: dict[str, object], fragment: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=fragment):
+        s(**kw)
