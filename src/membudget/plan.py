@@ -18,6 +18,7 @@ from membudget.engines.llamacpp import (
     LlamaCppSettings,
     estimate_llamacpp,
 )
+from membudget.engines.llamacpp_devices import CPU
 from membudget.errors import InvalidArgumentError, MembudgetError
 from membudget.hardware import Hardware
 from membudget.model import ModelSpec
@@ -31,10 +32,13 @@ __all__ = [
     "Plan",
     "Suggestion",
     "budget_for",
+    "fits",
     "llamacpp_flags",
     "make_plan",
     "max_context",
     "max_parallel",
+    "min_gpus",
+    "offload",
     "suggestions",
 ]
 
@@ -48,26 +52,56 @@ _CTX_CAP = 1 << 21  # no model trains past two million tokens yet; the search ne
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """The memory a plan may use: ``memory_bytes`` after the margin is taken off."""
+    """The memory a plan may use: ``memory_bytes`` of RAM after the margin is taken off, and
+    each GPU's budget (also after the margin) in ``gpus``."""
 
     memory_bytes: int
     raw_bytes: int
     margin_bytes: int
     source: str
+    gpus: tuple[tuple[str, int], ...] = ()
+
+    def limit(self, device: str) -> int:
+        if device == CPU:
+            return self.memory_bytes
+        return dict(self.gpus).get(device, 0)
+
+
+def fits(estimate: LlamaCppEstimate, budget: Budget) -> bool:
+    """Every device's buffers fit its budget (a single pool when there are no GPUs)."""
+    if not budget.gpus:
+        return estimate.total_bytes <= budget.memory_bytes
+    return all(n <= budget.limit(dev) for dev, n in estimate.by_device().items())
 
 
 def budget_for(
-    memory_bytes: int | None, hardware: Hardware | None, margin_bytes: int | None = None
+    memory_bytes: int | None,
+    hardware: Hardware | None,
+    margin_bytes: int | None = None,
+    gpu_bytes: tuple[int, ...] | None = None,
 ) -> Budget:
-    """A budget from an explicit size, or from this machine's available RAM less the margin."""
+    """A budget from explicit sizes, or from this machine: available RAM and each NVIDIA GPU's
+    free memory, each less the margin (llama.cpp's own fitting keeps 1 GiB per device)."""
     if memory_bytes is not None:
         margin = 0 if margin_bytes is None else margin_bytes
-        return Budget(max(0, memory_bytes - margin), memory_bytes, margin, "--memory")
-    if hardware is None:
+        ram, raw, source = max(0, memory_bytes - margin), memory_bytes, "--memory"
+    elif hardware is not None:
+        margin = DEFAULT_MARGIN_BYTES if margin_bytes is None else margin_bytes
+        raw = hardware.ram.available_bytes
+        ram, source = max(0, raw - margin), f"available RAM ({hardware.ram.source})"
+    else:
         raise InvalidArgumentError("budget", None, "needs --memory or a detected machine")
-    margin = DEFAULT_MARGIN_BYTES if margin_bytes is None else margin_bytes
-    raw = hardware.ram.available_bytes
-    return Budget(max(0, raw - margin), raw, margin, f"available RAM ({hardware.ram.source})")
+    if gpu_bytes is not None:
+        gpus = tuple((f"CUDA{i}", max(0, n - margin)) for i, n in enumerate(gpu_bytes))
+    elif hardware is not None and memory_bytes is None:
+        gpus = tuple(
+            (f"CUDA{g.index}", max(0, g.free_bytes - margin))
+            for g in hardware.gpus
+            if not g.unified
+        )
+    else:
+        gpus = ()
+    return Budget(ram, raw, margin, source, gpus)
 
 
 Estimator = Callable[[LlamaCppSettings], LlamaCppEstimate]
@@ -106,10 +140,7 @@ def max_context(
     hi = max(1, (spec.n_ctx_train or _CTX_CAP) // _CTX_STEP)
 
     def ok(steps: int) -> bool:
-        return (
-            est(replace(settings, n_ctx=_context_for(settings, steps))).total_bytes
-            <= budget.memory_bytes
-        )
+        return fits(est(replace(settings, n_ctx=_context_for(settings, steps))), budget)
 
     best = _largest(1, hi, ok)
     return 0 if best < 1 else _context_for(settings, best)
@@ -124,7 +155,7 @@ def max_parallel(
 
     def ok(n: int) -> bool:
         n_ctx = per_seq if settings.kv_unified else per_seq * n
-        return est(replace(settings, n_parallel=n, n_ctx=n_ctx)).total_bytes <= budget.memory_bytes
+        return fits(est(replace(settings, n_parallel=n, n_ctx=n_ctx)), budget)
 
     return max(0, _largest(1, LLAMA_MAX_SEQ, ok))
 
@@ -152,8 +183,9 @@ def suggestions(
         if settings.cache_type_k == kv and settings.cache_type_v == kv:
             continue
         s = replace(settings, cache_type_k=kv, cache_type_v=kv, flash_attn="on")
-        total = est(s).total_bytes
-        if total <= budget.memory_bytes:
+        e = est(s)
+        total = e.total_bytes
+        if fits(e, budget):
             out.append(
                 Suggestion(
                     f"quantise the KV cache to {kv}", total, ("-ctk", kv, "-ctv", kv, "-fa", "on")
@@ -181,15 +213,16 @@ def suggestions(
             smaller = apply_preset(spec, preset)
             if smaller.weights.total >= current:
                 continue
-            total = estimate_llamacpp(smaller, settings, rules).total_bytes
-            if total <= budget.memory_bytes:
+            e = estimate_llamacpp(smaller, settings, rules)
+            total = e.total_bytes
+            if fits(e, budget):
                 out.append(Suggestion(f"requantise the weights to {preset}", total, ()))
                 break
     return out
 
 
 def llamacpp_flags(estimate: LlamaCppEstimate, model_path: str | None = None) -> list[str]:
-    """``llama-server`` arguments that reproduce ``estimate``'s settings (CPU only)."""
+    """``llama-server`` arguments that reproduce ``estimate``'s settings."""
     s = estimate.settings
     flags = ["llama-server", "-m", model_path or "MODEL.gguf", "-c", str(estimate.n_ctx)]
     if estimate.n_seq_max > 1:
@@ -199,7 +232,17 @@ def llamacpp_flags(estimate: LlamaCppEstimate, model_path: str | None = None) ->
     flags += ["-b", str(s.n_batch), "-ub", str(s.n_ubatch)]
     if s.cache_type_k != "f16" or s.cache_type_v != "f16":
         flags += ["-ctk", s.cache_type_k, "-ctv", s.cache_type_v]
-    flags += ["-fa", "on" if estimate.flash_attn else "off", "-ngl", "0"]
+    flags += [
+        "-fa",
+        "on" if estimate.flash_attn else "off",
+        "-ngl",
+        str(s.n_gpu_layers if s.gpus else 0),
+    ]
+    if len(s.gpus) > 1 and s.tensor_split:
+        top = max(s.tensor_split)
+        flags += ["-ts", ",".join(f"{x / top:.3g}" for x in s.tensor_split)]
+    if s.n_cpu_moe:
+        flags += ["--n-cpu-moe", str(s.n_cpu_moe)]
     if s.swa_full:
         flags.append("--swa-full")
     if not s.repack:
@@ -220,11 +263,16 @@ class Plan:
 
     @property
     def fits(self) -> bool:
-        return self.estimate.total_bytes <= self.budget.memory_bytes
+        return fits(self.estimate, self.budget)
 
     @property
     def headroom_bytes(self) -> int:
-        return self.budget.memory_bytes - self.estimate.total_bytes
+        """The tightest device's spare bytes (negative when it does not fit)."""
+        if not self.budget.gpus:
+            return self.budget.memory_bytes - self.estimate.total_bytes
+        used = self.estimate.by_device()
+        devices = {CPU, *dict(self.budget.gpus)}
+        return min(self.budget.limit(d) - used.get(d, 0) for d in devices)
 
     @property
     def command_line(self) -> str:
@@ -232,6 +280,13 @@ class Plan:
 
     def verdict(self) -> str:
         e, b = self.estimate, self.budget
+        if b.gpus:
+            used = e.by_device()
+            parts = [
+                f"{d} {format_bytes(used.get(d, 0))} of {format_bytes(b.limit(d))}"
+                for d in (CPU, *dict(b.gpus))
+            ]
+            return ("fits: " if self.fits else "does NOT fit: ") + ", ".join(parts)
         if self.fits:
             return f"fits: needs {format_bytes(e.total_bytes)} of {format_bytes(b.memory_bytes)}"
         short = format_bytes(-self.headroom_bytes)
@@ -250,14 +305,75 @@ def make_plan(
         raise MembudgetError(
             f"--parallel {settings.n_parallel} is more than llama.cpp's {LLAMA_MAX_SEQ} sequences."
         )
+    if budget.gpus and not settings.gpus:
+        settings = offload(spec, settings, budget, rules)
     estimate = estimate_llamacpp(spec, settings, rules)
     per_seq = estimate.n_ctx_seq
-    fits = estimate.total_bytes <= budget.memory_bytes
+    ok = fits(estimate, budget)
     return Plan(
         estimate=estimate,
         budget=budget,
         max_context=max_context(spec, settings, budget, rules),
         max_parallel=max_parallel(spec, replace(settings, n_ctx=per_seq), budget, rules),
-        suggestions=() if fits else tuple(suggestions(spec, settings, budget, rules)),
+        suggestions=() if ok else tuple(suggestions(spec, settings, budget, rules)),
         command=tuple(llamacpp_flags(estimate, model_path)),
     )
+
+
+def _gpu_fit(e: LlamaCppEstimate, budget: Budget) -> bool:
+    return all(n <= budget.limit(dev) for dev, n in e.by_device().items() if dev != CPU)
+
+
+def offload(
+    spec: ModelSpec, settings: LlamaCppSettings, budget: Budget, rules: LlamaCppRules | None = None
+) -> LlamaCppSettings:
+    """Place the model on the budget's GPUs the way a careful user would: everything on the
+    GPUs if it fits; else, for a mixture of experts, the fewest layers' experts on the CPU
+    (``--n-cpu-moe``); else the most layers on the GPUs (``-ngl``). GPUs share the layers in
+    proportion to their budgets (``-ts``), as llama.cpp splits by free memory."""
+    names = tuple(name for name, _ in budget.gpus)
+    split = tuple(float(n) for _, n in budget.gpus)
+    slots = spec.n_layer + 1
+    base = replace(settings, gpus=names, tensor_split=split if len(names) > 1 else ())
+    est = _estimator(spec, rules)
+    full = replace(base, n_gpu_layers=slots)
+    if _gpu_fit(est(full), budget):
+        return full
+    if spec.is_moe:
+        k = (
+            _largest(
+                0, spec.n_layer, lambda k: not _gpu_fit(est(replace(full, n_cpu_moe=k)), budget)
+            )
+            + 1
+        )
+        if k <= spec.n_layer and _gpu_fit(est(replace(full, n_cpu_moe=k)), budget):
+            return replace(full, n_cpu_moe=k)
+    best = 0
+    for n in range(slots, 0, -1):
+        if _gpu_fit(est(replace(base, n_gpu_layers=n)), budget):
+            best = n
+            break
+    return replace(base, n_gpu_layers=best)
+
+
+def min_gpus(
+    spec: ModelSpec,
+    settings: LlamaCppSettings,
+    gpu_bytes: int,
+    ram_bytes: int,
+    rules: LlamaCppRules | None = None,
+    most: int = 16,
+) -> int:
+    """The fewest GPUs of ``gpu_bytes`` each that hold the whole model (0 if ``most`` do not)."""
+    for n in range(1, most + 1):
+        gpus = tuple((f"CUDA{i}", gpu_bytes) for i in range(n))
+        b = Budget(ram_bytes, ram_bytes, 0, "test", gpus)
+        s = replace(
+            settings,
+            gpus=tuple(name for name, _ in gpus),
+            tensor_split=(1.0,) * n if n > 1 else (),
+            n_gpu_layers=spec.n_layer + 1,
+        )
+        if fits(estimate_llamacpp(spec, s, rules), b):
+            return n
+    return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -127,6 +128,16 @@ def plan(
     kv_cache_dtype: Annotated[
         str, typer.Option(help="vLLM --kv-cache-dtype: auto or fp8.")
     ] = "auto",
+    n_gpu_layers: Annotated[
+        int,
+        typer.Option(
+            "--n-gpu-layers", "-ngl", help="llama.cpp -ngl (default: solved from the GPU budgets)."
+        ),
+    ] = -1,
+    tensor_split: Annotated[
+        str | None, typer.Option("--tensor-split", "-ts", help="llama.cpp -ts, e.g. 3,1.")
+    ] = None,
+    n_cpu_moe: Annotated[int, typer.Option("--n-cpu-moe", help="llama.cpp --n-cpu-moe.")] = 0,
     as_json: AsJson = False,
 ) -> None:
     """Will it fit? What an engine allocates (weights, KV cache, recurrent state, output,
@@ -175,10 +186,21 @@ def plan(
     settings = _settings(
         ctx, batch, ubatch, parallel, kv_unified, cache_type_k, cache_type_v, flash_attn, swa_full
     )
+    if n_gpu_layers >= 0 or tensor_split or n_cpu_moe:
+        split = tuple(float(x) for x in tensor_split.split(",")) if tensor_split else ()
+        n_gpus = max(len(split), len(gpu or ()), 1)
+        settings = replace(
+            settings,
+            n_gpu_layers=n_gpu_layers if n_gpu_layers >= 0 else spec.n_layer + 1,
+            gpus=tuple(f"CUDA{i}" for i in range(n_gpus)),
+            tensor_split=split,
+            n_cpu_moe=n_cpu_moe,
+        )
     budget = budget_for(
         parse_size(memory) if memory is not None else None,
-        None if memory is not None else detect(),
+        None if memory is not None and gpu else detect(),
         parse_size(margin) if margin is not None else None,
+        tuple(parse_size(g) for g in gpu) if gpu else None,
     )
     model_path = spec.source if spec.source_kind == "gguf" else None
     result = PlanReport(make_plan(spec, settings, budget, model_path=model_path))

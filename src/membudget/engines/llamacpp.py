@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from membudget.engines.llamacpp_compute import compute_bytes
+from membudget.engines.llamacpp_devices import CPU, cuda_alloc_bytes, layer_devices, tensor_device
 from membudget.errors import InvalidArgumentError
 from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
-from membudget.model import ModelSpec
+from membudget.model import ModelSpec, TensorSpec
 
 __all__ = [
     "Buffer",
@@ -84,6 +85,14 @@ class LlamaCppSettings:
     embeddings: bool = False
     repack: bool = True
     """CPU weight repacking (llama.cpp's extra buffer types; ``--no-repack`` turns it off)."""
+    n_gpu_layers: int = 0
+    """``-ngl``: how many of the ``n_layer + 1`` slots (output last) go to the GPUs."""
+    gpus: tuple[str, ...] = ()
+    """GPU backend names, as llama.cpp names its devices: ``("CUDA0", "CUDA1")``."""
+    tensor_split: tuple[float, ...] = ()
+    """``-ts`` proportions per GPU; empty means equal shares."""
+    n_cpu_moe: int = 0
+    """``--n-cpu-moe``: the first N layers keep their routed experts on the CPU."""
 
     def __post_init__(self) -> None:
         for name in ("n_ctx", "n_batch", "n_ubatch", "n_parallel"):
@@ -195,11 +204,11 @@ def repack_types_for(flags: frozenset[str], arch: str) -> frozenset[str]:
     return frozenset()
 
 
-def _repack_bytes(spec: ModelSpec, types: frozenset[str], alignment: int) -> int:
+def _repack_bytes(tensors: list[TensorSpec], types: frozenset[str], alignment: int) -> int:
     """Matrix weights multiplied by activations (never ``token_embd``, read by row lookup)
     whose type repacks and whose row count is a multiple of 8 are copied to CPU_REPACK."""
     total = 0
-    for t in spec.tensors:
+    for t in tensors:
         if (
             t.type_name in types
             and len(t.shape) in (2, 3)
@@ -210,20 +219,33 @@ def _repack_bytes(spec: ModelSpec, types: frozenset[str], alignment: int) -> int
     return total
 
 
-def _model_buffers(spec: ModelSpec, s: LlamaCppSettings, r: LlamaCppRules) -> list[Buffer]:
+def _model_buffers(
+    spec: ModelSpec, s: LlamaCppSettings, r: LlamaCppRules, slots: list[str]
+) -> list[Buffer]:
     if not spec.tensors:
-        return [Buffer("CPU", "model", spec.weights.total, "weights")]
-    mapped = sum(_pad(t.n_bytes, r.alignment) for t in spec.tensors)
-    out = [Buffer("CPU", "model", mapped, "weights, memory-mapped")]
-    if s.repack:
+        return [Buffer(CPU, "model", spec.weights.total, "weights")]
+    per_device: dict[str, int] = {}
+    on_cpu: list[TensorSpec] = []
+    for t in spec.tensors:
+        dev = tensor_device(t.name, slots, s.n_cpu_moe)
+        if dev == CPU:
+            on_cpu.append(t)
+            per_device[CPU] = per_device.get(CPU, 0) + _pad(t.n_bytes, r.alignment)
+        else:
+            per_device[dev] = per_device.get(dev, 0) + cuda_alloc_bytes(t)
+    out = [
+        Buffer(dev, "model", n, "weights, memory-mapped" if dev == CPU else "weights")
+        for dev, n in per_device.items()
+    ]
+    if s.repack and on_cpu:
         types = r.repack_types
         if types is None:
             from membudget.hardware import cpu_flags, machine_arch  # noqa: PLC0415
 
             types = repack_types_for(cpu_flags(), machine_arch())
-        repacked = _repack_bytes(spec, types, r.alignment)
+        repacked = _repack_bytes(on_cpu, types, r.alignment)
         if repacked:
-            out.append(Buffer("CPU", "model", repacked, "CPU_REPACK copies of matrix weights"))
+            out.append(Buffer(CPU, "model", repacked, "CPU_REPACK copies of matrix weights"))
     return out
 
 
@@ -232,7 +254,12 @@ def estimate_llamacpp(
     settings: LlamaCppSettings | None = None,
     rules: LlamaCppRules | None = None,
 ) -> LlamaCppEstimate:
-    """Predict llama.cpp's buffers for ``spec`` under ``settings`` (CPU backend)."""
+    """Predict llama.cpp's buffers for ``spec`` under ``settings``, per device.
+
+    With ``n_gpu_layers`` and ``gpus`` set, layers, their KV caches and states go to the GPUs as
+    :mod:`.llamacpp_devices` describes. The CPU rules are checked against llama.cpp; the GPU
+    placement follows llama.cpp's code, and CUDA buffer sizes are not yet checked against a
+    CUDA build's report."""
     s = settings or LlamaCppSettings()
     r = rules or LlamaCppRules()
     fa = _resolve_flash_attn(s.flash_attn, s.cache_type_v)
@@ -255,7 +282,8 @@ def estimate_llamacpp(
             if s.swa_full
             else _pad(min(kv_size, n_swa * (n_seq if s.kv_unified else 1) + n_ubatch), r.swa_pad)
         )
-    buffers: list[Buffer] = _model_buffers(spec, s, r)
+    slots = layer_devices(spec.n_layer, s.n_gpu_layers, s.gpus, s.tensor_split)
+    buffers: list[Buffer] = _model_buffers(spec, s, r, slots)
 
     if not spec.embedding_only:
         tk, tv = cache_type(s.cache_type_k), cache_type(s.cache_type_v)
@@ -263,7 +291,8 @@ def estimate_llamacpp(
         mla_k_only = spec.mla is not None and spec.mla.compressed_cache and r.mla_k_only
         v_max = max((c.n_embd_v for c in layers), default=0)
         v_variable = len({c.n_embd_v for c in layers}) > 1
-        kv = swa = 0
+        kv: dict[str, int] = {}
+        swa: dict[str, int] = {}
         for c in layers:
             cells = swa_size if c.sliding_window else kv_size
             k_bytes = _pad(row_bytes(tk, c.n_embd_k) * cells * n_stream, r.alignment)
@@ -271,42 +300,41 @@ def estimate_llamacpp(
             v_bytes = (
                 0 if mla_k_only else _pad(row_bytes(tv, v_width) * cells * n_stream, r.alignment)
             )
-            if c.sliding_window:
-                swa += k_bytes + v_bytes
-            else:
-                kv += k_bytes + v_bytes
-        if kv:
-            buffers.append(Buffer("CPU", "kv", kv, f"{kv_size} cells x {n_stream} stream(s)"))
-        if swa:
-            buffers.append(Buffer("CPU", "kv_swa", swa, f"{swa_size} cells x {n_stream} stream(s)"))
-        n_rec = spec.n_recurrent_layers
-        if n_rec:
+            target = swa if c.sliding_window else kv
+            dev = slots[c.index]
+            target[dev] = target.get(dev, 0) + k_bytes + v_bytes
+        for dev, n in kv.items():
+            buffers.append(Buffer(dev, "kv", n, f"{kv_size} cells x {n_stream} stream(s)"))
+        for dev, n in swa.items():
+            buffers.append(Buffer(dev, "kv_swa", n, f"{swa_size} cells x {n_stream} stream(s)"))
+        if spec.n_recurrent_layers:
             conv, ssm = recurrent_state_dims(spec)
             rows = n_seq
             per_layer = _pad(conv * _F32 * rows, r.alignment) + _pad(ssm * _F32 * rows, r.alignment)
-            buffers.append(
-                Buffer("CPU", "recurrent", per_layer * n_rec, f"{rows} sequence state(s)")
-            )
+            rec: dict[str, int] = {}
+            for il, layer in enumerate(spec.layers):
+                if layer.recurrent:
+                    rec[slots[il]] = rec.get(slots[il], 0) + per_layer
+            for dev, n in rec.items():
+                buffers.append(Buffer(dev, "recurrent", n, f"{rows} sequence state(s)"))
 
     out_floats = spec.n_vocab * n_seq + (
         spec.n_embd * n_seq if s.embeddings or spec.embedding_only else 0
     )
-    buffers.append(Buffer("CPU", "output", out_floats * _F32, f"logits for {n_seq} output(s)"))
-    buffers.append(
-        Buffer(
-            "CPU",
-            "compute",
-            compute_bytes(
-                spec,
-                n_tokens=min(n_ctx, n_ubatch),
-                n_kv=kv_size,
-                n_swa_kv=swa_size,
-                n_stream=n_stream,
-                flash_attn=fa,
-            ),
-            f"worst case: {min(n_ctx, n_ubatch)} tokens over {kv_size} cells",
-        )
+    # The output buffer is host memory (pinned when the output layer is on a GPU).
+    buffers.append(Buffer(CPU, "output", out_floats * _F32, f"logits for {n_seq} output(s)"))
+    n_tokens = min(n_ctx, n_ubatch)
+    graph = compute_bytes(
+        spec, n_tokens=n_tokens, n_kv=kv_size, n_swa_kv=swa_size, n_stream=n_stream, flash_attn=fa
     )
+    detail = f"worst case: {n_tokens} tokens over {kv_size} cells"
+    used = list(dict.fromkeys(slots))
+    # Each backend holding layers reserves the graph's working set; a host that only feeds
+    # the GPUs keeps the embedding rows (an estimate: not yet checked against CUDA logs).
+    buffers.extend(Buffer(dev, "compute", graph, detail) for dev in used)
+    if CPU not in used:
+        host = 3 * spec.n_embd * n_tokens * _F32
+        buffers.append(Buffer(CPU, "compute", host, "host side of the graph (estimate)"))
     return LlamaCppEstimate(
         spec=spec,
         settings=s,
