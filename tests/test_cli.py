@@ -356,3 +356,30 @@ def test_plan_vllm(capsys: pytest.CaptureFixture[str]) -> None:
         capsys, "plan", "deepseek-v3", "--engine", "vllm", "--gpu", "80GiB", "-tp", "8"
     )
     assert code == 1
+
+
+def test_plan_ram_and_vllm_nodes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "plan", "llama-3.1-8b", "--ram", "32GiB", "--gpu", "24GiB", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["budget"]["memory_bytes"] == 32 * 2**30
+    assert "-ngl" in data["commands"]["llama.cpp"]
+    code, out, _ = run(
+        capsys,
+        "plan",
+        "deepseek-v3",
+        "--engine",
+        "vllm",
+        "--gpu",
+        "141GiB",
+        "-tp",
+        "8",
+        "--nodes",
+        "2",
+        "--json",
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["nodes"]["count"] == 2
+    assert "--distributed-executor-backend" in data["commands"]["vllm"]
+    assert data["commands"]["ray"][0] == ["ray", "start", "--head"]

@@ -113,3 +113,43 @@ def test_min_gpus() -> None:
     spec = apply_preset(load_model("llama-3.1-70b"), "Q4_K_M")
     assert min_gpus(spec, LlamaCppSettings(n_ctx=8192), 24 * GIB, 32 * GIB, R) == 2
     assert min_gpus(spec, LlamaCppSettings(n_ctx=8192), 80 * GIB, 32 * GIB, R) == 1
+
+
+def test_best_preset_is_the_largest_that_fits() -> None:
+    from membudget.plan import PRESET_LADDER, best_preset
+
+    spec = load_model("qwen3-8b")
+    b = Budget(8 * GIB, 8 * GIB, 0, "t")
+    chosen = best_preset(spec, LlamaCppSettings(n_ctx=8192), b, R)
+    assert chosen is not None
+    i = PRESET_LADDER.index(chosen)
+    assert fits(estimate_llamacpp(apply_preset(spec, chosen), LlamaCppSettings(n_ctx=8192), R), b)
+    if i > 0:
+        bigger = apply_preset(spec, PRESET_LADDER[i - 1])
+        assert not fits(estimate_llamacpp(bigger, LlamaCppSettings(n_ctx=8192), R), b)
+
+
+def test_rpc_workers_are_devices() -> None:
+    from membudget.plan import budget_for, rpc_commands
+
+    b = budget_for(32 * GIB, None, None, (24 * GIB,), (24 * GIB,))
+    assert dict(b.gpus) == {"CUDA0": 24 * GIB, "RPC0": 24 * GIB}
+    spec = apply_preset(load_model("llama-3.1-70b"), "Q4_K_M")
+    plan = make_plan(spec, LlamaCppSettings(n_ctx=8192), b, R)
+    assert plan.fits
+    assert set(plan.estimate.by_device()) == {"CPU", "CUDA0", "RPC0"}
+    cmds = rpc_commands(plan.estimate)
+    assert cmds[0][0] == "rpc-server"
+    assert "--rpc" in cmds[-1]
+
+
+def test_repacked_weights_are_reclaimable() -> None:
+    spec = apply_preset(load_model("qwen3-8b"), "Q4_K_M")
+    avx2 = LlamaCppRules(repack_types=frozenset({"Q4_K"}))
+    e = estimate_llamacpp(spec, LlamaCppSettings(n_ctx=4096), avx2)
+    plain = estimate_llamacpp(spec, LlamaCppSettings(n_ctx=4096), R)
+    repack = next(b for b in e.buffers if "REPACK" in b.detail)
+    assert e.total_bytes == plain.total_bytes + repack.n_bytes, (
+        "reported: both buffers, as llama.cpp prints"
+    )
+    assert e.resident_bytes == plain.total_bytes, "resident: the mapped copies can be dropped"

@@ -28,9 +28,11 @@ from membudget.units import GIB, format_bytes
 __all__ = [
     "DEFAULT_MARGIN_BYTES",
     "LLAMA_MAX_SEQ",
+    "PRESET_LADDER",
     "Budget",
     "Plan",
     "Suggestion",
+    "best_preset",
     "budget_for",
     "fits",
     "llamacpp_flags",
@@ -39,6 +41,7 @@ __all__ = [
     "max_parallel",
     "min_gpus",
     "offload",
+    "rpc_commands",
     "suggestions",
 ]
 
@@ -68,10 +71,12 @@ class Budget:
 
 
 def fits(estimate: LlamaCppEstimate, budget: Budget) -> bool:
-    """Every device's buffers fit its budget (a single pool when there are no GPUs)."""
+    """Every device's resident buffers fit its budget (a single pool when there are no GPUs).
+    Memory-mapped weight pages that were copied to CPU_REPACK buffers do not count: the OS
+    drops them under pressure."""
     if not budget.gpus:
-        return estimate.total_bytes <= budget.memory_bytes
-    return all(n <= budget.limit(dev) for dev, n in estimate.by_device().items())
+        return estimate.resident_bytes <= budget.memory_bytes
+    return all(n <= budget.limit(dev) for dev, n in estimate.by_device(resident=True).items())
 
 
 def budget_for(
@@ -79,6 +84,7 @@ def budget_for(
     hardware: Hardware | None,
     margin_bytes: int | None = None,
     gpu_bytes: tuple[int, ...] | None = None,
+    rpc_bytes: tuple[int, ...] = (),
 ) -> Budget:
     """A budget from explicit sizes, or from this machine: available RAM and each NVIDIA GPU's
     free memory, each less the margin (llama.cpp's own fitting keeps 1 GiB per device)."""
@@ -101,6 +107,8 @@ def budget_for(
         )
     else:
         gpus = ()
+    # Worker nodes of llama.cpp's RPC backend are devices too, each with its own memory.
+    gpus += tuple((f"RPC{i}", max(0, n - margin)) for i, n in enumerate(rpc_bytes))
     return Budget(ram, raw, margin, source, gpus)
 
 
@@ -260,6 +268,7 @@ class Plan:
     max_parallel: int
     suggestions: tuple[Suggestion, ...]
     command: tuple[str, ...]
+    best_quant: str | None = None
 
     @property
     def fits(self) -> bool:
@@ -269,8 +278,8 @@ class Plan:
     def headroom_bytes(self) -> int:
         """The tightest device's spare bytes (negative when it does not fit)."""
         if not self.budget.gpus:
-            return self.budget.memory_bytes - self.estimate.total_bytes
-        used = self.estimate.by_device()
+            return self.budget.memory_bytes - self.estimate.resident_bytes
+        used = self.estimate.by_device(resident=True)
         devices = {CPU, *dict(self.budget.gpus)}
         return min(self.budget.limit(d) - used.get(d, 0) for d in devices)
 
@@ -281,16 +290,17 @@ class Plan:
     def verdict(self) -> str:
         e, b = self.estimate, self.budget
         if b.gpus:
-            used = e.by_device()
+            used = e.by_device(resident=True)
             parts = [
                 f"{d} {format_bytes(used.get(d, 0))} of {format_bytes(b.limit(d))}"
                 for d in (CPU, *dict(b.gpus))
             ]
             return ("fits: " if self.fits else "does NOT fit: ") + ", ".join(parts)
+        need = format_bytes(e.resident_bytes)
         if self.fits:
-            return f"fits: needs {format_bytes(e.total_bytes)} of {format_bytes(b.memory_bytes)}"
+            return f"fits: needs {need} of {format_bytes(b.memory_bytes)}"
         short = format_bytes(-self.headroom_bytes)
-        return f"does NOT fit: needs {format_bytes(e.total_bytes)} of {format_bytes(b.memory_bytes)} ({short} short)"
+        return f"does NOT fit: needs {need} of {format_bytes(b.memory_bytes)} ({short} short)"
 
 
 def make_plan(
@@ -317,6 +327,7 @@ def make_plan(
         max_parallel=max_parallel(spec, replace(settings, n_ctx=per_seq), budget, rules),
         suggestions=() if ok else tuple(suggestions(spec, settings, budget, rules)),
         command=tuple(llamacpp_flags(estimate, model_path)),
+        best_quant=best_preset(spec, settings, budget, rules) if spec.tensors and not ok else None,
     )
 
 
@@ -377,3 +388,34 @@ def min_gpus(
         if fits(estimate_llamacpp(spec, s, rules), b):
             return n
     return 0
+
+
+PRESET_LADDER = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
+
+
+def best_preset(
+    spec: ModelSpec, settings: LlamaCppSettings, budget: Budget, rules: LlamaCppRules | None = None
+) -> str | None:
+    """The highest-quality llama.cpp preset at which the model fits (offloading as
+    :func:`offload` does when the budget has GPUs), or ``None``."""
+    if not spec.tensors:
+        return None
+    for preset in PRESET_LADDER:
+        candidate = apply_preset(spec, preset)
+        s = offload(candidate, settings, budget, rules) if budget.gpus else settings
+        if fits(estimate_llamacpp(candidate, s, rules), budget):
+            return preset
+    return None
+
+
+def rpc_commands(estimate: LlamaCppEstimate, port: int = 50052) -> list[list[str]]:
+    """Commands for llama.cpp's RPC backend: one ``rpc-server`` a worker node, then the main
+    ``llama-server`` pointing at them (devices named ``RPC<i>`` are the workers)."""
+    workers = [d for d in estimate.settings.gpus if d.startswith("RPC")]
+    if not workers:
+        return []
+    cmds = [["rpc-server", "--host", "0.0.0.0", "-p", str(port)] for _ in workers]  # noqa: S104 - runs on the worker, by design
+    hosts = ",".join(f"WORKER{i}:{port}" for i in range(len(workers)))
+    main = llamacpp_flags(estimate)
+    cmds.append([*main, "--rpc", hosts])
+    return cmds

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from membudget.engines.llamacpp_validate import BufferComparison
 from membudget.engines.vllm import VllmEstimate, max_model_len, vllm_command
-from membudget.plan import Plan
+from membudget.plan import Plan, rpc_commands
 from membudget.units import format_bytes
 
 if TYPE_CHECKING:
@@ -42,7 +42,12 @@ class PlanReport:
         devices: dict[str, list[dict[str, Any]]] = {}
         for b in e.buffers:
             devices.setdefault(b.device, []).append(
-                {"kind": b.kind, "bytes": b.n_bytes, "detail": b.detail}
+                {
+                    "kind": b.kind,
+                    "bytes": b.n_bytes,
+                    "reclaimable_bytes": b.reclaimable_bytes,
+                    "detail": b.detail,
+                }
             )
         return {
             "schema": PLAN_SCHEMA,
@@ -79,6 +84,7 @@ class PlanReport:
                 "output_bytes": e.output_bytes,
                 "compute_bytes": e.compute_bytes,
                 "total_bytes": e.total_bytes,
+                "resident_bytes": e.resident_bytes,
             },
             "devices": [
                 {"device": dev, "total_bytes": sum(b["bytes"] for b in bufs), "buffers": bufs}
@@ -98,8 +104,10 @@ class PlanReport:
                 {"change": x.change, "total_bytes": x.total_bytes, "flags": list(x.flags)}
                 for x in p.suggestions
             ],
+            "best_quant": p.best_quant,
             "commands": {
                 "llama.cpp": list(p.command),
+                "llama.cpp_rpc": rpc_commands(e),
                 "ollama": {"num_ctx": e.n_ctx_seq, "OLLAMA_NUM_PARALLEL": e.n_seq_max},
             },
         }
@@ -147,7 +155,15 @@ class PlanReport:
         for x in p.suggestions:
             extra = f"  ({' '.join(x.flags)})" if x.flags else ""
             yield f"  to fit: {x.change}: needs {format_bytes(x.total_bytes)}{extra}"
-        yield f"run: {p.command_line}"
+        if p.best_quant:
+            yield f"  best quantisation that fits as it is: {p.best_quant}"
+        rpc = rpc_commands(e)
+        if rpc:
+            for i, cmd in enumerate(rpc[:-1]):
+                yield f"on worker {i}: {' '.join(cmd)}"
+            yield f"on the main node: {' '.join(rpc[-1])}"
+        else:
+            yield f"run: {p.command_line}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +297,20 @@ class VllmPlanReport:
                 "max_context": longest,
                 "max_parallel": int(e.max_concurrency),
             },
-            "commands": {"vllm": vllm_command(e, self.model)},
+            "nodes": {
+                "count": s.pipeline_parallel_size,
+                "gpus_per_node": s.tensor_parallel_size,
+                "per_node_gpu_memory_bytes": s.gpu_memory_bytes * s.tensor_parallel_size,
+                "per_node_weights_bytes": e.weights_bytes * s.tensor_parallel_size,
+            },
+            "commands": {
+                "vllm": vllm_command(e, self.model),
+                "ray": (
+                    [["ray", "start", "--head"], ["ray", "start", "--address", "HEAD_NODE:6379"]]
+                    if s.pipeline_parallel_size > 1
+                    else []
+                ),
+            },
         }
 
     def __rich_console__(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import typer
 
-from membudget.cli import _estimate, _hw, _models, _plan  # noqa: F401 - importing registers the commands
+from membudget.cli import _estimate, _hw, _models, _plan, _recommend  # noqa: F401 - importing registers the commands
 from membudget.cli._app import EXIT_OK, app
 from membudget.cli._errors import report
 

@@ -138,6 +138,16 @@ def plan(
         str | None, typer.Option("--tensor-split", "-ts", help="llama.cpp -ts, e.g. 3,1.")
     ] = None,
     n_cpu_moe: Annotated[int, typer.Option("--n-cpu-moe", help="llama.cpp --n-cpu-moe.")] = 0,
+    ram: Annotated[
+        str | None, typer.Option(help="CPU RAM budget when GPUs are given (same as --memory).")
+    ] = None,
+    rpc_node: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rpc-node", help="Memory of one llama.cpp RPC worker node, repeatable: 24GiB."
+        ),
+    ] = None,
+    nodes: Annotated[int, typer.Option(help="vLLM: nodes (pipeline parallel across them).")] = 1,
     as_json: AsJson = False,
 ) -> None:
     """Will it fit? What an engine allocates (weights, KV cache, recurrent state, output,
@@ -148,6 +158,10 @@ def plan(
     spec = load_model(source)
     if quant is not None:
         spec = apply_preset(spec, quant)
+    if ram is not None:
+        if memory is not None and parse_size(memory) != parse_size(ram):
+            raise InvalidArgumentError("--ram", ram, "conflicts with --memory; give one of them")
+        memory = ram
     if engine in ("reference", "ref"):
         if memory is None:
             raise InvalidArgumentError("--memory", None, "is required by the reference engine")
@@ -169,6 +183,10 @@ def plan(
             raise typer.Exit(EXIT_DOES_NOT_FIT)
         return
     if engine == "vllm":
+        if nodes < 1:
+            raise InvalidArgumentError("--nodes", nodes, "must be at least 1")
+        if nodes > 1:
+            pipeline_parallel = nodes
         _plan_vllm(
             spec,
             source,
@@ -201,6 +219,7 @@ def plan(
         None if memory is not None and gpu else detect(),
         parse_size(margin) if margin is not None else None,
         tuple(parse_size(g) for g in gpu) if gpu else None,
+        tuple(parse_size(n) for n in rpc_node or ()),
     )
     model_path = spec.source if spec.source_kind == "gguf" else None
     result = PlanReport(make_plan(spec, settings, budget, model_path=model_path))

@@ -115,6 +115,9 @@ class Buffer:
     kind: BufferKind
     n_bytes: int
     detail: str = ""
+    reclaimable_bytes: int = 0
+    """Part of ``n_bytes`` the OS may drop under pressure: memory-mapped weights that were
+    copied into CPU_REPACK buffers are clean file pages, read once at load."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +169,18 @@ class LlamaCppEstimate:
     def total_bytes(self) -> int:
         return sum(b.n_bytes for b in self.buffers)
 
-    def by_device(self) -> dict[str, int]:
+    def by_device(self, resident: bool = False) -> dict[str, int]:
+        """Bytes per device as llama.cpp reports them, or (``resident``) less what the OS
+        can reclaim, which is what has to fit."""
         out: dict[str, int] = {}
         for b in self.buffers:
-            out[b.device] = out.get(b.device, 0) + b.n_bytes
+            n = b.n_bytes - (b.reclaimable_bytes if resident else 0)
+            out[b.device] = out.get(b.device, 0) + n
         return out
+
+    @property
+    def resident_bytes(self) -> int:
+        return self.total_bytes - sum(b.reclaimable_bytes for b in self.buffers)
 
 
 def _resolve_flash_attn(setting: FlashAttn, type_v: str) -> bool:
@@ -233,10 +243,7 @@ def _model_buffers(
             per_device[CPU] = per_device.get(CPU, 0) + _pad(t.n_bytes, r.alignment)
         else:
             per_device[dev] = per_device.get(dev, 0) + cuda_alloc_bytes(t)
-    out = [
-        Buffer(dev, "model", n, "weights, memory-mapped" if dev == CPU else "weights")
-        for dev, n in per_device.items()
-    ]
+    repacked = 0
     if s.repack and on_cpu:
         types = r.repack_types
         if types is None:
@@ -244,8 +251,18 @@ def _model_buffers(
 
             types = repack_types_for(cpu_flags(), machine_arch())
         repacked = _repack_bytes(on_cpu, types, r.alignment)
-        if repacked:
-            out.append(Buffer(CPU, "model", repacked, "CPU_REPACK copies of matrix weights"))
+    out = [
+        Buffer(
+            dev,
+            "model",
+            n,
+            "weights, memory-mapped" if dev == CPU else "weights",
+            reclaimable_bytes=repacked if dev == CPU else 0,
+        )
+        for dev, n in per_device.items()
+    ]
+    if repacked:
+        out.append(Buffer(CPU, "model", repacked, "CPU_REPACK copies of matrix weights"))
     return out
 
 

@@ -245,7 +245,8 @@ def vllm_command(estimate: VllmEstimate, model: str) -> list[str]:
     if s.tensor_parallel_size > 1:
         cmd += ["-tp", str(s.tensor_parallel_size)]
     if s.pipeline_parallel_size > 1:
-        cmd += ["-pp", str(s.pipeline_parallel_size)]
+        # Pipeline stages span nodes; vLLM runs them on a Ray cluster.
+        cmd += ["-pp", str(s.pipeline_parallel_size), "--distributed-executor-backend", "ray"]
     if s.max_num_seqs != _DEFAULT_MAX_SEQS:
         cmd += ["--max-num-seqs", str(s.max_num_seqs)]
     return cmd
