@@ -142,3 +142,14 @@ def test_real_probes_on_this_machine() -> None:
     assert 0 < hw.ram.available_bytes <= hw.ram.physical_total_bytes
     assert hw.cpu.logical_cores >= 1
     assert hw.to_dict()["cpu"]["arch"]
+
+
+def test_apple_budget_is_the_metal_working_set() -> None:
+    from membudget.plan import budget_for
+
+    p = replace(
+        files({}), system=lambda: "Darwin", machine=lambda: "arm64", sysctl=lambda name: "8192"
+    )
+    b = budget_for(None, detect(p))
+    assert b.raw_bytes == 8 * GIB
+    assert "Metal" in b.source

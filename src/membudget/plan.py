@@ -91,6 +91,14 @@ def budget_for(
     if memory_bytes is not None:
         margin = 0 if margin_bytes is None else margin_bytes
         ram, raw, source = max(0, memory_bytes - margin), memory_bytes, "--memory"
+    elif hardware is not None and hardware.apple is not None:
+        # Apple Silicon: Metal holds the model in unified memory, up to the GPU working set.
+        margin = DEFAULT_MARGIN_BYTES if margin_bytes is None else margin_bytes
+        raw = min(hardware.ram.available_bytes, hardware.apple.gpu_working_set_bytes)
+        ram, source = (
+            max(0, raw - margin),
+            f"unified memory within the Metal working set ({hardware.apple.source})",
+        )
     elif hardware is not None:
         margin = DEFAULT_MARGIN_BYTES if margin_bytes is None else margin_bytes
         raw = hardware.ram.available_bytes
@@ -269,6 +277,8 @@ class Plan:
     suggestions: tuple[Suggestion, ...]
     command: tuple[str, ...]
     best_quant: str | None = None
+    min_gpus: int | None = None
+    """The fewest GPUs of the first budgeted GPU's size that hold the whole model."""
 
     @property
     def fits(self) -> bool:
@@ -327,7 +337,18 @@ def make_plan(
         max_parallel=max_parallel(spec, replace(settings, n_ctx=per_seq), budget, rules),
         suggestions=() if ok else tuple(suggestions(spec, settings, budget, rules)),
         command=tuple(llamacpp_flags(estimate, model_path)),
-        best_quant=best_preset(spec, settings, budget, rules) if spec.tensors and not ok else None,
+        best_quant=best_preset(spec, settings, budget, rules) if spec.tensors else None,
+        min_gpus=(
+            min_gpus(
+                spec,
+                replace(settings, gpus=(), tensor_split=(), n_cpu_moe=0),
+                budget.gpus[0][1],
+                budget.memory_bytes,
+                rules,
+            )
+            if budget.gpus
+            else None
+        ),
     )
 
 

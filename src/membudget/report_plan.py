@@ -105,6 +105,7 @@ class PlanReport:
                 for x in p.suggestions
             ],
             "best_quant": p.best_quant,
+            "min_gpus": p.min_gpus,
             "commands": {
                 "llama.cpp": list(p.command),
                 "llama.cpp_rpc": rpc_commands(e),
@@ -156,7 +157,10 @@ class PlanReport:
             extra = f"  ({' '.join(x.flags)})" if x.flags else ""
             yield f"  to fit: {x.change}: needs {format_bytes(x.total_bytes)}{extra}"
         if p.best_quant:
-            yield f"  best quantisation that fits as it is: {p.best_quant}"
+            yield f"best llama.cpp quantisation that fits: {p.best_quant}"
+        if p.min_gpus is not None:
+            gpus = f"{p.min_gpus} of these GPUs" if p.min_gpus else "more than 16 of these GPUs"
+            yield f"the whole model on GPUs needs {gpus}"
         rpc = rpc_commands(e)
         if rpc:
             for i, cmd in enumerate(rpc[:-1]):
