@@ -16,6 +16,14 @@ from tests.ggufs import Shape, Tiny, llama_tensors, write_model
 
 E, H, KV, D, F, V = 256, 4, 2, 64, 512, 8192
 Tensors = list[tuple[str, Shape]]
+# The Mamba2 geometry both SSM test models share: d_inner 512, d_state 64, 8 heads, 1 group.
+_SSM_KEYS: dict[str, object] = {
+    "{arch}.ssm.conv_kernel": 4,
+    "{arch}.ssm.inner_size": 512,
+    "{arch}.ssm.state_size": 64,
+    "{arch}.ssm.time_step_rank": 8,
+    "{arch}.ssm.group_count": 1,
+}
 
 
 def _base(n_layer: int, tied: bool = False) -> Tensors:
@@ -172,13 +180,7 @@ def mamba2(path: Path, qtype: Q = Q.F16) -> Path:
     tensors = _base(0)
     for il in range(4):
         tensors += _mamba2(f"blk.{il}.", 512, 64, 8)
-    extra = {
-        "{arch}.ssm.conv_kernel": 4,
-        "{arch}.ssm.inner_size": 512,
-        "{arch}.ssm.state_size": 64,
-        "{arch}.ssm.time_step_rank": 8,
-        "{arch}.ssm.group_count": 1,
-    }
+    extra = dict(_SSM_KEYS)
     return write_model(
         path, _tiny("mamba2", 4, n_head=0, n_head_kv=0, matrix_type=qtype, extra=extra), tensors
     )
@@ -195,13 +197,7 @@ def granitehybrid(path: Path, qtype: Q = Q.F16) -> Path:
         else:
             tensors += _mamba2(p, 512, 64, 8)
         tensors += _ffn(p)
-    extra = {
-        "{arch}.ssm.conv_kernel": 4,
-        "{arch}.ssm.inner_size": 512,
-        "{arch}.ssm.state_size": 64,
-        "{arch}.ssm.time_step_rank": 8,
-        "{arch}.ssm.group_count": 1,
-    }
+    extra = dict(_SSM_KEYS)
     return write_model(
         path, _tiny("granitehybrid", 4, n_head_kv=kv, matrix_type=qtype, extra=extra), tensors
     )

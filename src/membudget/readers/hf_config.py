@@ -605,7 +605,9 @@ def spec_from_config(
     scheme = scheme or storage_scheme(cfg, path)
     layout = layout_tensors(g)
     computed = tuple(
-        TensorSpec(n, scheme.label, shape, _tensor_bytes(scheme.bits_for(n, shape), _prod(shape)))
+        TensorSpec(
+            n, scheme.label, shape, _tensor_bytes(scheme.bits_for(n, shape), math.prod(shape))
+        )
         for n, shape in layout
     )
     tensors = computed
@@ -652,13 +654,6 @@ def spec_from_config(
         tensors=computed,
         notes=notes,
     )
-
-
-def _prod(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _hf_weight_groups(tensors: tuple[TensorSpec, ...], n_layer: int) -> WeightBytes:

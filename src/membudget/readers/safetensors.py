@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +66,7 @@ class SafetensorsTensor:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +135,7 @@ def read_safetensors(path: str | Path) -> SafetensorsFile:
                 path,
                 f"tensor {name!r} has data_offsets {offsets!r} outside the {data_size}-byte data section",
             )
-        n_elements = 1
-        for d in shape:
-            n_elements *= d
-        n_bits = n_elements * DTYPE_BITS[dtype]
+        n_bits = math.prod(shape) * DTYPE_BITS[dtype]
         if n_bits % 8 or n_bits // 8 != end - begin:
             raise _fail(
                 path,
