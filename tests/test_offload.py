@@ -153,3 +153,16 @@ def test_repacked_weights_are_reclaimable() -> None:
         "reported: both buffers, as llama.cpp prints"
     )
     assert e.resident_bytes == plain.total_bytes, "resident: the mapped copies can be dropped"
+
+
+def test_suggests_layers_on_cpu_when_ngl_is_pinned() -> None:
+    from membudget.plan import suggestions
+
+    spec = apply_preset(load_model("llama-3.1-70b"), "Q4_K_M")
+    b = Budget(64 * GIB, 64 * GIB, 0, "t", (("CUDA0", 24 * GIB),))
+    pinned = LlamaCppSettings(n_ctx=8192, gpus=("CUDA0",), n_gpu_layers=81)
+    assert not fits(estimate_llamacpp(spec, pinned, R), b)
+    found = suggestions(spec, pinned, b, R)
+    layer_fix = [x for x in found if "on the CPU" in x.change]
+    assert layer_fix
+    assert layer_fix[0].flags[:1] == ("-ngl",)

@@ -208,6 +208,25 @@ def suggestions(
                 )
             )
             break
+    if settings.gpus and budget.gpus:
+        placed = offload(
+            spec, replace(settings, gpus=(), tensor_split=(), n_cpu_moe=0), budget, rules
+        )
+        e = est(placed)
+        if fits(e, budget) and (placed.n_gpu_layers, placed.n_cpu_moe) != (
+            settings.n_gpu_layers,
+            settings.n_cpu_moe,
+        ):
+            on_cpu = spec.n_layer + 1 - placed.n_gpu_layers
+            what = (
+                f"keep the experts of {placed.n_cpu_moe} layers on the CPU"
+                if placed.n_cpu_moe
+                else f"keep {on_cpu} layer(s) on the CPU"
+            )
+            flags = ("-ngl", str(placed.n_gpu_layers)) + (
+                ("--n-cpu-moe", str(placed.n_cpu_moe)) if placed.n_cpu_moe else ()
+            )
+            out.append(Suggestion(what, e.resident_bytes, flags))
     ctx = max_context(spec, settings, budget, rules)
     if 0 < ctx < est(settings).n_ctx:
         total = est(replace(settings, n_ctx=ctx)).total_bytes
