@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from membudget.engines.llamacpp_validate import BufferComparison
 from membudget.engines.vllm import VllmEstimate, max_model_len, vllm_command
+from membudget.model import ModelSpec
 from membudget.plan import Plan, rpc_commands
 from membudget.units import format_bytes
 
@@ -18,6 +19,18 @@ __all__ = ["PLAN_SCHEMA", "VALIDATE_SCHEMA", "PlanReport", "ValidationReport", "
 
 PLAN_SCHEMA = "membudget/plan/1"
 VALIDATE_SCHEMA = "membudget/validate/1"
+
+
+def _model_summary(spec: ModelSpec) -> dict[str, Any]:
+    """The model block every plan carries."""
+    return {
+        "name": spec.name,
+        "source": spec.source,
+        "architecture": spec.architecture,
+        "n_params": spec.n_params,
+        "quantization": spec.quant.file_type,
+    }
+
 
 _LABELS = {
     "model": "weights",
@@ -53,13 +66,7 @@ class PlanReport:
             "schema": PLAN_SCHEMA,
             "engine": "llama.cpp",
             "engine_rules": {"llama_cpp_version": e.rules.version},
-            "model": {
-                "name": e.spec.name,
-                "source": e.spec.source,
-                "architecture": e.spec.architecture,
-                "n_params": e.spec.n_params,
-                "quantization": e.spec.quant.file_type,
-            },
+            "model": _model_summary(e.spec),
             "settings": {
                 "n_ctx": e.n_ctx,
                 "n_ctx_requested": s.n_ctx,
@@ -256,13 +263,7 @@ class VllmPlanReport:
         return {
             "schema": PLAN_SCHEMA,
             "engine": "vllm",
-            "model": {
-                "name": e.spec.name,
-                "source": e.spec.source,
-                "architecture": e.spec.architecture,
-                "n_params": e.spec.n_params,
-                "quantization": e.spec.quant.file_type,
-            },
+            "model": _model_summary(e.spec),
             "settings": {
                 "max_model_len": e.max_model_len,
                 "gpu_memory_utilization": s.gpu_memory_utilization,

@@ -216,7 +216,7 @@ def plan(
         )
     budget = budget_for(
         parse_size(memory) if memory is not None else None,
-        None if memory is not None and gpu else detect(),
+        None if memory is not None else detect(),  # an explicit --memory needs no probing
         parse_size(margin) if margin is not None else None,
         tuple(parse_size(g) for g in gpu) if gpu else None,
         tuple(parse_size(n) for n in rpc_node or ()),
