@@ -11,6 +11,7 @@ to pytest. The exit status is the first failing step's, or 0.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -37,7 +38,31 @@ def step(title: str, *cmd: str | Path) -> None:
         sys.exit(done.returncode)
 
 
+def ensure_chromium() -> None:
+    """The web page's end-to-end tests drive Debian's chromium; install it when missing."""
+    if os.environ.get("MEMBUDGET_SKIP_BROWSER", "") not in ("", "0"):
+        print("==> skipping the browser tests (MEMBUDGET_SKIP_BROWSER)", flush=True)
+        return
+    if not shutil.which("chromium"):
+        apt = shutil.which("apt-get")
+        if apt is None or os.geteuid() != 0:
+            print(
+                "==> FAILED: Debian's chromium is needed for the web page tests; install it "
+                "(apt-get install chromium) or set MEMBUDGET_SKIP_BROWSER=1",
+                flush=True,
+            )
+            sys.exit(1)
+        quiet = {**ENV, "DEBIAN_FRONTEND": "noninteractive"}
+        install = [apt, "install", "-y", "-q", "--no-install-recommends", "chromium"]
+        print("==> installing Debian's chromium for the browser tests", flush=True)
+        if subprocess.run(install, env=quiet, check=False).returncode != 0:
+            subprocess.run([apt, "update", "-q"], env=quiet, check=False)
+            step("installing chromium", *install)
+    ENV["MEMBUDGET_REQUIRE_BROWSER"] = "1"
+
+
 def main() -> None:
+    ensure_chromium()
     python = VENV / "bin" / "python"
     if not python.exists():
         print(f"==> creating {VENV}", flush=True)
@@ -57,6 +82,7 @@ def main() -> None:
     step("ruff format --check", python, "-m", "ruff", "format", "--check", ".")
     step("mypy --strict", python, "-m", "mypy")
     step("pytest", python, "-m", "pytest", *sys.argv[1:])
+    print("==> test artifacts (screenshots) are in build/test-artifacts", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from membudget.cli import main
+from tests.schema_check import check
 
 BASE = ["estimate", "--memory", "8GiB", "--params", "8e9", "--bits", "1.125"]
 GEOMETRY = ["--layers", "36", "--heads", "32", "--head-dim", "128"]
@@ -299,9 +300,13 @@ def test_validate_from_log(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
         capsys, "validate", str(model), "--from-log", str(good), "-c", "2048", "--json"
     )
     assert code == 0
-    data = json.loads(out)
+    data = check(json.loads(out))
     assert data["schema"] == "membudget/validate/1"
     assert data["ok"] is True
+    code, out, _ = run(
+        capsys, "validate", str(model), "--from-log", str(good), "-c", "2048", "--explain", "--json"
+    )
+    assert check(json.loads(out))["explain"][0]["quantity"] == "weights"
     bad = tmp_path / "bad.log"
     bad.write_text(_log_for(str(model), 2048, compute_scale=1.5))
     code, out, _ = run(capsys, "validate", str(model), "--from-log", str(bad), "-c", "2048")

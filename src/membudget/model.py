@@ -179,6 +179,15 @@ class ModelSpec:
     tensors: tuple[TensorSpec, ...] = field(default=(), repr=False)
     notes: tuple[str, ...] = ()
     """Where facts came from, and anything that was guessed."""
+    provenance: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """Field name -> where its value came from: a GGUF key, a config field, a default."""
+
+    def source_of(self, name: str) -> str:
+        """Where the value of field ``name`` came from, as a phrase for people."""
+        found = dict(self.provenance).get(name)
+        if found is not None:
+            return found
+        return f"{self.source_kind} {self.source}"
 
     @property
     def n_layer(self) -> int:

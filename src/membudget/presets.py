@@ -168,4 +168,14 @@ def apply_preset(spec: ModelSpec, preset: str) -> ModelSpec:
             *spec.notes,
             f"weights requantised to {chosen.name} by llama.cpp's per-tensor rules",
         ),
+        provenance=(
+            *((k, v) for k, v in spec.provenance if k != "weights"),
+            (
+                "weights",
+                (
+                    f"{len(tensors)} tensors requantised to preset {chosen.name} by "
+                    "llama.cpp's per-tensor type rules (llama_tensor_get_type)"
+                ),
+            ),
+        ),
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from membudget.budget import MemoryBudget
+from membudget.explain import Input, Step, explain_reference
 from membudget.hardware import Hardware
 from membudget.model import ModelSpec
 from membudget.readers.catalog import CatalogEntry
@@ -77,6 +78,36 @@ class EstimateReport:
             return None
         g = self.geometry
         return self.budget.fits_context(self.context, g.num_layers, g.num_heads, g.head_dim)
+
+    def headline(self) -> str:
+        if self.fits is None:
+            return self.budget.summary()
+        verdict = "fits" if self.fits else "does NOT fit"
+        return f"context {self.context:,}: {verdict} (max context {self.max_context:,} tokens)"
+
+    def explanation(self) -> tuple[Step, ...]:
+        steps = explain_reference(
+            self.budget, self.memory_bytes, self.model_params, self.bits_per_weight
+        )
+        if self.geometry is None:
+            return steps
+        g = self.geometry
+        return (
+            *steps,
+            Step(
+                "KV per token",
+                self.kv_bytes_per_token,
+                f"2 (K and V) x layers {g.num_layers} x heads {g.num_heads} x head_dim "
+                f"{g.head_dim} x 2 B (FP16; the reference counts query heads) = "
+                f"{self.kv_bytes_per_token:,}",
+            ),
+            Step(
+                "max context",
+                None,
+                f"KV cache budget {self.budget.kv_cache_budget:,} // {self.kv_bytes_per_token:,} "
+                f"= {self.max_context:,} tokens",
+            ),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         b = self.budget
@@ -152,6 +183,17 @@ class CatalogReport:
 
     entries: tuple[CatalogEntry, ...]
 
+    @property
+    def fits(self) -> bool | None:
+        """Listings answer no fit question."""
+        return None
+
+    def headline(self) -> str:
+        return " ".join(e.name for e in self.entries)
+
+    def explanation(self) -> tuple[Step, ...]:
+        return ()
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": CATALOG_SCHEMA,
@@ -211,6 +253,30 @@ class ModelReport:
     """One model's description, as ``membudget inspect`` shows it."""
 
     spec: ModelSpec
+
+    @property
+    def fits(self) -> bool | None:
+        """Listings answer no fit question."""
+        return None
+
+    def headline(self) -> str:
+        s = self.spec
+        return (
+            f"{s.name}: {s.architecture}, {s.n_params:,} parameters, "
+            f"{format_bytes(s.weight_bytes)} of weights ({s.quant.file_type})"
+        )
+
+    def explanation(self) -> tuple[Step, ...]:
+        s = self.spec
+        return tuple(
+            Step(
+                name,
+                None,
+                f"{name} = {_field_value(s, name)}",
+                (Input(name, _field_value(s, name), where),),
+            )
+            for name, where in s.provenance
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": MODEL_SCHEMA, "model": self.spec.to_dict()}
@@ -295,6 +361,19 @@ class HardwareReport:
 
     hardware: Hardware
 
+    @property
+    def fits(self) -> bool | None:
+        """Listings answer no fit question."""
+        return None
+
+    def headline(self) -> str:
+        h = self.hardware
+        gpus = f", {len(h.gpus)} GPU(s)" if h.gpus else ""
+        return f"RAM {format_bytes(h.ram.available_bytes)} available of {format_bytes(h.ram.total_bytes)}{gpus}"
+
+    def explanation(self) -> tuple[Step, ...]:
+        return ()
+
     def to_dict(self) -> dict[str, Any]:
         return {"schema": HARDWARE_SCHEMA, **self.hardware.to_dict()}
 
@@ -335,3 +414,21 @@ class HardwareReport:
             yield f"Apple GPU working set: {format_bytes(h.apple.gpu_working_set_bytes)} ({h.apple.source})"
         for note in h.notes:
             yield f"note: {note}"
+
+
+def _field_value(spec: ModelSpec, name: str) -> str:
+    """A ModelSpec field's value for an explanation (per-layer fields summarised)."""
+    per_layer = {"n_head", "n_head_kv", "head_dim_k", "head_dim_v", "sliding_window"}
+    if name in per_layer:
+        values = sorted({getattr(layer, name) for layer in spec.layers})
+        return ", ".join(str(v) for v in values) or "-"
+    if name == "n_layer":
+        return str(spec.n_layer)
+    if name == "weights":
+        return f"{spec.weight_bytes:,} bytes"
+    if name in ("kv_lora_rank", "rope_dim") and spec.mla is not None:
+        return str(spec.mla.kv_lora_rank if name == "kv_lora_rank" else spec.mla.qk_rope_head_dim)
+    if name == "recurrent" and spec.recurrent is not None:
+        return spec.recurrent.kind
+    value = getattr(spec, name, None)
+    return f"{value:,}" if isinstance(value, int) else str(value)

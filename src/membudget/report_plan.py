@@ -6,19 +6,33 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from membudget.engines.llamacpp import LlamaCppEstimate
+from membudget.engines.llamacpp_devices import CPU
 from membudget.engines.llamacpp_validate import BufferComparison
 from membudget.engines.vllm import VllmEstimate, max_model_len, vllm_command
+from membudget.explain import Step, explain_llamacpp, explain_vllm
 from membudget.model import ModelSpec
 from membudget.plan import Plan, rpc_commands
+from membudget.recommend import Recommendation
+from membudget.report_bar import budget_bar
 from membudget.units import format_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderableType
 
-__all__ = ["PLAN_SCHEMA", "VALIDATE_SCHEMA", "PlanReport", "ValidationReport", "VllmPlanReport"]
+__all__ = [
+    "PLAN_SCHEMA",
+    "RECOMMEND_SCHEMA",
+    "VALIDATE_SCHEMA",
+    "PlanReport",
+    "RecommendReport",
+    "ValidationReport",
+    "VllmPlanReport",
+]
 
 PLAN_SCHEMA = "membudget/plan/1"
 VALIDATE_SCHEMA = "membudget/validate/1"
+RECOMMEND_SCHEMA = "membudget/recommend/1"
 
 
 def _model_summary(spec: ModelSpec) -> dict[str, Any]:
@@ -47,6 +61,16 @@ class PlanReport:
     """What one engine allocates for a model under given settings, against a budget."""
 
     plan: Plan
+
+    @property
+    def fits(self) -> bool:
+        return self.plan.fits
+
+    def headline(self) -> str:
+        return self.plan.verdict()
+
+    def explanation(self) -> tuple[Step, ...]:
+        return explain_llamacpp(self.plan.estimate)
 
     def to_dict(self) -> dict[str, Any]:
         p = self.plan
@@ -153,6 +177,24 @@ class PlanReport:
             f"rules of llama.cpp {e.rules.version}"
         )
         budget = p.budget
+        devices = [CPU, *dict(budget.gpus)] if budget.gpus else [CPU]
+        for dev in devices:
+            parts = [
+                (
+                    label,
+                    sum(
+                        b.n_bytes - b.reclaimable_bytes
+                        for b in e.buffers
+                        if b.kind == kind and (b.device == dev or not budget.gpus)
+                    ),
+                )
+                for kind, label in _LABELS.items()
+            ]
+            if budget.gpus:
+                yield f"{dev} (resident bytes):"
+            yield budget_bar(
+                parts, budget.limit(dev), width=max(10, min(60, options.max_width - 30))
+            )
         margin = (
             f", after a {format_bytes(budget.margin_bytes)} margin" if budget.margin_bytes else ""
         )
@@ -184,6 +226,22 @@ class ValidationReport:
     model: str
     rows: Sequence[BufferComparison]
     compute_tolerance: float = 0.05
+    estimate: LlamaCppEstimate | None = None
+
+    @property
+    def fits(self) -> bool:
+        return self.ok
+
+    def headline(self) -> str:
+        bad = [r for r in self.rows if not self.row_ok(r)]
+        if not bad:
+            return f"{self.model}: every buffer matches llama.cpp"
+        return f"{self.model}: {len(bad)} buffer(s) differ from llama.cpp: " + ", ".join(
+            f"{r.device} {_LABELS.get(r.kind, r.kind)}" for r in bad
+        )
+
+    def explanation(self) -> tuple[Step, ...]:
+        return explain_llamacpp(self.estimate) if self.estimate is not None else ()
 
     def row_ok(self, row: BufferComparison) -> bool:
         if row.kind == "compute":
@@ -255,6 +313,17 @@ class VllmPlanReport:
     @property
     def fits(self) -> bool:
         return self.estimate.fits
+
+    def headline(self) -> str:
+        e = self.estimate
+        verdict = "fits" if e.fits else "does NOT fit"
+        return (
+            f"{verdict}: {e.kv_cache_tokens:,} KV tokens per GPU, concurrency "
+            f"{e.max_concurrency:.2f}x at {e.max_model_len:,} tokens"
+        )
+
+    def explanation(self) -> tuple[Step, ...]:
+        return explain_vllm(self.estimate)
 
     def to_dict(self) -> dict[str, Any]:
         e = self.estimate
@@ -354,6 +423,17 @@ class VllmPlanReport:
             f"{e.num_blocks:,} blocks of {s.block_size} tokens",
         )
         yield t
+        yield budget_bar(
+            [
+                ("weights", e.weights_bytes),
+                ("activations", e.activation_bytes),
+                ("non-torch", e.non_torch_bytes),
+                ("CUDA graphs", e.cuda_graph_bytes),
+                ("KV cache", e.kv_cache_bytes),
+            ],
+            e.requested_bytes,
+            width=max(10, min(60, options.max_width - 30)),
+        )
         longest = max_model_len(e.spec, s)
         verdict = "fits" if e.fits else "does NOT fit"
         yield (
@@ -361,3 +441,52 @@ class VllmPlanReport:
             f"{e.max_model_len:,} tokens per request: {e.max_concurrency:.2f}x; longest max-model-len: {longest:,}"
         )
         yield f"run: {' '.join(vllm_command(e, self.model))}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendReport:
+    """Settings to run a model with on llama.cpp, each with its reason."""
+
+    model: str
+    recommendations: tuple[Recommendation, ...]
+
+    @property
+    def fits(self) -> bool | None:
+        return None
+
+    @property
+    def flags(self) -> list[str]:
+        return [f for r in self.recommendations for f in r.flags]
+
+    def headline(self) -> str:
+        return " ".join(self.flags)
+
+    def explanation(self) -> tuple[Step, ...]:
+        return tuple(
+            Step(r.setting, None, f"{r.setting} = {r.value}: {r.reason}")
+            for r in self.recommendations
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": RECOMMEND_SCHEMA,
+            "model": self.model,
+            "recommendations": [
+                {"setting": r.setting, "value": r.value, "flags": list(r.flags), "reason": r.reason}
+                for r in self.recommendations
+            ],
+            "flags": self.flags,
+        }
+
+    def __rich_console__(
+        self, console: Console, options: ConsoleOptions
+    ) -> Iterator[RenderableType]:
+        from rich.table import Table  # noqa: PLC0415 - rich only when a console renders
+
+        t = Table(title=f"Recommended llama.cpp settings for {self.model}", title_justify="left")
+        for col in ("setting", "value", "flags", "why"):
+            t.add_column(col)
+        for r in self.recommendations:
+            t.add_row(r.setting, r.value, " ".join(r.flags), r.reason)
+        yield t
+        yield "flags: " + " ".join(self.flags)

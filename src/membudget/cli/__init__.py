@@ -7,7 +7,16 @@ from collections.abc import Sequence
 
 import typer
 
-from membudget.cli import _estimate, _hw, _models, _plan, _recommend  # noqa: F401 - importing registers the commands
+from membudget.cli import (  # noqa: F401 - importing registers the commands
+    _estimate,
+    _hw,
+    _models,
+    _plan,
+    _plot,
+    _recommend,
+    _schema,
+    _serve,
+)
 from membudget.cli._app import EXIT_OK, app
 from membudget.cli._errors import report
 

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from membudget.budget import MemoryBudget
-from membudget.cli._app import EXIT_DOES_NOT_FIT, app, emit_json, stdout_console, warn
+from membudget.cli._app import EXIT_DOES_NOT_FIT, app, warn
+from membudget.cli._output import Explain, Quiet, render
 from membudget.cli._params import parse_count
 from membudget.errors import InvalidArgumentError
 from membudget.report import EstimateReport, Geometry
@@ -26,6 +27,8 @@ def estimate(
     head_dim: Annotated[int | None, typer.Option(help="Dimension of one head.")] = None,
     context: Annotated[int | None, typer.Option(help="Context length to check, in tokens.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    quiet: Quiet = False,
+    explain: Explain = False,
 ) -> None:
     """The reference estimator: budget, largest FP16 context, and whether a context fits.
 
@@ -33,7 +36,7 @@ def estimate(
     2 for bad input.
     """
     memory_bytes = parse_size(memory)
-    if memory_bytes % MIB:
+    if memory_bytes % MIB and not quiet:
         warn(
             f"--memory {memory} is not a whole number of MiB; the reference works in whole MiB, "
             f"so {format_bytes(memory_bytes // MIB * MIB)} is used."
@@ -54,9 +57,6 @@ def estimate(
         geometry = Geometry(layers, heads, head_dim)
         MemoryBudget.kv_bytes_per_token(layers, heads, head_dim)  # validates the three counts
     result = EstimateReport(memory_bytes, count, bits, budget, geometry, context)
-    if as_json:
-        emit_json(result.to_dict())
-    else:
-        stdout_console().print(result)
+    render(result, as_json=as_json, quiet=quiet, explain=explain)
     if result.fits is False:
         raise typer.Exit(EXIT_DOES_NOT_FIT)

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from membudget.cli._app import app, emit_json, stdout_console
-from membudget.loader import load_model
+from membudget.cli._app import app
+from membudget.cli._output import Explain, Quiet, load_with_progress, render
 from membudget.presets import PRESETS, apply_preset
 from membudget.readers.catalog import catalog
 from membudget.report import CatalogReport, ModelReport
@@ -16,13 +16,10 @@ from membudget.report import CatalogReport, ModelReport
 @app.command()
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """List the built-in catalogue (usable by name anywhere a model is asked for)."""
-    result = CatalogReport(tuple(catalog().values()))
-    if as_json:
-        emit_json(result.to_dict())
-    else:
-        stdout_console().print(result)
+    render(CatalogReport(tuple(catalog().values())), as_json=as_json, quiet=quiet)
 
 
 @app.command()
@@ -39,13 +36,12 @@ def inspect(
         typer.Option(help=f"Requantise to a llama.cpp preset: {', '.join(PRESETS)}."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    quiet: Quiet = False,
+    explain: Explain = False,
 ) -> None:
-    """Show what membudget knows about a model: geometry, weights, quantisation."""
-    spec = load_model(source)
+    """Show what membudget knows about a model: geometry, weights, quantisation.
+    ``--explain`` names the GGUF key or config field behind each value."""
+    spec = load_with_progress(source, quiet=quiet)
     if quant is not None:
         spec = apply_preset(spec, quant)
-    result = ModelReport(spec)
-    if as_json:
-        emit_json(result.to_dict())
-    else:
-        stdout_console().print(result)
+    render(ModelReport(spec), as_json=as_json, quiet=quiet, explain=explain)

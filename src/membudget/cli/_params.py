@@ -28,3 +28,20 @@ def parse_count(name: str, text: str) -> int:
     if value.denominator != 1:
         raise InvalidArgumentError(name, text, "must be a whole count, not a fraction")
     return int(value)
+
+
+def parse_split(text: str | None) -> tuple[float, ...]:
+    """Parse llama.cpp's ``-ts 3,1``: non-negative proportions, one per GPU."""
+    if not text:
+        return ()
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise InvalidArgumentError(
+            "--tensor-split", text, "must be comma-separated numbers such as 3,1"
+        ) from None
+    if any(not (v >= 0 and v < float("inf")) for v in values) or not sum(values) > 0:
+        raise InvalidArgumentError(
+            "--tensor-split", text, "needs non-negative finite shares, not all zero"
+        )
+    return values

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from membudget.budget import MemoryBudget
-from membudget.cli._app import EXIT_DOES_NOT_FIT, app, emit_json, stdout_console
+from membudget.cli._app import EXIT_DOES_NOT_FIT, app
+from membudget.cli._output import Explain, Quiet, busy, load_with_progress, render
+from membudget.cli._params import parse_split
 from membudget.engines.llamacpp import FlashAttn, LlamaCppSettings, estimate_llamacpp
 from membudget.engines.llamacpp_log import parse_llamacpp_log
 from membudget.engines.llamacpp_validate import compare
-from membudget.engines.vllm import KvCacheDtype, VllmSettings, estimate_vllm
 from membudget.errors import InvalidArgumentError, MembudgetError
 from membudget.hardware import detect
-from membudget.loader import load_model
-from membudget.model import ModelSpec
-from membudget.plan import budget_for, make_plan
-from membudget.presets import apply_preset
-from membudget.readers.catalog import hf_repo
-from membudget.report import EstimateReport, Geometry
-from membudget.report_plan import PlanReport, ValidationReport, VllmPlanReport
-from membudget.units import MIB, parse_size
+from membudget.report_plan import ValidationReport
+from membudget.request import PlanRequest, engine_name, run_plan
+from membudget.units import parse_size
 
 _FA_HELP = (
     "Flash attention: on, off or auto (llama.cpp's default; on where the backend supports it)."
@@ -149,85 +143,49 @@ def plan(
     ] = None,
     nodes: Annotated[int, typer.Option(help="vLLM: nodes (pipeline parallel across them).")] = 1,
     as_json: AsJson = False,
+    quiet: Quiet = False,
+    explain: Explain = False,
 ) -> None:
     """Will it fit? What an engine allocates (weights, KV cache, recurrent state, output,
     compute), the largest context and most parallel sequences that fit, and the command to run.
 
     Exit status: 0 when it fits, 1 when it does not, 2 for bad input.
     """
-    spec = load_model(source)
-    if quant is not None:
-        spec = apply_preset(spec, quant)
     if ram is not None:
         if memory is not None and parse_size(memory) != parse_size(ram):
             raise InvalidArgumentError("--ram", ram, "conflicts with --memory; give one of them")
         memory = ram
-    if engine in ("reference", "ref"):
-        if memory is None:
-            raise InvalidArgumentError("--memory", None, "is required by the reference engine")
-        layer = spec.layers[0] if spec.layers else None
-        ref_budget = MemoryBudget.estimate(
-            parse_size(memory) // MIB, spec.n_params, spec.bits_per_weight
-        )
-        geometry = Geometry(
-            spec.n_layer, layer.n_head if layer else 0, layer.head_dim_k if layer else 0
-        )
-        report = EstimateReport(
-            parse_size(memory), spec.n_params, spec.bits_per_weight, ref_budget, geometry, ctx
-        )
-        if as_json:
-            emit_json(report.to_dict())
-        else:
-            stdout_console().print(report)
-        if report.fits is False:
-            raise typer.Exit(EXIT_DOES_NOT_FIT)
-        return
-    if engine == "vllm":
-        if nodes < 1:
-            raise InvalidArgumentError("--nodes", nodes, "must be at least 1")
-        if nodes > 1:
-            pipeline_parallel = nodes
-        _plan_vllm(
-            spec,
-            source,
-            gpu,
-            tensor_parallel,
-            pipeline_parallel,
-            max_model_len,
-            gpu_memory_utilization,
-            kv_cache_dtype,
-            as_json,
-        )
-        return
-    if engine not in ("llama.cpp", "llamacpp", "llama-cpp"):
-        raise InvalidArgumentError("--engine", engine, "must be llama.cpp, vllm or reference")
-    settings = _settings(
-        ctx, batch, ubatch, parallel, kv_unified, cache_type_k, cache_type_v, flash_attn, swa_full
+    request = PlanRequest(
+        engine=engine_name(engine),
+        ctx=ctx,
+        batch=batch,
+        ubatch=ubatch,
+        parallel=parallel,
+        kv_unified=kv_unified,
+        cache_type_k=cache_type_k,
+        cache_type_v=cache_type_v,
+        flash_attn=flash_attn,
+        swa_full=swa_full,
+        quant=quant,
+        memory_bytes=parse_size(memory) if memory is not None else None,
+        margin_bytes=parse_size(margin) if margin is not None else None,
+        gpu_bytes=tuple(parse_size(g) for g in gpu) if gpu else None,
+        rpc_bytes=tuple(parse_size(n) for n in rpc_node or ()),
+        n_gpu_layers=n_gpu_layers,
+        tensor_split=parse_split(tensor_split),
+        n_cpu_moe=n_cpu_moe,
+        tensor_parallel=tensor_parallel,
+        pipeline_parallel=pipeline_parallel,
+        nodes=nodes,
+        max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization,
+        kv_cache_dtype=kv_cache_dtype,
+        source=source,
     )
-    if n_gpu_layers >= 0 or tensor_split or n_cpu_moe:
-        split = tuple(float(x) for x in tensor_split.split(",")) if tensor_split else ()
-        n_gpus = max(len(split), len(gpu or ()), 1)
-        settings = replace(
-            settings,
-            n_gpu_layers=n_gpu_layers if n_gpu_layers >= 0 else spec.n_layer + 1,
-            gpus=tuple(f"CUDA{i}" for i in range(n_gpus)),
-            tensor_split=split,
-            n_cpu_moe=n_cpu_moe,
-        )
-    budget = budget_for(
-        parse_size(memory) if memory is not None else None,
-        None if memory is not None else detect(),  # an explicit --memory needs no probing
-        parse_size(margin) if margin is not None else None,
-        tuple(parse_size(g) for g in gpu) if gpu else None,
-        tuple(parse_size(n) for n in rpc_node or ()),
-    )
-    model_path = spec.source if spec.source_kind == "gguf" else None
-    result = PlanReport(make_plan(spec, settings, budget, model_path=model_path))
-    if as_json:
-        emit_json(result.to_dict())
-    else:
-        stdout_console().print(result)
-    if not result.plan.fits:
+    spec = load_with_progress(source, quiet=quiet)
+    result = run_plan(request, spec, detect)
+    render(result, as_json=as_json, quiet=quiet, explain=explain)
+    if result.fits is False:
         raise typer.Exit(EXIT_DOES_NOT_FIT)
 
 
@@ -248,6 +206,8 @@ def validate(
     flash_attn: FA = "auto",
     swa_full: SwaFull = False,
     as_json: AsJson = False,
+    quiet: Quiet = False,
+    explain: Explain = False,
 ) -> None:
     """Load MODEL in the real llama.cpp (or read its log) and compare every buffer.
 
@@ -257,7 +217,7 @@ def validate(
     settings = _settings(
         ctx, batch, ubatch, parallel, kv_unified, cache_type_k, cache_type_v, flash_attn, swa_full
     )
-    spec = load_model(model)
+    spec = load_with_progress(model, quiet=quiet)
     if from_log is not None:
         try:
             text = from_log.read_text(encoding="utf-8", errors="replace")
@@ -266,66 +226,11 @@ def validate(
     else:
         from membudget.engines.llamacpp_run import run_llamacpp  # noqa: PLC0415 - optional extra
 
-        text = run_llamacpp(model, settings)
+        with busy("loading the model in llama.cpp", quiet=quiet):
+            text = run_llamacpp(model, settings)
     reported = parse_llamacpp_log(text)
-    result = ValidationReport(spec.name, compare(estimate_llamacpp(spec, settings), reported))
-    if as_json:
-        emit_json(result.to_dict())
-    else:
-        stdout_console().print(result)
+    estimate = estimate_llamacpp(spec, settings)
+    result = ValidationReport(spec.name, compare(estimate, reported), estimate=estimate)
+    render(result, as_json=as_json, quiet=quiet, explain=explain)
     if not result.ok:
-        raise typer.Exit(EXIT_DOES_NOT_FIT)
-
-
-def _plan_vllm(
-    spec: ModelSpec,
-    source: str,
-    gpus: list[str] | None,
-    tp: int,
-    pp: int,
-    max_len: int,
-    utilization: float,
-    kv_dtype: str,
-    as_json: bool,
-) -> None:
-    if gpus:
-        sizes = [parse_size(g) for g in gpus]
-    else:
-        sizes = [g.total_bytes for g in detect().gpus if not g.unified]
-        if not sizes:
-            raise InvalidArgumentError(
-                "--gpu", None, "is needed: no NVIDIA GPU was detected for vLLM"
-            )
-    if kv_dtype not in ("auto", "fp8", "fp8_e4m3", "fp8_e5m2"):
-        raise InvalidArgumentError(
-            "--kv-cache-dtype", kv_dtype, "must be auto, fp8, fp8_e4m3 or fp8_e5m2"
-        )
-    dtype: KvCacheDtype = (
-        "auto"
-        if kv_dtype == "auto"
-        else "fp8"
-        if kv_dtype == "fp8"
-        else "fp8_e4m3"
-        if kv_dtype == "fp8_e4m3"
-        else "fp8_e5m2"
-    )
-    if tp * pp > len(sizes) and len(sizes) > 1:
-        raise InvalidArgumentError(
-            "--tensor-parallel-size", tp, f"times -pp needs {tp * pp} GPUs, {len(sizes)} given"
-        )
-    settings = VllmSettings(
-        gpu_memory_bytes=min(sizes),
-        max_model_len=max_len,
-        gpu_memory_utilization=utilization,
-        kv_cache_dtype=dtype,
-        tensor_parallel_size=tp,
-        pipeline_parallel_size=pp,
-    )
-    model = (hf_repo(source) or source) if spec.source_kind == "catalogue" else source
-    result = VllmPlanReport(estimate_vllm(spec, settings), model)
-    if as_json:
-        emit_json(result.to_dict())
-    else:
-        stdout_console().print(result)
-    if not result.fits:
         raise typer.Exit(EXIT_DOES_NOT_FIT)

@@ -91,6 +91,7 @@ def catalog_spec(name: str) -> ModelSpec:
         source_kind="catalogue",
         scheme=scheme,
         notes=(f"catalogue entry {entry.name!r}: {entry.source}",),
+        origin=f"catalogue entry {entry.name!r} (config of {entry.source})",
     )
 
 

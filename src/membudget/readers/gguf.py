@@ -22,6 +22,7 @@ import numpy as np
 from gguf.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType, Keys
 
 from membudget.errors import GGUFError
+from membudget.progress import advance
 from membudget.quant import ggml_type
 from membudget.readers._binary import Source
 
@@ -453,7 +454,10 @@ def read_gguf(path: str | Path) -> GGUFFile:
     parts = split_parts(path)
     if len(parts) == 1:
         return _read_one(path, 0)
-    files = [_read_one(p, i) for i, p in enumerate(parts)]
+    files = []
+    for i, p in enumerate(parts):
+        files.append(_read_one(p, i))
+        advance(i + 1, len(parts), p.name)
     first = files[0]
     count = first.metadata.get(Keys.Split.LLM_KV_SPLIT_COUNT)
     if isinstance(count, int) and count != len(parts):

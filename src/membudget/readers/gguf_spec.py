@@ -30,6 +30,13 @@ class _Meta:
     def key(self, template: str) -> str:
         return template.format(arch=self.arch)
 
+    def where(self, template: str, default: object = None) -> str:
+        """Where a value read through ``template`` came from, for explanations."""
+        key = self.key(template)
+        if key in self.md:
+            return f"GGUF key {key!r}"
+        return f"default {default} (GGUF key {key!r} absent)"
+
     def raw(self, template: str) -> MetadataValue | None:
         return self.md.get(self.key(template))
 
@@ -170,7 +177,9 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
             )
 
     vocab = m.get_int_or_none(Keys.LLM.VOCAB_SIZE)
+    vocab_from = m.where(Keys.LLM.VOCAB_SIZE)
     if vocab is None:
+        vocab_from = f"length of GGUF array {Keys.Tokenizer.LIST!r}"
         tokens = f.metadata.get(Keys.Tokenizer.LIST)
         if isinstance(tokens, ArrayInfo):
             vocab = tokens.length
@@ -179,6 +188,34 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
         else:
             embd = next((t for t in f.tensors if t.name == "token_embd.weight"), None)
             vocab = embd.shape[1] if embd is not None and len(embd.shape) > 1 else 0
+            vocab_from = "shape of tensor 'token_embd.weight'"
+    head_default = f"n_embd / n_head = {n_embd // max_head if max_head else 0}"
+    provenance: dict[str, str] = {
+        "n_layer": m.where(Keys.LLM.BLOCK_COUNT),
+        "n_embd": m.where(Keys.LLM.EMBEDDING_LENGTH),
+        "n_head": m.where(Keys.Attention.HEAD_COUNT, 0),
+        "n_head_kv": m.where(Keys.Attention.HEAD_COUNT_KV, "n_head"),
+        "head_dim_k": m.where(Keys.Attention.KEY_LENGTH, head_default),
+        "head_dim_v": m.where(Keys.Attention.VALUE_LENGTH, head_default),
+        "n_vocab": vocab_from,
+        "n_ff": m.where(Keys.LLM.FEED_FORWARD_LENGTH, 0),
+        "n_ctx_train": m.where(Keys.LLM.CONTEXT_LENGTH, 0),
+        "sliding_window": m.where(Keys.Attention.SLIDING_WINDOW, 0),
+        "n_expert": m.where(Keys.LLM.EXPERT_COUNT, 0),
+        "n_expert_used": m.where(Keys.LLM.EXPERT_USED_COUNT, 0),
+        "weights": f"{len(tensors)} tensor infos of the GGUF header, each "
+        "n_elements / block_size * bytes_per_block of its ggml type",
+    }
+    if mla is not None:
+        provenance["kv_lora_rank"] = m.where(Keys.Attention.KV_LORA_RANK)
+        provenance["rope_dim"] = m.where(Keys.Rope.DIMENSION_COUNT, 0)
+    if recurrent is not None:
+        provenance["recurrent"] = (
+            f"{recurrent.kind} state from GGUF keys {m.key('{arch}.ssm.*')} "
+            f"(d_conv {recurrent.d_conv}, d_inner {recurrent.d_inner}, d_state {recurrent.d_state})"
+            if recurrent.kind not in ("rwkv6", "rwkv7", "shortconv")
+            else f"{recurrent.kind} state from the {m.arch} GGUF keys"
+        )
     names = {t.name for t in f.tensors}
     pooling = m.get_int(Keys.LLM.POOLING_TYPE, 0)
     name = f.metadata.get(Keys.General.NAME)
@@ -208,6 +245,7 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
         embedding_only=pooling > 0,
         tensors=tensors,
         notes=(f"read from the GGUF header ({len(f.parts)} part(s), version {f.version})",),
+        provenance=tuple(provenance.items()),
     )
 
 

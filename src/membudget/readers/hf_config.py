@@ -132,6 +132,8 @@ class Geometry:
     conv_bias: bool
     expert_bias: bool
     attn_sinks: bool
+    provenance: tuple[tuple[str, str], ...] = ()
+    """ModelSpec field -> the config field (or default) it came from."""
 
 
 class _Fields:
@@ -140,10 +142,20 @@ class _Fields:
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         self.cfg = cfg
         self.problems: list[str] = []
+        self.found: dict[str, str] = {}
+        """First alias asked -> the field that answered (or the default that was used)."""
+
+    def where(self, name: str) -> str:
+        """Where the value asked for under ``name`` (its first alias) came from."""
+        return self.found.get(name, f"{name} (not read)")
 
     def int(self, *names: str, default: int | None = None, minimum: int = 0) -> int:
+        self.found[names[0]] = (
+            f"default {default} ({' / '.join(names)} absent)" if default is not None else names[0]
+        )
         for name in names:
             if name in self.cfg and self.cfg[name] is not None:
+                self.found[names[0]] = f"field {name!r}"
                 value = self.cfg[name]
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     self.problems.append(f"{name} is {value!r}, expected an integer")
@@ -344,6 +356,32 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
 
     if f.problems:
         raise ConfigError(path, "; ".join(f.problems))
+    provenance = {
+        "n_layer": f.where("num_hidden_layers"),
+        "n_embd": f.where("hidden_size"),
+        "n_head": f.where("num_attention_heads"),
+        "n_head_kv": "field 'num_key_value_heads' (per layer)"
+        if kv_list is not None
+        else f.where("num_key_value_heads"),
+        "head_dim_k": f.where("head_dim"),
+        "head_dim_v": f.where("head_dim"),
+        "n_vocab": f.where("vocab_size"),
+        "n_ff": f.where("intermediate_size"),
+        "n_ctx_train": f.where("max_position_embeddings"),
+        "sliding_window": "field 'sliding_window'" if n_swa else "no sliding window",
+        "n_expert": f.where("num_local_experts"),
+        "n_expert_used": f.where("num_experts_per_tok"),
+    }
+    if mla is not None:
+        provenance["head_dim_k"] = "fields 'qk_nope_head_dim' + 'qk_rope_head_dim'"
+        provenance["head_dim_v"] = f.where("v_head_dim")
+        provenance["kv_lora_rank"] = f.where("kv_lora_rank")
+        provenance["rope_dim"] = f.where("qk_rope_head_dim")
+    if recurrent is not None:
+        provenance["recurrent"] = (
+            f"{recurrent.kind} state: d_conv {recurrent.d_conv}, d_inner {recurrent.d_inner}, "
+            f"d_state {recurrent.d_state} from the config's SSM fields (defaults where absent)"
+        )
     n_head_kv = tuple(int(v) for v in kv_list) if kv_list is not None else (kv_single,) * n_layer
     return Geometry(
         arch=arch,
@@ -375,6 +413,7 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         conv_bias=bool(cfg.get("conv_bias", cfg.get("use_conv_bias", True))),
         expert_bias=arch == "gpt-oss",
         attn_sinks=arch == "gpt-oss",
+        provenance=tuple(provenance.items()),
     )
 
 
@@ -598,6 +637,7 @@ def spec_from_config(
     real_tensors: tuple[TensorSpec, ...] | None = None,
     n_params: int | None = None,
     notes: tuple[str, ...] = (),
+    origin: str = "",
 ) -> ModelSpec:
     """Build a ModelSpec from a config. ``real_tensors`` (safetensors) replace the computed
     layout's bytes when given; ``n_params`` overrides the computed count."""
@@ -653,6 +693,16 @@ def spec_from_config(
         tied_embeddings=g.tied,
         tensors=computed,
         notes=notes,
+        provenance=(
+            *((k, f"{origin or path.name}: {v}") for k, v in g.provenance),
+            (
+                "weights",
+                f"{origin or path.name}: {len(computed)} tensors laid out from the geometry, "
+                f"stored as {scheme.label}"
+                if real_tensors is None
+                else f"{len(real_tensors)} tensors of the safetensors header, at their dtypes",
+            ),
+        ),
     )
 
 

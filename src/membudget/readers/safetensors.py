@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from membudget.errors import SafetensorsError
+from membudget.progress import advance
 from membudget.readers._binary import Source
 
 __all__ = [
@@ -175,7 +176,10 @@ def read_safetensors_dir(directory: str | Path) -> SafetensorsFile | None:
         shards = sorted(directory.glob("*.safetensors"))
     if not shards:
         return None
-    files = [read_safetensors(p) for p in shards]
+    files = []
+    for i, p in enumerate(shards):
+        files.append(read_safetensors(p))
+        advance(i + 1, len(shards), p.name)
     seen: set[str] = set()
     tensors: list[SafetensorsTensor] = []
     for f in files:

@@ -1,0 +1,325 @@
+"""The FastAPI application behind ``membudget serve``.
+
+Endpoints (documented at ``/openapi.json``):
+
+- ``GET /api/models``: the catalogue (``membudget/catalog/1``);
+- ``GET /api/files``: model files inside the allowed directories;
+- ``GET /api/hardware``: this machine (``membudget/hardware/1``);
+- ``POST /api/plan``: a plan (``membudget/plan/1``, or ``membudget/estimate/1`` for the
+  reference engine), the same document ``membudget plan --json`` prints;
+- ``POST /api/curve``: memory against context (the numbers ``membudget plot`` draws).
+
+Errors are ``{"error": "one line"}`` with status 400 (bad input), 403 (a path outside the
+allowed directories), 404 or 413 (a request body over the limit).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from membudget import __version__
+from membudget.curves import PLOT_SCHEMA, memory_curve
+from membudget.errors import MembudgetError
+from membudget.hardware import Hardware, detect
+from membudget.loader import load_model
+from membudget.model import ModelSpec
+from membudget.readers.catalog import catalog, catalog_spec, find_entry
+from membudget.report import CatalogReport, HardwareReport
+from membudget.request import PlanRequest, engine_name, run_plan
+from membudget.schemas import load_schema
+from membudget.units import parse_size
+from membudget.web.paths import AllowedDirs, PathRefusedError
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "PlanBody", "create_app"]
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+"""A plan request is a few hundred bytes; anything near this limit is not one."""
+_SPEC_CACHE_SIZE = 16
+_HARDWARE_TTL_S = 2.0
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class PlanBody(BaseModel):
+    """What the page (or any client) asks for. Sizes are strings with a unit: ``16GiB``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, max_length=200, description="A catalogue name.")
+    path: str | None = Field(
+        None, max_length=4096, description="A model file inside an allowed directory."
+    )
+    engine: Literal["llama.cpp", "llamacpp", "vllm", "reference"] = "llama.cpp"
+    ctx: int = Field(4096, ge=0, le=1 << 24)
+    batch: int = Field(2048, ge=1, le=1 << 20)
+    ubatch: int = Field(512, ge=1, le=1 << 20)
+    parallel: int = Field(1, ge=1, le=256)
+    kv_unified: bool = False
+    cache_type_k: str = Field("f16", max_length=16)
+    cache_type_v: str = Field("f16", max_length=16)
+    flash_attn: Literal["on", "off", "auto"] = "auto"
+    swa_full: bool = False
+    quant: str | None = Field(None, max_length=16)
+    memory: str | None = Field(
+        None, max_length=32, description="RAM budget; null uses this machine's."
+    )
+    margin: str | None = Field(None, max_length=32)
+    gpus: list[str] = Field(default_factory=list, max_length=16)
+    tensor_parallel: int = Field(1, ge=1, le=64)
+    max_model_len: int = Field(0, ge=0, le=1 << 24)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+
+
+class _BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, whether or not they declare a
+    length, before the application reads them whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.limit + 1
+                if declared > self.limit:
+                    await self._refuse(send)
+                    return
+        # Read the whole body first (it is small by definition), refusing it once it passes
+        # the limit; then hand the application a receive that replays it.
+        chunks: list[bytes] = []
+        seen = 0
+        more = scope.get("method") in ("POST", "PUT", "PATCH")
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = b'{"error": "The request body is larger than this server accepts."}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _Specs:
+    """Loaded models, kept while their file is unchanged (a few, least recently used first)."""
+
+    def __init__(self, allowed: AllowedDirs) -> None:
+        self.allowed = allowed
+        self.cache: OrderedDict[tuple[str, int, int], ModelSpec] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, body: PlanBody) -> tuple[ModelSpec, str]:
+        if (body.model is None) == (body.path is None):
+            raise MembudgetError("Give exactly one of 'model' (a catalogue name) or 'path'.")
+        if body.model is not None:
+            if find_entry(body.model) is None:
+                catalog_spec(body.model)  # raises with the nearest names suggested
+            return catalog_spec(body.model), body.model
+        assert body.path is not None
+        real = self.allowed.resolve(body.path)
+        if not real.is_file():
+            raise FileNotFoundError(2, "no such file", body.path)
+        # A model's parts and shards are its siblings: every one must stay inside too.
+        for sibling in real.parent.iterdir():
+            if sibling.name.endswith((".gguf", ".safetensors")):
+                self.allowed.resolve(str(sibling))
+        st = real.stat()
+        key = (str(real), st.st_mtime_ns, st.st_size)
+        with self.lock:
+            if key in self.cache:
+                self.cache.move_to_end(key)
+                return self.cache[key], str(real)
+        spec = load_model(real)
+        with self.lock:
+            self.cache[key] = spec
+            while len(self.cache) > _SPEC_CACHE_SIZE:
+                self.cache.popitem(last=False)
+        return spec, str(real)
+
+
+class _Hardware:
+    """This machine, read at most every couple of seconds."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.value: Hardware | None = None
+        self.at = 0.0
+
+    def __call__(self) -> Hardware:
+        with self.lock:
+            now = time.monotonic()
+            if self.value is None or now - self.at > _HARDWARE_TTL_S:
+                self.value, self.at = detect(), now
+            return self.value
+
+
+def _request(body: PlanBody, source: str) -> PlanRequest:
+    return PlanRequest(
+        engine=engine_name(body.engine),
+        ctx=body.ctx,
+        batch=body.batch,
+        ubatch=body.ubatch,
+        parallel=body.parallel,
+        kv_unified=body.kv_unified,
+        cache_type_k=body.cache_type_k,
+        cache_type_v=body.cache_type_v,
+        flash_attn=body.flash_attn,
+        swa_full=body.swa_full,
+        quant=body.quant or None,
+        memory_bytes=parse_size(body.memory) if body.memory else None,
+        margin_bytes=parse_size(body.margin) if body.margin else None,
+        gpu_bytes=tuple(parse_size(g) for g in body.gpus) if body.gpus else None,
+        tensor_parallel=body.tensor_parallel,
+        max_model_len=body.max_model_len,
+        gpu_memory_utilization=body.gpu_memory_utilization,
+        kv_cache_dtype=body.kv_cache_dtype,
+        source=source,
+    )
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": " ".join(message.split())}, status_code=status)
+
+
+def _schema_response(schema_id: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": {"application/json": {"schema": load_schema(schema_id)}}}}
+
+
+def create_app(
+    allowed_dirs: tuple[str | os.PathLike[str], ...] = (),
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> ASGIApp:
+    """The ASGI application: the page, the JSON API and its OpenAPI document."""
+    allowed = AllowedDirs(allowed_dirs)
+    specs = _Specs(allowed)
+    hardware = _Hardware()
+    api = FastAPI(
+        title="membudget",
+        version=__version__,
+        summary="Will this LLM fit in my memory? The JSON API behind `membudget serve`.",
+        docs_url=None,  # the interactive docs load scripts from a CDN; this server is offline
+        redoc_url=None,
+    )
+
+    @api.exception_handler(MembudgetError)
+    async def _membudget_error(request: Request, exc: MembudgetError) -> JSONResponse:
+        return _error(403 if isinstance(exc, PathRefusedError) else 400, str(exc))
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+        return _error(422, f"Invalid request: {problems}")
+
+    @api.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        name = exc.filename if isinstance(exc.filename, str) else "the file"
+        status = 404 if isinstance(exc, FileNotFoundError) else 400
+        return _error(status, f"Cannot read {name!r}: {exc.strerror or exc}.")
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        page = resources.files("membudget.web").joinpath("static/index.html")
+        return HTMLResponse(page.read_text(encoding="utf-8"))
+
+    @api.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        types = {"app.js": "text/javascript", "style.css": "text/css"}
+        if name not in types:
+            return _error(404, f"No static file {name[:100]!r}.")
+        text = resources.files("membudget.web").joinpath(f"static/{name}").read_text("utf-8")
+        return Response(text, media_type=types[name])
+
+    @api.get("/api/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @api.get("/api/models", responses=_schema_response("membudget/catalog/1"))
+    def models() -> dict[str, Any]:
+        return CatalogReport(tuple(catalog().values())).to_dict()
+
+    @api.get("/api/files")
+    def files() -> dict[str, Any]:
+        return {"allowed_dirs": [str(r) for r in allowed.roots], "files": allowed.list_models()}
+
+    @api.get("/api/hardware", responses=_schema_response("membudget/hardware/1"))
+    def machine() -> dict[str, Any]:
+        return HardwareReport(hardware()).to_dict()
+
+    @api.post("/api/plan", responses=_schema_response("membudget/plan/1"))
+    def plan(body: PlanBody) -> dict[str, Any]:
+        spec, source = specs.get(body)
+        return run_plan(_request(body, source), spec, hardware).to_dict()
+
+    @api.post("/api/curve")
+    def curve(body: PlanBody) -> dict[str, Any]:
+        spec, source = specs.get(body)
+        data = memory_curve(spec, _request(body, source), hardware)
+        return {
+            "schema": PLOT_SCHEMA,
+            "out": None,
+            "format": None,
+            **data.to_dict(),
+            "compare": None,
+        }
+
+    return _BodyLimit(api, max_body_bytes)
+
+
+def static_dir() -> Path:
+    """Where the page's files are (for packaging checks)."""
+    return Path(str(resources.files("membudget.web").joinpath("static")))

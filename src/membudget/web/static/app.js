@@ -1,0 +1,187 @@
+// The membudget page: every change asks POST /api/plan and redraws. No build step, no CDN.
+"use strict";
+
+const GIB = 2 ** 30;
+const CACHE_TYPES = ["f16", "bf16", "f32", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl"];
+const COLOURS = ["#4c72b0", "#dd8452", "#937860", "#55a868", "#8172b3", "#c44e52", "#64b5cd"];
+const LABELS = { model: "weights", kv: "KV cache", kv_swa: "KV cache, SWA", recurrent: "recurrent state",
+                 output: "output (logits)", compute: "compute buffer" };
+const $ = (id) => document.getElementById(id);
+let pending = null;
+let serial = 0;
+
+function gib(n) { return (n / GIB).toFixed(2); }
+
+function fillSelect(select, values, chosen) {
+  select.replaceChildren(...values.map((v) => { const o = new Option(v, v); o.selected = v === chosen; return o; }));
+}
+
+function body() {
+  const kind = $("source-kind").value;
+  const gpus = $("gpus").value.split(",").map((s) => s.trim()).filter(Boolean);
+  return {
+    model: kind === "model" ? $("model").value : null,
+    path: kind === "path" ? $("path").value : null,
+    engine: $("engine").value,
+    ctx: Number($("ctx").value) || 0,
+    parallel: Math.max(1, Number($("parallel").value) || 1),
+    cache_type_k: $("cache-type-k").value,
+    cache_type_v: $("cache-type-v").value,
+    flash_attn: $("flash-attn").value,
+    quant: $("quant").value || null,
+    memory: $("memory").value.trim() || null,
+    gpus,
+  };
+}
+
+// Parts of the plan as [device, label, resident bytes], whatever the engine.
+function parts(plan) {
+  if (plan.engine === "llama.cpp") {
+    const out = [];
+    for (const dev of plan.devices) {
+      for (const b of dev.buffers) out.push([dev.device, LABELS[b.kind] || b.kind, b.bytes - b.reclaimable_bytes]);
+    }
+    return out;
+  }
+  if (plan.engine === "vllm") {
+    const m = plan.memory;
+    return [["GPU", "weights", m.weights_bytes], ["GPU", "activations", m.activation_bytes],
+            ["GPU", "non-torch", m.non_torch_bytes], ["GPU", "CUDA graphs", m.cuda_graph_bytes],
+            ["GPU", "KV cache", m.kv_cache_bytes]];
+  }
+  const b = plan.budget;
+  return [["memory", "weights", b.model_weight_bytes], ["memory", "runtime overhead", b.runtime_overhead],
+          ["memory", "KV cache budget", b.kv_cache_budget]];
+}
+
+function budgetBytes(plan) {
+  if (plan.engine === "reference") return plan.budget.total_system_bytes;
+  return plan.budget.memory_bytes;
+}
+
+function drawChart(rows, budget) {
+  const width = 640, barH = 34, top = 8;
+  const total = rows.reduce((a, r) => a + r[2], 0);
+  const scale = Math.max(total, budget || 0, 1);
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${top + barH + 30 + 18 * Math.ceil(rows.length / 3)}`);
+  svg.setAttribute("width", "100%");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "memory breakdown against the budget");
+  let x = 0;
+  rows.forEach((r, i) => {
+    const w = (r[2] / scale) * width;
+    const rect = document.createElementNS(ns, "rect");
+    rect.setAttribute("x", x); rect.setAttribute("y", top); rect.setAttribute("width", Math.max(w, 0));
+    rect.setAttribute("height", barH); rect.setAttribute("fill", COLOURS[i % COLOURS.length]);
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `${r[0]} ${r[1]}: ${gib(r[2])} GiB`;
+    rect.appendChild(title);
+    svg.appendChild(rect);
+    x += w;
+    const lx = (i % 3) * 215, ly = top + barH + 22 + 18 * Math.floor(i / 3);
+    const sw = document.createElementNS(ns, "rect");
+    sw.setAttribute("x", lx); sw.setAttribute("y", ly - 10); sw.setAttribute("width", 10); sw.setAttribute("height", 10);
+    sw.setAttribute("fill", COLOURS[i % COLOURS.length]);
+    svg.appendChild(sw);
+    const t = document.createElementNS(ns, "text");
+    t.setAttribute("x", lx + 14); t.setAttribute("y", ly); t.setAttribute("font-size", "11");
+    t.textContent = `${r[1]} (${r[0]}) ${gib(r[2])} GiB`;
+    svg.appendChild(t);
+  });
+  if (budget) {
+    const bx = (budget / scale) * width;
+    const line = document.createElementNS(ns, "line");
+    line.setAttribute("x1", bx); line.setAttribute("x2", bx); line.setAttribute("y1", 0); line.setAttribute("y2", top + barH + 6);
+    line.setAttribute("stroke", "black"); line.setAttribute("stroke-width", 2); line.setAttribute("stroke-dasharray", "4 2");
+    line.setAttribute("id", "budget-line");
+    svg.appendChild(line);
+  }
+  $("chart").replaceChildren(svg);
+}
+
+function show(plan) {
+  const rows = parts(plan).filter((r) => r[2] > 0);
+  const budget = budgetBytes(plan);
+  const total = rows.reduce((a, r) => a + r[2], 0);
+  const fits = plan.engine === "reference" ? plan.fits !== false : plan.budget.fits;
+  const verdict = $("verdict");
+  verdict.textContent = `${fits ? "Fits" : "Does not fit"}: needs ${gib(total)} GiB of ${gib(budget)} GiB`;
+  verdict.className = `verdict ${fits ? "fits" : "nofit"}`;
+  verdict.dataset.fits = String(fits);
+  drawChart(rows, budget);
+  $("breakdown").tBodies[0].replaceChildren(...rows.map((r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.part = r[1];
+    for (const [text, cls] of [[r[0], ""], [r[1], ""], [gib(r[2]), "num"], [r[2].toLocaleString("en"), "num"]]) {
+      const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
+    }
+    return tr;
+  }));
+  const maxCtx = plan.engine === "reference" ? plan.max_context : plan.budget.max_context;
+  $("max-context").textContent = maxCtx ? `${maxCtx.toLocaleString("en")} tokens` : "none";
+  $("max-parallel").textContent = plan.engine === "reference" ? "–" : String(plan.budget.max_parallel);
+  let command = "";
+  if (plan.engine === "llama.cpp") command = plan.commands["llama.cpp"].join(" ");
+  else if (plan.engine === "vllm") command = plan.commands.vllm.join(" ");
+  else command = plan.summary;
+  $("command").textContent = command;
+}
+
+async function update() {
+  const mine = ++serial;
+  $("error").hidden = true;
+  let response;
+  try {
+    response = await fetch("/api/plan", { method: "POST", headers: { "content-type": "application/json" },
+                                          body: JSON.stringify(body()) });
+  } catch (e) {
+    if (mine === serial) { $("error").textContent = `The server did not answer: ${e}`; $("error").hidden = false; }
+    return;
+  }
+  const data = await response.json();
+  if (mine !== serial) return;  // a newer request is on its way
+  if (!response.ok) {
+    const msg = data.error || response.statusText;
+    $("error").textContent = msg;
+    $("error").hidden = false;
+    $("verdict").textContent = "…";
+    $("verdict").className = "verdict";
+    delete $("verdict").dataset.fits;
+    return;
+  }
+  show(data);
+  document.body.dataset.ready = String(serial);
+}
+
+function schedule() {
+  clearTimeout(pending);
+  pending = setTimeout(update, 120);
+}
+
+async function init() {
+  fillSelect($("cache-type-k"), CACHE_TYPES, "f16");
+  fillSelect($("cache-type-v"), CACHE_TYPES, "f16");
+  const [models, files, hw] = await Promise.all(
+    ["/api/models", "/api/files", "/api/hardware"].map((u) => fetch(u).then((r) => r.json())));
+  fillSelect($("model"), models.models.map((m) => m.name), models.models.some((m) => m.name === "llama-3.1-8b") ? "llama-3.1-8b" : models.models[0].name);
+  $("files").replaceChildren(...files.files.map((f) => new Option(f, f)));
+  const gpus = hw.gpus.map((g) => `${g.name} ${gib(g.free_bytes)} GiB free`).join(", ");
+  $("hardware").textContent = `This machine: ${gib(hw.ram.available_bytes)} GiB RAM available` + (gpus ? `; ${gpus}` : "; no NVIDIA GPU");
+  $("source-kind").addEventListener("change", () => {
+    const path = $("source-kind").value === "path";
+    $("path-label").hidden = !path;
+    $("model-label").hidden = path;
+  });
+  $("settings").addEventListener("input", schedule);
+  $("settings").addEventListener("change", schedule);
+  $("settings").addEventListener("submit", (e) => { e.preventDefault(); schedule(); });
+  $("copy").addEventListener("click", async () => {
+    try { await navigator.clipboard.writeText($("command").textContent); $("copy").textContent = "Copied"; }
+    catch { $("copy").textContent = "Select and copy"; }
+  });
+  await update();
+}
+
+init();
