@@ -7,6 +7,7 @@ us allocate or read past the end.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import stat
@@ -16,7 +17,10 @@ from types import TracebackType
 
 from membudget.errors import ModelFileError
 
-__all__ = ["Source", "open_regular_file"]
+__all__ = ["Source", "open_regular_file", "parse_json", "read_small_file"]
+
+SMALL_FILE_CAP = 16 * 1024 * 1024
+"""Configs and shard indexes are kilobytes; a bigger one is not what it claims to be."""
 
 
 def open_regular_file(path: Path, error: type[ModelFileError]) -> int:
@@ -94,3 +98,29 @@ class Source:
     def bytes_at(self, offset: int, length: int, what: str) -> bytes:
         self.need(offset, length, what)
         return bytes(self.buf[offset : offset + length])
+
+
+def read_small_file(path: Path, error: type[ModelFileError], cap: int = SMALL_FILE_CAP) -> bytes:
+    """The whole of a small regular file (a config or an index), refusing one over ``cap``."""
+    fd = open_regular_file(path, error)
+    try:
+        size = os.fstat(fd).st_size
+        if size > cap:
+            raise error(path, f"the file has {size} bytes; at most {cap} are expected")
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1
+            return fh.read(cap + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def parse_json(data: bytes | str, path: Path, error: type[ModelFileError], what: str) -> object:
+    """``json.loads`` with every failure (bad UTF-8, bad syntax, nesting too deep for the
+    parser) reported as ``error`` naming ``path``."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise error(path, f"{what} is not valid JSON (nested too deeply)") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise error(path, f"{what} is not valid JSON ({e})") from None

@@ -8,9 +8,7 @@ presets all come from one tensor list, exactly as they do for a real GGUF file.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,12 +28,13 @@ from membudget.model import (
     WeightBytes,
 )
 from membudget.quant import EXTERNAL_FORMATS, ggml_type_by_name
-from membudget.readers._binary import open_regular_file
+from membudget.readers._binary import parse_json, read_small_file
 
 __all__ = ["Geometry", "StorageScheme", "geometry_from_config", "read_config", "spec_from_config"]
 
 _MAX_NESTING = 4
 _MAX_DIM = 1 << 24  # no real dimension comes near 16 million
+_MAX_LARGE = 1 << 32  # vocabularies, windows and contexts: none near four billion
 _MAX_LAYERS = 4096
 
 # Hugging Face model_type -> the architecture names llama.cpp (and so membudget) uses.
@@ -167,7 +166,7 @@ class _Fields:
                 if number < minimum:
                     self.problems.append(f"{name} is {number}, expected at least {minimum}")
                     return default or 0
-                if number > _MAX_DIM and name not in _LARGE_OK:
+                if number > (_MAX_LARGE if name in _LARGE_OK else _MAX_DIM):
                     self.problems.append(f"{name} is {number}, which is not plausible")
                     return default or 0
                 return number
@@ -738,21 +737,7 @@ def _hf_weight_groups(tensors: tuple[TensorSpec, ...], n_layer: int) -> WeightBy
 def read_config(path: str | Path) -> dict[str, Any]:
     """Read a config.json as a dict; errors name the file."""
     path = Path(path)
-    fd = open_regular_file(path, ConfigError)
-    try:
-        size = os.fstat(fd).st_size
-        if size > 16 * 1024 * 1024:
-            raise ConfigError(path, f"the file has {size} bytes; a config is at most 16 MiB")
-        with os.fdopen(fd, "rb") as fh:
-            fd = -1
-            data = fh.read()
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    try:
-        cfg = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ConfigError(path, f"it is not valid JSON ({e})") from None
+    cfg = parse_json(read_small_file(path, ConfigError), path, ConfigError, "it")
     if not isinstance(cfg, dict):
         raise ConfigError(path, f"it is a JSON {type(cfg).__name__}, not an object")
     return cfg

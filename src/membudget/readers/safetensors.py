@@ -8,7 +8,6 @@ real size. Sharded checkpoints are read through ``model.safetensors.index.json``
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import struct
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from membudget.errors import SafetensorsError
 from membudget.progress import advance
-from membudget.readers._binary import Source
+from membudget.readers._binary import Source, parse_json, read_small_file
 
 __all__ = [
     "DTYPE_BITS",
@@ -102,10 +101,7 @@ def read_safetensors(path: str | Path) -> SafetensorsFile:
             )
         raw = src.bytes_at(8, length, "the JSON header")
         data_size = src.size - 8 - length
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise _fail(path, f"the header is not valid JSON ({e})") from None
+    header = parse_json(raw, path, SafetensorsError, "the header")
     if not isinstance(header, dict):
         raise _fail(path, f"the header is a JSON {type(header).__name__}, not an object")
     metadata_raw = header.pop("__metadata__", {})
@@ -161,10 +157,10 @@ def read_safetensors_dir(directory: str | Path) -> SafetensorsFile | None:
     directory = Path(directory)
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as e:
-            raise _fail(index, f"the index is not valid JSON ({e})") from None
+        parsed = parse_json(
+            read_small_file(index, SafetensorsError), index, SafetensorsError, "the index"
+        )
+        weight_map = parsed.get("weight_map") if isinstance(parsed, dict) else None
         if not isinstance(weight_map, dict):
             raise _fail(index, "the index has no 'weight_map' object")
         names = sorted({str(v) for v in weight_map.values()})
