@@ -4,11 +4,10 @@ file is left exactly as it was."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -26,43 +25,34 @@ def _snapshot(path: Path) -> tuple[int, int, bytes] | None:
     return st.st_mtime_ns, st.st_mode, path.read_bytes()
 
 
-def _run(arg: str) -> tuple[int, str, str, float, int]:
+# The CLI runs as a grandchild: a fresh process forked from a small launcher, so its peak RSS
+# is its own (a child forked straight from pytest inherits pytest's high-water mark).
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+start = time.monotonic()
+proc = subprocess.Popen([sys.executable, "-m", "membudget", "inspect", sys.argv[1]])
+_, status, usage = os.wait4(proc.pid, 0)
+proc.returncode = 0
+with open(sys.argv[2], "w") as fh:
+    json.dump({"status": os.waitstatus_to_exitcode(status), "rss": usage.ru_maxrss * 1024,
+               "seconds": time.monotonic() - start}, fh)
+"""
+
+
+def _run(arg: str, report: Path) -> tuple[int, str, str, float, int]:
     """Run ``membudget inspect arg``; return status, stdout, stderr, seconds and peak RSS."""
     env = {k: v for k, v in os.environ.items() if k != "MEMBUDGET_TRACEBACK"}
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "membudget", "inspect", arg],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, arg, str(report)],
+        capture_output=True,
+        text=True,
         env=env,
+        timeout=30,  # a hang fails the test instead of blocking it
+        check=False,
     )
-    killer = threading.Timer(30, proc.kill)  # a hang fails the test instead of blocking it
-    killer.start()
-    try:
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        err = proc.stderr.read().decode()  # stdout stays small, so the pipes cannot stall
-        out = proc.stdout.read().decode()
-        # wait4 reaps this child and gives its own peak RSS (ru_maxrss is in KiB on Linux).
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        killer.cancel()
-        proc.stdout.close() if proc.stdout else None
-        proc.stderr.close() if proc.stderr else None
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, out, err, time.monotonic() - start, usage.ru_maxrss * 1024
-
-
-def _baseline() -> tuple[float, int]:
-    """Start-up cost of the interpreter and the CLI (``--version``), to subtract."""
-    env = dict(os.environ)
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import membudget.cli"], env=env, stdout=subprocess.DEVNULL
-    )
-    _, _, usage = os.wait4(proc.pid, 0)
-    proc.returncode = 0
-    return time.monotonic() - start, usage.ru_maxrss * 1024
+    assert done.returncode == 0, done.stderr
+    r = json.loads(report.read_text())
+    return r["status"], done.stdout, done.stderr, r["seconds"], r["rss"]
 
 
 def test_corpus_is_large_enough() -> None:
@@ -76,7 +66,7 @@ def test_hostile_input(case: Case, tmp_path: Path) -> None:
     arg = case.build(tmp_path)
     target = Path(arg)
     before = _snapshot(target)
-    code, out, err, elapsed, rss = _run(arg)
+    code, out, err, elapsed, rss = _run(arg, tmp_path.parent / f"{tmp_path.name}.report.json")
     assert code == case.exit_code, err
     if case.exit_code == 2:
         assert out == ""
