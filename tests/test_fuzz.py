@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from membudget.loader import load_model
 from tests.fuzz import ALLOWED, TARGETS, seeds
 
 
@@ -47,3 +48,15 @@ def test_random_bytes_are_refused_cleanly(target: str, data: bytes, tmp_path: Pa
     run, _ = TARGETS[target]
     with contextlib.suppress(ALLOWED):
         run(data, tmp_path)
+
+
+FINDINGS = sorted((Path(__file__).parent / "data" / "fuzz").glob("*"))
+
+
+@pytest.mark.parametrize("path", FINDINGS, ids=[p.name for p in FINDINGS])
+def test_past_findings_stay_fixed(path: Path) -> None:
+    """Inputs ``benchmarks/fuzz.py`` once found (named after what they broke) now get a
+    documented error. gguf-buffererror-string-array: closing the map while a numpy view of it
+    was alive raised BufferError."""
+    with contextlib.suppress(ALLOWED):
+        load_model(path)

@@ -7,6 +7,7 @@ us allocate or read past the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -69,7 +70,10 @@ class Source:
 
     def close(self) -> None:
         if isinstance(self.buf, mmap.mmap):
-            self.buf.close()
+            # A view into the map may still be referenced (by the frame of an exception on its
+            # way out); then the map is unmapped when that view is collected.
+            with contextlib.suppress(BufferError):
+                self.buf.close()
 
     def __enter__(self) -> Source:
         return self
