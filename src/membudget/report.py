@@ -189,7 +189,7 @@ class CatalogReport:
         return None
 
     def headline(self) -> str:
-        return " ".join(e.name for e in self.entries)
+        return "\n".join(e.name for e in self.entries)
 
     def explanation(self) -> tuple[Step, ...]:
         return ()
