@@ -109,9 +109,11 @@ class PlanRequest:
             )
         if self.nodes < 1:
             raise InvalidArgumentError("--nodes", self.nodes, "must be at least 1")
-        for name, value in (("--tensor-split", self.tensor_split),):
-            if any(not x >= 0 for x in value) or (value and not sum(value) > 0):
-                raise InvalidArgumentError(name, value, "needs non-negative shares, not all zero")
+        split = self.tensor_split
+        if any(not x >= 0 for x in split) or (split and not sum(split) > 0):
+            raise InvalidArgumentError(
+                "--tensor-split", split, "needs non-negative shares, not all zero"
+            )
 
 
 def llamacpp_settings(request: PlanRequest, spec: ModelSpec) -> LlamaCppSettings:

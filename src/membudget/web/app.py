@@ -21,7 +21,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -35,7 +34,7 @@ from membudget.errors import MembudgetError
 from membudget.hardware import Hardware, detect
 from membudget.loader import load_model
 from membudget.model import ModelSpec
-from membudget.readers.catalog import catalog, catalog_spec, find_entry
+from membudget.readers.catalog import catalog, catalog_spec
 from membudget.report import CatalogReport, HardwareReport
 from membudget.request import PlanRequest, engine_name, run_plan
 from membudget.schemas import load_schema
@@ -164,9 +163,7 @@ class _Specs:
         if (body.model is None) == (body.path is None):
             raise MembudgetError("Give exactly one of 'model' (a catalogue name) or 'path'.")
         if body.model is not None:
-            if find_entry(body.model) is None:
-                catalog_spec(body.model)  # raises with the nearest names suggested
-            return catalog_spec(body.model), body.model
+            return catalog_spec(body.model), body.model  # unknown names get suggestions
         assert body.path is not None
         real = self.allowed.resolve(body.path)
         if not real.is_file():
@@ -318,8 +315,3 @@ def create_app(
         }
 
     return _BodyLimit(api, max_body_bytes)
-
-
-def static_dir() -> Path:
-    """Where the page's files are (for packaging checks)."""
-    return Path(str(resources.files("membudget.web").joinpath("static")))
