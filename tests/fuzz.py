@@ -17,7 +17,7 @@ from typing import Any
 from membudget.errors import MembudgetError
 from membudget.loader import load_model
 from tests.ggufs import Tiny, write_model
-from tests.hostile import valid_gguf
+from tests.hostile import CONFIG, valid_gguf
 
 __all__ = ["ALLOWED", "INTERESTING", "TARGETS", "mutate", "seeds"]
 
@@ -25,17 +25,6 @@ ALLOWED: type[Exception] = MembudgetError
 """The documented exception tree (``membudget.errors``): the only exceptions allowed."""
 
 INTERESTING = (0, 1, 7, 8, 255, 2**16, 2**31 - 1, 2**32, 2**32 - 1, 2**62, 2**63 - 1, 2**64 - 1)
-
-_CONFIG = {
-    "model_type": "llama",
-    "num_hidden_layers": 2,
-    "hidden_size": 64,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "intermediate_size": 128,
-    "vocab_size": 32,
-    "max_position_embeddings": 512,
-}
 
 
 def _safetensors_seed() -> bytes:
@@ -56,7 +45,7 @@ def seeds(tmp: Path) -> dict[str, list[bytes]]:
     return {
         "gguf": [valid_gguf(), valid_gguf(">"), tiny],
         "safetensors": [_safetensors_seed()],
-        "config": [json.dumps(_CONFIG).encode()],
+        "config": [json.dumps(CONFIG).encode()],
     }
 
 
@@ -137,7 +126,7 @@ def _gguf(data: bytes, tmp: Path) -> None:
 
 
 def _safetensors(data: bytes, tmp: Path) -> None:
-    (tmp / "config.json").write_text(json.dumps(_CONFIG))
+    (tmp / "config.json").write_text(json.dumps(CONFIG))
     path = tmp / "model.safetensors"
     path.write_bytes(data)
     load_model(path)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CASES", "Case", "gguf_bytes", "valid_gguf"]
+__all__ = ["CASES", "CONFIG", "Case", "gguf_bytes", "valid_gguf"]
 
 # GGUF value type ids (gguf-py GGUFValueType).
 U32, I32, F32, BOOL, STRING, ARRAY, U64 = 4, 5, 6, 7, 8, 9, 10
@@ -149,7 +149,7 @@ def _st(
     raw: bytes | None = None,
 ) -> Callable[[Path], str]:
     def build(d: Path) -> str:
-        (d / "config.json").write_text(json.dumps(_CONFIG))
+        (d / "config.json").write_text(json.dumps(CONFIG))
         p = d / "model.safetensors"
         p.write_bytes(raw if raw is not None else _safetensors(header, data, length))
         return str(p)
@@ -157,7 +157,7 @@ def _st(
     return build
 
 
-_CONFIG = {
+CONFIG = {
     "model_type": "llama",
     "num_hidden_layers": 2,
     "hidden_size": 64,
@@ -170,14 +170,14 @@ _CONFIG = {
 
 
 def _config(**changes: object) -> Callable[[Path], str]:
-    cfg = {k: v for k, v in _CONFIG.items() if changes.get(k, 0) is not None}
+    cfg = {k: v for k, v in CONFIG.items() if changes.get(k, 0) is not None}
     cfg.update({k: v for k, v in changes.items() if v is not None})
     return _file("config.json", json.dumps(cfg).encode())
 
 
 def _nested_text_config(depth: int) -> Callable[[Path], str]:
     def build(d: Path) -> str:
-        inner: dict[str, object] = dict(_CONFIG)
+        inner: dict[str, object] = dict(CONFIG)
         for _ in range(depth):
             inner = {"text_config": inner}
         p = d / "config.json"
@@ -191,7 +191,7 @@ def _deep_json(name: str, depth: int) -> Callable[[Path], str]:
     def build(d: Path) -> str:
         text = "[" * depth + "]" * depth
         if name == "model.safetensors":
-            (d / "config.json").write_text(json.dumps(_CONFIG))
+            (d / "config.json").write_text(json.dumps(CONFIG))
             (d / name).write_bytes(_safetensors(text))
         else:
             (d / name).write_text('{"a": ' + text + "}")

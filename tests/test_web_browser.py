@@ -77,19 +77,13 @@ def page(server: str) -> Iterator[Page]:
         browser.close()
 
 
-def _set(page: Page, selector: str, value: str) -> None:
+def _change(page: Page, selector: str, value: str) -> None:
+    """Fill an input or pick an option, then wait for the page's answer (or its error)."""
     before = page.locator("body").get_attribute("data-ready") or "0"
-    page.fill(selector, value)
-    page.wait_for_function(
-        f"Number(document.body.dataset.ready || 0) > {before} "
-        "|| !document.getElementById('error').hidden",
-        timeout=20_000,
-    )
-
-
-def _select(page: Page, selector: str, value: str) -> None:
-    before = page.locator("body").get_attribute("data-ready") or "0"
-    page.select_option(selector, value)
+    if page.locator(selector).evaluate("e => e.tagName") == "SELECT":
+        page.select_option(selector, value)
+    else:
+        page.fill(selector, value)
     page.wait_for_function(
         f"Number(document.body.dataset.ready || 0) > {before} "
         "|| !document.getElementById('error').hidden",
@@ -103,9 +97,9 @@ def _bytes(page: Page, part: str) -> int:
 
 
 def test_page_plans_updates_and_shows_the_command(page: Page) -> None:
-    _select(page, "#model", "qwen3-8b")
-    _set(page, "#memory", "24GiB")
-    _set(page, "#ctx", "8192")
+    _change(page, "#model", "qwen3-8b")
+    _change(page, "#memory", "24GiB")
+    _change(page, "#ctx", "8192")
     expect(page.locator("#verdict")).to_have_attribute("data-fits", "true")
     max_ctx = page.locator("#max-context").inner_text()
     assert max_ctx.endswith("tokens")
@@ -116,10 +110,10 @@ def test_page_plans_updates_and_shows_the_command(page: Page) -> None:
     assert page.locator("#budget-line").count() == 1
     f16 = _bytes(page, "KV cache")
     # A quantised cache shrinks the KV cache by ggml's block sizes: q8_0 is 34 bytes per 32.
-    _select(page, "#cache-type-k", "q8_0")
-    _select(page, "#cache-type-v", "q8_0")
+    _change(page, "#cache-type-k", "q8_0")
+    _change(page, "#cache-type-v", "q8_0")
     assert _bytes(page, "KV cache") == f16 * 34 // 64
-    _set(page, "#ctx", "1000000")
+    _change(page, "#ctx", "1000000")
     expect(page.locator("#verdict")).to_have_attribute("data-fits", "false")
     expect(page.locator("#verdict")).to_contain_text("Does not fit")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -127,24 +121,24 @@ def test_page_plans_updates_and_shows_the_command(page: Page) -> None:
 
 
 def test_page_vllm_and_errors(page: Page) -> None:
-    _select(page, "#engine", "vllm")
-    _set(page, "#gpus", "80GiB")
-    _set(page, "#ctx", "0")
+    _change(page, "#engine", "vllm")
+    _change(page, "#gpus", "80GiB")
+    _change(page, "#ctx", "0")
     expect(page.locator("#command")).to_contain_text("vllm serve")
-    _set(page, "#memory", "8G")
+    _change(page, "#memory", "8G")
     expect(page.locator("#error")).to_be_visible()
     expect(page.locator("#error")).to_contain_text("8G")
-    _set(page, "#memory", "")
-    _select(page, "#engine", "llama.cpp")
-    _set(page, "#gpus", "")
+    _change(page, "#memory", "")
+    _change(page, "#engine", "llama.cpp")
+    _change(page, "#gpus", "")
 
 
 def test_page_reads_only_allowed_files(page: Page) -> None:
-    _select(page, "#source-kind", "path")
-    _set(page, "#path", "tiny.gguf")
+    _change(page, "#source-kind", "path")
+    _change(page, "#path", "tiny.gguf")
     expect(page.locator("#error")).to_be_hidden()
     expect(page.locator("#command")).to_contain_text("tiny.gguf")
-    _set(page, "#path", "/etc/passwd")
+    _change(page, "#path", "/etc/passwd")
     expect(page.locator("#error")).to_contain_text("outside the directories")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web-page-refused.png"), full_page=True)

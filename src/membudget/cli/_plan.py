@@ -3,52 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from membudget.cli._app import EXIT_DOES_NOT_FIT, app
 from membudget.cli._output import Explain, Quiet, busy, load_with_progress, render
 from membudget.cli._params import parse_split
-from membudget.engines.llamacpp import FlashAttn, LlamaCppSettings, estimate_llamacpp
+from membudget.engines.llamacpp import estimate_llamacpp
 from membudget.engines.llamacpp_log import parse_llamacpp_log
 from membudget.engines.llamacpp_validate import compare
 from membudget.errors import InvalidArgumentError, MembudgetError
 from membudget.hardware import detect
 from membudget.report_plan import ValidationReport
-from membudget.request import PlanRequest, engine_name, run_plan
+from membudget.request import PlanRequest, engine_name, llamacpp_settings, run_plan
 from membudget.units import parse_size
 
 _FA_HELP = (
     "Flash attention: on, off or auto (llama.cpp's default; on where the backend supports it)."
 )
-
-
-def _settings(
-    ctx: int,
-    batch: int,
-    ubatch: int,
-    parallel: int,
-    kv_unified: bool,
-    ctk: str,
-    ctv: str,
-    fa: str,
-    swa_full: bool,
-) -> LlamaCppSettings:
-    if fa not in ("on", "off", "auto"):
-        raise InvalidArgumentError("--flash-attn", fa, "must be on, off or auto")
-    fa_value: FlashAttn = "on" if fa == "on" else "off" if fa == "off" else "auto"
-    return LlamaCppSettings(
-        n_ctx=ctx,
-        n_batch=batch,
-        n_ubatch=ubatch,
-        n_parallel=parallel,
-        kv_unified=kv_unified,
-        cache_type_k=ctk.lower(),
-        cache_type_v=ctv.lower(),
-        flash_attn=fa_value,
-        swa_full=swa_full,
-    )
 
 
 Ctx = Annotated[
@@ -72,15 +45,59 @@ SwaFull = Annotated[
     bool, typer.Option("--swa-full", help="Full-size cache for sliding-window layers.")
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+Source = Annotated[
+    str, typer.Argument(help="GGUF, safetensors, config.json, HF repo id or catalogue name.")
+]
+Quant = Annotated[
+    str | None, typer.Option(help="Requantise the weights to a llama.cpp preset first.")
+]
+
+
+def flags_request(
+    *,
+    source: str,
+    engine: str = "llama.cpp",
+    ctx: int,
+    batch: int,
+    ubatch: int,
+    parallel: int,
+    kv_unified: bool,
+    cache_type_k: str,
+    cache_type_v: str,
+    flash_attn: str,
+    swa_full: bool,
+    quant: str | None = None,
+    memory: str | None = None,
+    margin: str | None = None,
+    gpu: list[str] | None = None,
+    **rest: Any,
+) -> PlanRequest:
+    """The request the shared flags of plan, plot and validate describe (sizes parsed here)."""
+    return PlanRequest(
+        engine=engine_name(engine),
+        ctx=ctx,
+        batch=batch,
+        ubatch=ubatch,
+        parallel=parallel,
+        kv_unified=kv_unified,
+        cache_type_k=cache_type_k,
+        cache_type_v=cache_type_v,
+        flash_attn=flash_attn,
+        swa_full=swa_full,
+        quant=quant,
+        memory_bytes=parse_size(memory) if memory is not None else None,
+        margin_bytes=parse_size(margin) if margin is not None else None,
+        gpu_bytes=tuple(parse_size(g) for g in gpu) if gpu else None,
+        source=source,
+        **rest,
+    )
 
 
 @app.command()
 def plan(
-    source: Annotated[
-        str, typer.Argument(help="GGUF, safetensors, config.json, HF repo id or catalogue name.")
-    ],
+    source: Source,
     engine: Annotated[
-        str, typer.Option(help="llama.cpp, or reference for the reference estimator.")
+        str, typer.Option(help="llama.cpp, vllm, or reference for the reference estimator.")
     ] = "llama.cpp",
     ctx: Ctx = 4096,
     batch: Batch = 2048,
@@ -91,9 +108,7 @@ def plan(
     cache_type_v: CTV = "f16",
     flash_attn: FA = "auto",
     swa_full: SwaFull = False,
-    quant: Annotated[
-        str | None, typer.Option(help="Requantise the weights to a llama.cpp preset first.")
-    ] = None,
+    quant: Quant = None,
     memory: Annotated[
         str | None,
         typer.Option(help="Memory budget: 8GiB, 16GB ... (default: this machine's available RAM)."),
@@ -155,8 +170,9 @@ def plan(
         if memory is not None and parse_size(memory) != parse_size(ram):
             raise InvalidArgumentError("--ram", ram, "conflicts with --memory; give one of them")
         memory = ram
-    request = PlanRequest(
-        engine=engine_name(engine),
+    request = flags_request(
+        source=source,
+        engine=engine,
         ctx=ctx,
         batch=batch,
         ubatch=ubatch,
@@ -167,9 +183,9 @@ def plan(
         flash_attn=flash_attn,
         swa_full=swa_full,
         quant=quant,
-        memory_bytes=parse_size(memory) if memory is not None else None,
-        margin_bytes=parse_size(margin) if margin is not None else None,
-        gpu_bytes=tuple(parse_size(g) for g in gpu) if gpu else None,
+        memory=memory,
+        margin=margin,
+        gpu=gpu,
         rpc_bytes=tuple(parse_size(n) for n in rpc_node or ()),
         n_gpu_layers=n_gpu_layers,
         tensor_split=parse_split(tensor_split),
@@ -180,7 +196,6 @@ def plan(
         max_model_len=max_model_len,
         gpu_memory_utilization=gpu_memory_utilization,
         kv_cache_dtype=kv_cache_dtype,
-        source=source,
     )
     spec = load_with_progress(source, quiet=quiet)
     result = run_plan(request, spec, detect)
@@ -214,10 +229,20 @@ def validate(
     Exit status 0 when weights, KV cache, recurrent state and output equal llama.cpp's report
     and the compute buffer is within 5%; 1 otherwise; 2 for bad input.
     """
-    settings = _settings(
-        ctx, batch, ubatch, parallel, kv_unified, cache_type_k, cache_type_v, flash_attn, swa_full
+    request = flags_request(
+        source=str(model),
+        ctx=ctx,
+        batch=batch,
+        ubatch=ubatch,
+        parallel=parallel,
+        kv_unified=kv_unified,
+        cache_type_k=cache_type_k,
+        cache_type_v=cache_type_v,
+        flash_attn=flash_attn,
+        swa_full=swa_full,
     )
     spec = load_with_progress(model, quiet=quiet)
+    settings = llamacpp_settings(request, spec)
     if from_log is not None:
         try:
             text = from_log.read_text(encoding="utf-8", errors="replace")

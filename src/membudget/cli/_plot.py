@@ -10,19 +10,28 @@ import typer
 
 from membudget.cli._app import app, emit_json
 from membudget.cli._output import Quiet, busy, load_with_progress
-from membudget.cli._plan import CTK, CTV, FA, Batch, Ctx, Parallel, SwaFull, UBatch, Unified
+from membudget.cli._plan import (
+    CTK,
+    CTV,
+    FA,
+    Batch,
+    Ctx,
+    Parallel,
+    Quant,
+    Source,
+    SwaFull,
+    UBatch,
+    Unified,
+    flags_request,
+)
 from membudget.curves import PLOT_SCHEMA, CompareKind, compare, memory_curve
 from membudget.errors import InvalidArgumentError
 from membudget.hardware import detect
-from membudget.request import PlanRequest, engine_name
-from membudget.units import parse_size
 
 
 @app.command()
 def plot(
-    source: Annotated[
-        str, typer.Argument(help="GGUF, safetensors, config.json, HF repo id or catalogue name.")
-    ],
+    source: Source,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write: mem.png or mem.svg.")],
     engine: Annotated[str, typer.Option(help="llama.cpp or vllm.")] = "llama.cpp",
     ctx: Ctx = 4096,
@@ -34,9 +43,7 @@ def plot(
     cache_type_v: CTV = "f16",
     flash_attn: FA = "auto",
     swa_full: SwaFull = False,
-    quant: Annotated[
-        str | None, typer.Option(help="Requantise the weights to a llama.cpp preset first.")
-    ] = None,
+    quant: Quant = None,
     memory: Annotated[
         str | None, typer.Option(help="Memory budget (default: this machine's available RAM).")
     ] = None,
@@ -64,8 +71,9 @@ def plot(
         if compare_by not in ("cache-types", "quants"):
             raise InvalidArgumentError("--compare", compare_by, "must be cache-types or quants")
         kind = "cache-types" if compare_by == "cache-types" else "quants"
-    request = PlanRequest(
-        engine=engine_name(engine),
+    request = flags_request(
+        source=source,
+        engine=engine,
         ctx=ctx,
         batch=batch,
         ubatch=ubatch,
@@ -76,10 +84,9 @@ def plot(
         flash_attn=flash_attn,
         swa_full=swa_full,
         quant=quant,
-        memory_bytes=parse_size(memory) if memory is not None else None,
-        margin_bytes=parse_size(margin) if margin is not None else None,
-        gpu_bytes=tuple(parse_size(g) for g in gpu) if gpu else None,
-        source=source,
+        memory=memory,
+        margin=margin,
+        gpu=gpu,
     )
     spec = load_with_progress(source, quiet=quiet)
     probe = cache(detect)
