@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from membudget import load_model
-from membudget.engines.llamacpp import LlamaCppSettings, estimate_llamacpp
+from membudget.engines.llamacpp import LlamaCppRules, LlamaCppSettings, estimate_llamacpp
 from membudget.engines.llamacpp_log import parse_llamacpp_log
 from membudget.engines.llamacpp_run import run_llamacpp
 from membudget.engines.llamacpp_validate import BufferComparison, compare
@@ -45,6 +45,8 @@ class Case:
     settings: LlamaCppSettings
     rows: tuple[BufferComparison, ...]
     log: str = ""
+    phase_model_compute: tuple[BufferComparison, ...] = ()
+    """The compute rows again with the graph simulation off (the fallback's accuracy)."""
 
     @property
     def total_relative_error(self) -> float:
@@ -60,4 +62,7 @@ def run_case(arch: str, settings: LlamaCppSettings, directory: Path, n_gpu_layer
     spec = load_model(path)
     log = run_llamacpp(path, settings, n_gpu_layers=n_gpu_layers)
     reported = parse_llamacpp_log(log)
-    return Case(arch, settings, tuple(compare(estimate_llamacpp(spec, settings), reported)), log)
+    rows = tuple(compare(estimate_llamacpp(spec, settings), reported))
+    phase = estimate_llamacpp(spec, settings, LlamaCppRules(simulate_graph=False))
+    phase_rows = tuple(r for r in compare(phase, reported) if r.kind == "compute")
+    return Case(arch, settings, rows, log, phase_rows)

@@ -93,6 +93,17 @@ def llama(path: Path, qtype: Q = Q.F16) -> Path:
     return write_model(path, _tiny("llama", 4, n_head_kv=KV, matrix_type=qtype))
 
 
+def qwen2(path: Path, qtype: Q = Q.F16) -> Path:
+    """Qwen2/2.5: llama with biases on Q, K and V."""
+    tensors = _base(0)
+    for il in range(4):
+        p = f"blk.{il}."
+        tensors += _attn(p) + _ffn(p)
+        tensors += [(p + "attn_q.bias", (H * D,)), (p + "attn_k.bias", (KV * D,))]
+        tensors += [(p + "attn_v.bias", (KV * D,))]
+    return write_model(path, _tiny("qwen2", 4, n_head_kv=KV, matrix_type=qtype), tensors)
+
+
 def qwen3(path: Path, qtype: Q = Q.F16) -> Path:
     tensors = _base(0)
     for il in range(4):
@@ -176,6 +187,35 @@ def deepseek2(path: Path, qtype: Q = Q.F16) -> Path:
     return write_model(path, m, tensors)
 
 
+def mamba(path: Path, qtype: Q = Q.F16) -> Path:
+    """Mamba 1: d_inner 512 (2 x n_embd, as llama.cpp requires), d_state 16, dt_rank 16."""
+    d_inner, d_state, dt_rank = 2 * E, 16, 16
+    tensors = _base(0)
+    for il in range(4):
+        p = f"blk.{il}."
+        tensors += [
+            (p + "attn_norm.weight", (E,)),
+            (p + "ssm_in.weight", (E, 2 * d_inner)),
+            (p + "ssm_conv1d.weight", (4, d_inner)),
+            (p + "ssm_conv1d.bias", (d_inner,)),
+            (p + "ssm_x.weight", (d_inner, dt_rank + 2 * d_state)),
+            (p + "ssm_dt.weight", (dt_rank, d_inner)),
+            (p + "ssm_dt.bias", (d_inner,)),
+            (p + "ssm_a", (d_state, d_inner)),
+            (p + "ssm_d", (d_inner,)),
+            (p + "ssm_out.weight", (d_inner, E)),
+        ]
+    extra = {
+        "{arch}.ssm.conv_kernel": 4,
+        "{arch}.ssm.inner_size": d_inner,
+        "{arch}.ssm.state_size": d_state,
+        "{arch}.ssm.time_step_rank": dt_rank,
+    }
+    return write_model(
+        path, _tiny("mamba", 4, n_head=0, n_head_kv=0, matrix_type=qtype, extra=extra), tensors
+    )
+
+
 def mamba2(path: Path, qtype: Q = Q.F16) -> Path:
     tensors = _base(0)
     for il in range(4):
@@ -218,14 +258,53 @@ def phi3(path: Path, qtype: Q = Q.F16) -> Path:
     return write_model(path, _tiny("phi3", 4, n_head_kv=KV, matrix_type=qtype), tensors)
 
 
+def gpt_oss(path: Path, qtype: Q = Q.F16) -> Path:
+    """gpt-oss: biased attention with sinks, alternating SWA, MoE with biased experts."""
+    n_exp, n_ff = 8, 128
+    tensors = _base(0)
+    for il in range(4):
+        p = f"blk.{il}."
+        tensors += [
+            (p + "attn_norm.weight", (E,)),
+            (p + "post_attention_norm.weight", (E,)),
+            (p + "attn_q.weight", (E, H * D)),
+            (p + "attn_q.bias", (H * D,)),
+            (p + "attn_k.weight", (E, KV * D)),
+            (p + "attn_k.bias", (KV * D,)),
+            (p + "attn_v.weight", (E, KV * D)),
+            (p + "attn_v.bias", (KV * D,)),
+            (p + "attn_output.weight", (H * D, E)),
+            (p + "attn_output.bias", (E,)),
+            (p + "attn_sinks.weight", (H,)),
+            (p + "ffn_gate_inp.weight", (E, n_exp)),
+            (p + "ffn_gate_inp.bias", (n_exp,)),
+            (p + "ffn_gate_exps.weight", (E, n_ff, n_exp)),
+            (p + "ffn_gate_exps.bias", (n_ff, n_exp)),
+            (p + "ffn_up_exps.weight", (E, n_ff, n_exp)),
+            (p + "ffn_up_exps.bias", (n_ff, n_exp)),
+            (p + "ffn_down_exps.weight", (n_ff, E, n_exp)),
+            (p + "ffn_down_exps.bias", (E, n_exp)),
+        ]
+    extra = {
+        "{arch}.expert_count": n_exp,
+        "{arch}.expert_used_count": 2,
+        "{arch}.expert_feed_forward_length": n_ff,
+    }
+    m = _tiny("gpt-oss", 4, n_head_kv=KV, matrix_type=qtype, n_swa=128, extra=extra)
+    return write_model(path, m, tensors)
+
+
 ARCHS: dict[str, Callable[..., Path]] = {
     "llama": llama,
+    "qwen2": qwen2,
     "qwen3": qwen3,
     "qwen3moe": qwen3moe,
     "gemma2": gemma2,
     "gemma3": gemma3,
     "deepseek2": deepseek2,
+    "mamba": mamba,
     "mamba2": mamba2,
     "granitehybrid": granitehybrid,
     "phi3": phi3,
+    "gpt-oss": gpt_oss,
 }

@@ -104,8 +104,9 @@ def write_model(
     w.add_token_scores([0.0] * m.n_vocab)
     w.add_token_types([1] * m.n_vocab)
     for name, shape in [*(tensors if tensors is not None else llama_tensors(m)), *m.extra_tensors]:
-        qtype = m.matrix_type if len(shape) >= 2 else GGMLQuantizationType.F32
-        if len(shape) >= 2 and shape[0] % GGML_QUANT_SIZES[qtype][0]:
+        matrix = len(shape) >= 2 and not name.endswith(".bias")  # expert biases stay F32
+        qtype = m.matrix_type if matrix else GGMLQuantizationType.F32
+        if matrix and shape[0] % GGML_QUANT_SIZES[qtype][0]:
             qtype = GGMLQuantizationType.F16
         data, raw = _zeros(shape, qtype)
         w.add_tensor(name, data, raw_dtype=qtype if raw else None)

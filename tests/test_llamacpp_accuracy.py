@@ -1,6 +1,7 @@
 """membudget against the real llama.cpp (llama-cpp-python built from source), across
 architectures and settings. Weights, KV cache, recurrent state and output must equal what
-llama.cpp prints; the compute buffer is held to the tolerance below.
+llama.cpp prints, the compute buffer included (the graph simulation); the phase model that
+serves other architectures is held to the tolerance below.
 
 These tests skip when llama-cpp-python is missing, unless MEMBUDGET_REQUIRE_LLAMACPP=1 (CI sets
 it), in which case they fail.
@@ -13,16 +14,20 @@ from pathlib import Path
 
 import pytest
 
+from membudget.engines.llamacpp_graph import simulated_architectures
 from membudget.engines.llamacpp_run import llamacpp_available
-from tests.accuracy import EXACT_KINDS, GRID, Case, label, run_case
+from tests.accuracy import GRID, Case, label, run_case
 from tests.arch_models import ARCHS
 
-# Issue 4 asks for 5% on compute and 3% on the total. The phase model reaches that on most of
-# the grid; where flash attention is on and the logits phase dominates, ggml-alloc's placement
-# adds up to ~15% (see benchmarks/accuracy.py). These bounds record what is achieved today and
-# must only ever tighten.
-COMPUTE_TOLERANCE = 0.15
-TOTAL_TOLERANCE = 0.07
+# Issue 4 asks for the compute buffer within 5% and the total within 3%. The graph simulation
+# (membudget.engines.llamacpp_graph) equals llama.cpp's printed figure for every architecture in
+# the grid, so compute is held to the same 0.01 MiB as the other buffers, and the total to 0.5%
+# (what is left is llama.cpp's rounding of each buffer to 0.01 MiB).
+TOTAL_TOLERANCE = 0.005
+# The phase model (the fallback for architectures without a graph builder) measured on the same
+# runs: worst case 14.6% under, where flash attention is on and the logits dominate. This bound
+# records what it achieves and must only ever tighten.
+PHASE_MODEL_TOLERANCE = 0.15
 
 pytestmark = pytest.mark.llamacpp
 
@@ -39,18 +44,22 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("zoo")
 
 
+def simulated(arch: str) -> bool:
+    return arch in simulated_architectures()
+
+
 @pytest.mark.parametrize("settings", GRID, ids=label)
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_against_llama_cpp(arch: str, settings: object, zoo: Path) -> None:
     case: Case = run_case(arch, settings, zoo)  # type: ignore[arg-type]
+    assert simulated(arch), f"{arch} has no graph builder; the accuracy grid expects one"
     for row in case.rows:
-        if row.kind in EXACT_KINDS:
-            assert row.exact, (
-                f"{row.kind}: estimated {row.estimated_mib} MiB, llama.cpp {row.actual_mib} MiB"
-            )
-        else:
-            assert abs(row.relative_error) <= COMPUTE_TOLERANCE, (
-                f"compute off by {row.relative_error:+.1%}"
-            )
+        assert row.exact, (
+            f"{row.kind}: estimated {row.estimated_mib} MiB, llama.cpp {row.actual_mib} MiB"
+        )
     assert abs(case.total_relative_error) <= TOTAL_TOLERANCE
+    for row in case.phase_model_compute:
+        assert abs(row.relative_error) <= PHASE_MODEL_TOLERANCE, (
+            f"phase model: compute off by {row.relative_error:+.1%}"
+        )
     assert {r.kind for r in case.rows} >= {"model", "output", "compute"}

@@ -151,15 +151,37 @@ def explain_llamacpp(e: LlamaCppEstimate) -> tuple[Step, ...]:
         )
     )
     n_tokens = min(e.n_ctx, e.n_ubatch)
-    steps.append(
-        Step(
-            "compute",
-            e.compute_bytes,
+    if e.compute_method == "simulated":
+        how = (
+            f"ggml-alloc replayed over llama.cpp's worst-case graph for {spec.architecture}: "
+            f"{n_tokens} tokens (min(n_ctx, n_ubatch)), one output each, attention over "
+            f"{e.kv_size:,} cells; every tensor placed best-fit, freed after its last use, "
+            "reused in place where ggml allows"
+        )
+        model = Input(
+            "model",
+            "graph rebuilt op by op, allocator replayed",
+            f"membudget.engines.llamacpp_graph, equal to {rule}'s CPU report "
+            "(benchmarks/accuracy.py)",
+        )
+    else:
+        how = (
             f"worst-case graph of {n_tokens} tokens (min(n_ctx, n_ubatch)) over {e.kv_size:,} "
             "cells: the largest of the attention phase (masks, "
             + ("flash attention, no score matrix" if e.flash_attn else "K·Q scores per head")
             + "), the FFN/MoE phase and the logits phase (n_vocab x tokens x 4 B), plus the "
-            "residual rows that stay live",
+            "residual rows that stay live"
+        )
+        model = Input(
+            "model",
+            f"phase model of ggml-alloc's peak (no graph builder for {spec.architecture})",
+            f"membudget, calibrated on {rule}'s reports (benchmarks/accuracy.py)",
+        )
+    steps.append(
+        Step(
+            "compute",
+            e.compute_bytes,
+            how,
             (
                 Input("--ubatch", str(s.n_ubatch), "command line"),
                 Input(
@@ -169,11 +191,8 @@ def explain_llamacpp(e: LlamaCppEstimate) -> tuple[Step, ...]:
                 ),
                 Input("n_embd", f"{spec.n_embd:,}", spec.source_of("n_embd")),
                 Input("n_ff", f"{spec.n_ff:,}", spec.source_of("n_ff")),
-                Input(
-                    "model",
-                    "phase model of ggml-alloc's peak",
-                    f"membudget, calibrated on {rule}'s reports (benchmarks/accuracy.py)",
-                ),
+                Input("n_vocab", f"{spec.n_vocab:,}", spec.source_of("n_vocab")),
+                model,
             ),
         )
     )

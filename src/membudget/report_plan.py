@@ -89,7 +89,10 @@ class PlanReport:
         return {
             "schema": PLAN_SCHEMA,
             "engine": "llama.cpp",
-            "engine_rules": {"llama_cpp_version": e.rules.version},
+            "engine_rules": {
+                "llama_cpp_version": e.rules.version,
+                "compute_method": e.compute_method,
+            },
             "model": _model_summary(e.spec),
             "settings": {
                 "n_ctx": e.n_ctx,

@@ -16,8 +16,10 @@ version-dependent ones switchable:
 - The output buffer holds ``n_vocab`` logits (and ``n_embd`` embeddings when asked) for
   ``n_seq_max`` outputs (``llama_context::output_reserve``).
 - Each buffer's tensors are padded to the backend's alignment (32 bytes on the CPU).
-- The compute buffer is the ggml allocator's peak over the worst-case graph: ``n_ubatch``
-  tokens, one output per token, attention over the full cache. See :mod:`.llamacpp_compute`.
+- The compute buffer is what ggml-alloc reserves for the worst-case graph: ``n_ubatch``
+  tokens, one output per token, attention over the full cache. :mod:`.llamacpp_graph` rebuilds
+  that graph op by op and replays the allocator (exact for the architectures it knows);
+  :mod:`.llamacpp_compute` is the phase model for the others.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Literal
 
 from membudget.engines.llamacpp_compute import compute_bytes
 from membudget.engines.llamacpp_devices import CPU, cuda_alloc_bytes, layer_devices, tensor_device
+from membudget.engines.llamacpp_graph import GraphSettings, graph_compute_bytes
 from membudget.errors import InvalidArgumentError
 from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
 from membudget.model import ModelSpec, TensorSpec
@@ -34,6 +37,7 @@ from membudget.model import ModelSpec, TensorSpec
 __all__ = [
     "Buffer",
     "BufferKind",
+    "ComputeMethod",
     "FlashAttn",
     "LlamaCppEstimate",
     "LlamaCppRules",
@@ -44,6 +48,7 @@ __all__ = [
 
 FlashAttn = Literal["on", "off", "auto"]
 BufferKind = Literal["model", "kv", "kv_swa", "recurrent", "output", "compute"]
+ComputeMethod = Literal["simulated", "phase model"]
 _F32 = 4
 
 
@@ -67,6 +72,13 @@ class LlamaCppRules:
     repack_types: frozenset[str] | None = None
     """Weight types the CPU backend repacks into a CPU_REPACK buffer; ``None`` asks this
     machine's CPU flags (:func:`repack_types_for`)."""
+    simulate_graph: bool = True
+    """Size the compute buffer by replaying ggml-alloc over the rebuilt graph
+    (:mod:`.llamacpp_graph`); ``False`` uses the phase model (:mod:`.llamacpp_compute`), which
+    does not depend on the graph's exact node order."""
+    attn_rotation: bool = True
+    """A quantised K or V cache with head dims that are multiples of 64 multiplies Q, K and V by
+    a Hadamard matrix (added in 2026; ``LLAMA_ATTN_ROT_DISABLE=1`` turns it off)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +149,9 @@ class LlamaCppEstimate:
     swa_size: int
     flash_attn: bool
     buffers: tuple[Buffer, ...] = field(default=())
+    compute_method: ComputeMethod = "phase model"
+    """How the compute buffer was sized: ``"simulated"`` replays ggml-alloc over the rebuilt
+    graph; ``"phase model"`` takes the largest phase (architectures without a graph builder)."""
 
     def _sum(self, *kinds: BufferKind) -> int:
         return sum(b.n_bytes for b in self.buffers if b.kind in kinds)
@@ -341,10 +356,36 @@ def estimate_llamacpp(
     # The output buffer is host memory (pinned when the output layer is on a GPU).
     buffers.append(Buffer(CPU, "output", out_floats * _F32, f"logits for {n_seq} output(s)"))
     n_tokens = min(n_ctx, n_ubatch)
-    graph = compute_bytes(
-        spec, n_tokens=n_tokens, n_kv=kv_size, n_swa_kv=swa_size, n_stream=n_stream, flash_attn=fa
-    )
-    detail = f"worst case: {n_tokens} tokens over {kv_size} cells"
+    graph = None
+    if r.simulate_graph:
+        graph = graph_compute_bytes(
+            spec,
+            GraphSettings(
+                # graph_reserve rounds the token count up to a multiple of the sequences
+                n_tokens=_pad(n_tokens, n_seq),
+                n_outputs=n_tokens,
+                n_seqs=n_seq,
+                n_kv=kv_size,
+                n_swa_kv=swa_size,
+                n_stream=n_stream,
+                flash_attn=fa,
+                cache_type_k=s.cache_type_k,
+                cache_type_v=s.cache_type_v,
+                alignment=r.alignment,
+                attn_rotation=r.attn_rotation,
+            ),
+        )
+    method: ComputeMethod = "simulated" if graph is not None else "phase model"
+    if graph is None:
+        graph = compute_bytes(
+            spec,
+            n_tokens=n_tokens,
+            n_kv=kv_size,
+            n_swa_kv=swa_size,
+            n_stream=n_stream,
+            flash_attn=fa,
+        )
+    detail = f"worst case: {n_tokens} tokens over {kv_size} cells ({method})"
     used = list(dict.fromkeys(slots))
     # Each backend holding layers reserves the graph's working set; a host that only feeds
     # the GPUs keeps the embedding rows (an estimate: not yet checked against CUDA logs).
@@ -366,4 +407,5 @@ def estimate_llamacpp(
         swa_size=swa_size,
         flash_attn=fa,
         buffers=tuple(buffers),
+        compute_method=method,
     )

@@ -1,9 +1,9 @@
-"""llama.cpp's compute buffer: the peak of ggml's graph allocator over the worst-case graph.
+"""llama.cpp's compute buffer by phase: the fallback for architectures without a graph builder.
 
-llama.cpp reserves the graph for ``n_tokens = min(n_ctx, n_ubatch)`` tokens, one output per token,
-attending over the whole cache (``llama_context::sched_reserve``). ggml-alloc frees each tensor
-after its last use and reuses the space, so the buffer is the largest working set of one phase
-of the graph, plus fragmentation. This model takes the largest of three phases:
+The compute buffer is what ggml-alloc reserves for the worst-case graph (``n_tokens =
+min(n_ctx, n_ubatch)`` tokens, one output per token, attention over the whole cache). For the
+architectures :mod:`.llamacpp_graph` rebuilds, membudget replays the allocator over that graph
+and gets llama.cpp's own figure. For the others this module takes the largest of three phases:
 
 - attention: the KQ mask(s) (f32, or f16 with flash attention) plus, without flash attention,
   the ``n_kv x n_tokens x n_head`` f32 score matrix of one layer (softmax runs in place), plus
@@ -11,10 +11,11 @@ of the graph, plus fragmentation. This model takes the largest of three phases:
 - feed-forward: gate, up and activation rows of ``n_ff`` (or ``n_ff_expert x n_expert_used``);
 - output: ``n_vocab`` f32 logits per output, plus a few ``n_embd`` rows.
 
-Measured against llama.cpp on the CPU (``benchmarks/accuracy.py``): exact to the printed
-precision when the attention phase dominates (no flash attention, long contexts); within a few
-MiB otherwise, where ggml-alloc's placement of the logits block depends on earlier frees. An
-exact figure needs a simulation of ggml-alloc over the real graph, which this model is not.
+Measured against llama.cpp on the CPU with the graph simulation switched off
+(``LlamaCppRules(simulate_graph=False)``; tests/test_llamacpp_accuracy.py): exact when the
+attention phase dominates; up to ~15% under when flash attention is on and the logits dominate,
+because ggml-alloc's placement of the logits block depends on the inputs and freed blocks
+below it, which a phase model does not see.
 """
 
 from __future__ import annotations

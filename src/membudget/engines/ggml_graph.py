@@ -1,0 +1,379 @@
+"""A shape-only model of a ggml compute graph and of ggml's graph allocator.
+
+llama.cpp sizes its compute buffer by running ggml-alloc (``ggml/src/ggml-alloc.c``) over the
+worst-case graph: every tensor the graph computes gets an offset in one buffer, is freed after its
+last use, and the buffer is as large as the highest offset reached. The figure therefore depends on
+the graph's node order and on where each freed block lands, not only on the largest tensors. This
+module reproduces that process without any data:
+
+- :class:`Graph` holds tensors (type, shape, strides, sources, view source, input/output flags)
+  and orders them as ``ggml_build_forward_expand`` does: a depth-first walk over sources, left to
+  right, that appends leafs (tensors without an op) and nodes separately.
+- :func:`allocate` replays ``ggml_gallocr_alloc_graph_impl`` and ``ggml_dyn_tallocr``: leafs
+  first, best fit among the free blocks other than the last, the last block grown otherwise;
+  in-place reuse of a sole-consumer parent for the ops ``ggml_op_can_inplace`` lists; a parent is
+  freed after its last consumer; graph outputs are never freed or reused.
+
+Rules read from llama.cpp 0c1e570 (the llama.cpp inside llama-cpp-python 0.3.36).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Literal
+
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+__all__ = ["Graph", "Placement", "Tensor", "allocate", "place", "type_size"]
+
+Dims = tuple[int, int, int, int]
+Flag = Literal["input", "output"]
+
+# ggml_op_can_inplace (ggml-alloc.c): ops whose result may take over a parent's memory.
+_INPLACE_OPS = frozenset(
+    {
+        "FILL",
+        "SCALE",
+        "DIAG_MASK_ZERO",
+        "DIAG_MASK_INF",
+        "ADD",
+        "ADD_ID",
+        "ADD1",
+        "SUB",
+        "MUL",
+        "DIV",
+        "SQR",
+        "SQRT",
+        "LOG",
+        "UNARY",
+        "ROPE",
+        "ROPE_BACK",
+        "SILU_BACK",
+        "RMS_NORM",
+        "RMS_NORM_BACK",
+        "CLAMP",
+        "SOFT_MAX",
+        "SOFT_MAX_BACK",
+    }
+)
+
+
+@cache
+def type_size(type_name: str) -> tuple[int, int]:
+    """(block size, bytes per block) of a ggml type, from gguf-py's table."""
+    return GGML_QUANT_SIZES[GGMLQuantizationType[type_name.upper()]]
+
+
+def contiguous_strides(type_name: str, ne: Dims) -> Dims:
+    block, size = type_size(type_name)
+    nb0 = size
+    nb1 = nb0 * (ne[0] // block)
+    nb2 = nb1 * ne[1]
+    return (nb0, nb1, nb2, nb2 * ne[2])
+
+
+@dataclass(eq=False, slots=True)
+class Tensor:
+    """One tensor of the graph: what ggml-alloc needs to know about it."""
+
+    type: str
+    ne: Dims
+    nb: Dims
+    op: str = "NONE"
+    src: tuple[Tensor | None, ...] = ()
+    view_src: Tensor | None = None
+    external: bool = False  # weights and caches: allocated elsewhere
+    flags: set[Flag] = field(default_factory=set)
+    name: str = ""
+    n_bytes: int = field(init=False)
+    """``ggml_nbytes``: the last element's end, through the strides."""
+
+    def __post_init__(self) -> None:
+        block, size = type_size(self.type)
+        ne, nb = self.ne, self.nb
+        if 0 in ne:
+            self.n_bytes = 0
+        elif block == 1:
+            self.n_bytes = size + sum((n - 1) * b for n, b in zip(ne, nb, strict=True))
+        else:
+            self.n_bytes = ne[0] * nb[0] // block + sum(
+                (n - 1) * b for n, b in zip(ne[1:], nb[1:], strict=True)
+            )
+
+    @property
+    def is_view(self) -> bool:
+        return self.view_src is not None
+
+    @property
+    def n_elements(self) -> int:
+        return self.ne[0] * self.ne[1] * self.ne[2] * self.ne[3]
+
+    def is_contiguous(self) -> bool:
+        return self.nb == contiguous_strides(self.type, self.ne)
+
+
+def _dims(*ne: int) -> Dims:
+    padded = (*ne, 1, 1, 1, 1)
+    return (padded[0], padded[1], padded[2], padded[3])
+
+
+class Graph:
+    """A ggml graph under construction: ops create tensors, ``expand`` orders them."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Tensor] = []
+        self.leafs: list[Tensor] = []
+        self._seen: set[int] = set()
+
+    # -- ordering ---------------------------------------------------------------------------
+    def expand(self, t: Tensor) -> None:
+        """``ggml_build_forward_expand``: depth-first over sources, post-order."""
+        stack: list[tuple[Tensor, int]] = [(t, 0)]
+        if id(t) in self._seen:
+            return
+        self._seen.add(id(t))
+        while stack:
+            node, i = stack.pop()
+            if i < len(node.src):
+                stack.append((node, i + 1))
+                s = node.src[i]
+                if s is not None and id(s) not in self._seen:
+                    self._seen.add(id(s))
+                    stack.append((s, 0))
+                continue
+            (self.leafs if node.op == "NONE" else self.nodes).append(node)
+
+    # -- tensors ----------------------------------------------------------------------------
+    def new(self, type_name: str, *ne: int, name: str = "", flags: tuple[Flag, ...] = ()) -> Tensor:
+        d = _dims(*ne)
+        return Tensor(type_name, d, contiguous_strides(type_name, d), flags=set(flags), name=name)
+
+    def input(self, type_name: str, *ne: int, name: str = "") -> Tensor:
+        return self.new(type_name, *ne, name=name, flags=("input",))
+
+    def external(self, type_name: str, *ne: int, name: str = "") -> Tensor:
+        t = self.new(type_name, *ne, name=name)
+        t.external = True
+        return t
+
+    @staticmethod
+    def op(op: str, type_name: str, ne: tuple[int, ...], *src: Tensor | None) -> Tensor:
+        """A new contiguous result of ``op`` (``ggml_new_tensor``)."""
+        d = _dims(*ne)
+        return Tensor(type_name, d, contiguous_strides(type_name, d), op=op, src=src)
+
+    @staticmethod
+    def _view(op: str, a: Tensor, ne: Dims, nb: Dims, *src: Tensor | None) -> Tensor:
+        root = a.view_src or a
+        return Tensor(a.type, ne, nb, op=op, src=src or (a,), view_src=root)
+
+    # views
+    def reshape(self, a: Tensor, *ne: int) -> Tensor:
+        d = _dims(*ne)
+        return self._view("RESHAPE", a, d, contiguous_strides(a.type, d))
+
+    def view(self, a: Tensor, ne: tuple[int, ...], nb: tuple[int, ...]) -> Tensor:
+        """``ggml_view_Nd``: ``nb`` lists strides 1..N-1; the rest follow contiguously."""
+        d = _dims(*ne)
+        strides = [type_size(a.type)[1], *nb]
+        while len(strides) < 4:
+            strides.append(strides[-1] * d[len(strides) - 1])
+        return self._view("VIEW", a, d, (strides[0], strides[1], strides[2], strides[3]))
+
+    def permute(self, a: Tensor, *axes: int) -> Tensor:
+        ne = [0, 0, 0, 0]
+        nb = [0, 0, 0, 0]
+        for i, ax in enumerate(axes):
+            ne[ax] = a.ne[i]
+            nb[ax] = a.nb[i]
+        return self._view("PERMUTE", a, _dims(*ne), (nb[0], nb[1], nb[2], nb[3]))
+
+    def transpose(self, a: Tensor) -> Tensor:
+        ne = (a.ne[1], a.ne[0], a.ne[2], a.ne[3])
+        nb = (a.nb[1], a.nb[0], a.nb[2], a.nb[3])
+        return self._view("TRANSPOSE", a, ne, nb)
+
+    def set_rows(self, dst: Tensor, rows: Tensor, idxs: Tensor) -> Tensor:
+        return self._view("SET_ROWS", dst, dst.ne, dst.nb, dst, rows, idxs)
+
+    def copy_into(self, a: Tensor, b: Tensor) -> Tensor:
+        """``ggml_cpy``: the result is a view of the destination ``b``."""
+        return self._view("CPY", b, b.ne, b.nb, a, b)
+
+    def inplace(self, op: str, a: Tensor) -> Tensor:
+        """``ggml_<op>_inplace``: the result is a view of ``a``."""
+        return self._view(op, a, a.ne, a.nb, a)
+
+    # computations
+    def same(self, op: str, a: Tensor, *src: Tensor | None) -> Tensor:
+        """An op whose result has ``a``'s type and shape (``ggml_dup_tensor``)."""
+        return self.op(op, a.type, a.ne, a, *src)
+
+    def f32(self, op: str, ne: tuple[int, ...], *src: Tensor | None) -> Tensor:
+        return self.op(op, "F32", ne, *src)
+
+    def mul_mat(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.f32("MUL_MAT", (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), a, b)
+
+    def get_rows(self, a: Tensor, idx: Tensor) -> Tensor:
+        out = "I32" if a.type == "I32" else "F32"
+        return self.op("GET_ROWS", out, (a.ne[0], idx.ne[0], idx.ne[1], idx.ne[2]), a, idx)
+
+    def cont(self, a: Tensor, *ne: int) -> Tensor:
+        return self.op("CONT", a.type, ne or a.ne, a)
+
+
+def _align(n: int, alignment: int) -> int:
+    return -(-n // alignment) * alignment
+
+
+class _Allocator:
+    """``ggml_dyn_tallocr`` with one chunk: free blocks sorted by offset, the last one open."""
+
+    def __init__(self, alignment: int) -> None:
+        self.alignment = alignment
+        self.blocks: list[list[int]] = [[0, 1 << 62]]  # [offset, size]
+        self.max_size = 0
+
+    def alloc(self, size: int) -> int:
+        size = _align(size, self.alignment)
+        best = -1
+        best_size = 1 << 63
+        for i, (_, bsize) in enumerate(self.blocks[:-1]):
+            if bsize >= size and bsize <= best_size:
+                best, best_size = i, bsize
+        if best == -1:
+            best = len(self.blocks) - 1
+        block = self.blocks[best]
+        offset = block[0]
+        block[0] += size
+        block[1] -= size
+        if block[1] == 0:
+            del self.blocks[best]
+        self.max_size = max(self.max_size, offset + size)
+        return offset
+
+    def free(self, offset: int, size: int) -> None:
+        size = _align(size, self.alignment)
+        blocks = self.blocks
+        for i, block in enumerate(blocks):
+            if block[0] + block[1] == offset:
+                block[1] += size
+                if i + 1 < len(blocks) and block[0] + block[1] == blocks[i + 1][0]:
+                    block[1] += blocks[i + 1][1]
+                    del blocks[i + 1]
+                return
+            if offset + size == block[0]:
+                block[0] = offset
+                block[1] += size
+                if i > 0 and blocks[i - 1][0] + blocks[i - 1][1] == block[0]:
+                    blocks[i - 1][1] += block[1]
+                    del blocks[i]
+                return
+        pos = 0
+        while pos < len(blocks) and blocks[pos][0] < offset:
+            pos += 1
+        blocks.insert(pos, [offset, size])
+
+
+@dataclass(slots=True)
+class _Info:
+    n_children: int = 0
+    n_views: int = 0
+    allocated: bool = False
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where ggml-alloc put each tensor it owns, and the buffer that needs."""
+
+    n_bytes: int
+    offsets: dict[Tensor, int]
+    """Offset of every tensor ggml-alloc placed (not views, not external tensors)."""
+    reused: dict[Tensor, Tensor]
+    """Tensors that took over a parent's memory in place: tensor -> parent."""
+
+
+def allocate(graph: Graph, alignment: int = 32) -> int:
+    """Bytes of the buffer ggml-alloc reserves for ``graph`` (one backend, one chunk)."""
+    return place(graph, alignment).n_bytes
+
+
+def place(graph: Graph, alignment: int = 32) -> Placement:
+    """Replay ``ggml_gallocr_alloc_graph_impl`` over ``graph``."""
+    mem = _Allocator(alignment)
+    info: dict[Tensor, _Info] = {}
+    offsets: dict[Tensor, int] = {}
+    reused: dict[Tensor, Tensor] = {}
+
+    def get(t: Tensor) -> _Info:
+        i = info.get(t)
+        if i is None:
+            i = info[t] = _Info()
+        return i
+
+    def allocate_node(t: Tensor) -> None:
+        hn = get(t)
+        if t.external or hn.allocated or t.view_src is not None:
+            return
+        hn.allocated = True
+        if t.op in _INPLACE_OPS:
+            for parent in t.src:
+                if parent is None:
+                    continue
+                p = get(parent)
+                # only a tensor ggml-alloc owns can be reused; a view never is one
+                if not p.allocated or "output" in parent.flags:
+                    continue
+                if (parent.type, parent.ne, parent.nb) != (t.type, t.ne, t.nb):
+                    continue
+                # same layout means same size: no spare tail to give back (free_extra_space)
+                if p.n_children == 1 and p.n_views == 0:
+                    hn.offset = offsets[t] = p.offset
+                    reused[t] = parent
+                    p.allocated = False  # the child frees it
+                    return
+        hn.offset = offsets[t] = mem.alloc(t.n_bytes)
+
+    def free_node(t: Tensor) -> None:
+        if "output" in t.flags:
+            return
+        hn = get(t)
+        mem.free(hn.offset, t.n_bytes)
+        hn.allocated = False
+
+    for leaf in graph.leafs:
+        allocate_node(leaf)
+    for node in graph.nodes:
+        if node.view_src is not None and node.op != "NONE":
+            get(node.view_src).n_views += 1
+        if "input" in node.flags:
+            allocate_node(node)
+        for src in node.src:
+            if src is None:
+                continue
+            get(src).n_children += 1
+            if "input" in src.flags:
+                allocate_node(src)
+    for node in graph.nodes:
+        for src in node.src:
+            if src is not None:
+                allocate_node(src)
+        allocate_node(node)
+        for src in node.src:
+            if src is None:
+                continue
+            p = get(src)
+            p.n_children -= 1
+            if p.n_children or p.n_views:
+                continue
+            if src.view_src is not None:
+                root = get(src.view_src)
+                root.n_views -= 1
+                if root.n_views == 0 and root.n_children == 0 and root.allocated:
+                    free_node(src.view_src)
+            elif p.allocated:
+                free_node(src)
+    return Placement(mem.max_size, offsets, reused)

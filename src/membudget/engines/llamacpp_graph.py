@@ -1,0 +1,254 @@
+"""llama.cpp's worst-case graph, rebuilt per architecture, and the compute buffer it needs.
+
+``llama_context::sched_reserve`` builds the graph for ``n_tokens = min(n_ctx, n_ubatch)`` (rounded
+up to a multiple of the sequence count), one output per token, over the whole cache, and lets
+ggml-alloc place it; the compute buffer is what that placement needs. For the architectures
+registered here, :func:`graph_compute_bytes` builds the same graph in the same order
+(``src/models/<arch>.cpp`` of llama.cpp 0c1e570, with the pieces in :mod:`.llamacpp_ops`) and
+replays ggml-alloc over it (:func:`membudget.engines.ggml_graph.allocate`). Measured against
+llama.cpp's CPU build (``benchmarks/accuracy.py``) the result equals llama.cpp's report. Other
+architectures get ``None``, and the caller falls back to the phase model of
+:mod:`.llamacpp_compute`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from membudget.engines.ggml_graph import allocate
+from membudget.engines.llamacpp_ops import GraphBuilder, GraphSettings, has_tensor
+from membudget.model import ModelSpec
+
+__all__ = ["GraphSettings", "graph_compute_bytes", "simulated_architectures"]
+
+Build = Callable[[GraphBuilder], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoder:
+    """The decoders that differ from ``llama.cpp``'s llama graph only in these switches."""
+
+    qk_norm: bool = False
+    """RMS norm on Q and K per head before RoPE (Qwen3, Gemma 3)."""
+    post_norms: bool = False
+    """Norms after attention and after the FFN (Gemma 2 and 3)."""
+    embd_scale: bool = False
+    """Token embeddings scaled by sqrt(n_embd) (Gemma)."""
+    q_scale: bool = False
+    """Q scaled after RoPE instead of inside the softmax (Gemma, Phi-3)."""
+    attn_softcap: bool = False
+    final_softcap: bool = False
+    fused_up: bool = False
+    """One up projection of ``2 x n_ff`` split by SwiGLU (Phi-3)."""
+    residual_first: bool = False
+    """The FFN residual is the first operand of its add (Phi-3), which decides which of the
+    two ggml-alloc reuses in place."""
+
+    def __call__(self, b: GraphBuilder) -> None:
+        g, spec = b.g, b.spec
+        inp = b.inp_embd()
+        if self.embd_scale:
+            inp = g.same("SCALE", inp)
+        pos = b.inp_pos()
+        b.attn_inputs()
+        if b.iswa:
+            b.attn_inputs("swa_")
+        out_ids = b.out_ids()
+        for il, layer in enumerate(spec.layers):
+            cur = b.norm(inp)
+            q, k, v = b.qkv(layer, cur)
+            if self.qk_norm:
+                q = b.norm(q)
+            q = g.same("ROPE", q, pos, None)
+            if self.qk_norm:
+                k = b.norm(k)
+            k = g.same("ROPE", k, pos, None)
+            if self.q_scale:
+                q = g.same("SCALE", q)
+            cur = b.attention(layer, q, k, v, softcap=self.attn_softcap)
+            residual = inp
+            if il == spec.n_layer - 1:  # only the output rows go on
+                cur, residual = g.get_rows(cur, out_ids), g.get_rows(residual, out_ids)
+            if self.post_norms:
+                cur = b.norm(cur)
+            ffn_inp = g.same("ADD", cur, residual)
+            cur = b.norm(ffn_inp)
+            if layer.moe:
+                cur = b.moe_ffn(cur)
+            elif self.fused_up:
+                act = g.f32("GLU", (spec.n_ff, cur.ne[1]), b.linear(cur, 2 * spec.n_ff))
+                cur = b.linear(act, spec.n_embd, spec.n_ff)
+            else:
+                cur = b.ffn(cur, spec.n_ff)
+            if self.post_norms:
+                cur = b.norm(cur)
+            inp = g.same("ADD", *((ffn_inp, cur) if self.residual_first else (cur, ffn_inp)))
+        b.output(inp, final_softcap=self.final_softcap)
+
+
+def _deepseek2(b: GraphBuilder) -> None:
+    """DeepSeek V2/V3 with the compressed MLA cache: Q's no-RoPE part absorbed into the
+    latent, K cached as latent + RoPE dims, V read from the same cache (``build_attn_inp_k``)."""
+    g, spec, s, n_tok = b.g, b.spec, b.s, b.n_tokens
+    mla = spec.mla
+    if mla is None:
+        raise ValueError(f"{spec.name}: deepseek2 without MLA geometry")
+    rank, rope, nope = mla.kv_lora_rank, mla.qk_rope_head_dim, mla.qk_nope_head_dim
+    # DeepSeek V3 gates with a sigmoid plus a selection bias and normalises the weights
+    v3 = has_tensor(spec, ".exp_probs_b.bias")
+    inp = b.inp_embd()
+    pos = b.inp_pos()
+    b.attn_inputs(k_only=True)
+    out_ids = b.out_ids()
+    ns, n_kv = s.n_stream, s.n_kv
+    for il, layer in enumerate(spec.layers):
+        h = layer.n_head
+        cur = b.norm(inp)
+        if mla.q_lora_rank:
+            q = b.linear(b.norm(b.linear(cur, mla.q_lora_rank)), h * (nope + rope))
+        else:
+            q = b.linear(cur, h * (nope + rope))
+        q = g.reshape(q, nope + rope, h, n_tok)
+        kv_pe = b.linear(cur, rank + rope)
+        row = kv_pe.nb[1]
+        kv = b.norm(g.view(kv_pe, (rank, n_tok), (row,)))
+        k_pe = g.same("ROPE", g.view(kv_pe, (rope, 1, n_tok), (row, row)), pos, None)
+        q_nope = g.permute(g.view(q, (nope, h, n_tok), q.nb[1:3]), 0, 2, 1, 3)
+        q_pe = g.same("ROPE", g.view(q, (rope, h, n_tok), q.nb[1:3]), pos, None)
+        absorbed = g.permute(g.mul_mat(g.external("F16", nope, rank, h), q_nope), 0, 2, 1, 3)
+        q_cur = g.f32("CONCAT", (rank + rope, h, n_tok), absorbed, q_pe)
+        v_cur = g.reshape(kv, rank, 1, n_tok)
+        k_cur = g.f32("CONCAT", (rank + rope, 1, n_tok), v_cur, k_pe)
+        for t in (q_cur, v_cur, k_cur):
+            g.expand(t)
+        cache = g.external(s.cache_type_k.upper(), rank + rope, n_kv, ns)
+        dst = g.reshape(cache, rank + rope, n_kv * ns) if ns > 1 else cache
+        rows = g.view(k_cur, (rank + rope, n_tok), (k_cur.nb[2],))
+        g.expand(g.set_rows(dst, rows, b.inputs["k_idxs"]))
+        k = g.view(cache, (rank + rope, 1, n_kv, ns), (cache.nb[1], *cache.nb[1:3]))
+        v = g.view(cache, (rank, 1, n_kv, ns), k.nb[1:4])
+        v_mla = g.external("F16", rank, mla.v_head_dim, h)
+        cur = b.linear(b.mha(q_cur, k, v, b.inputs["mask"], v_mla=v_mla), spec.n_embd)
+        residual = inp
+        if il == spec.n_layer - 1:
+            cur, residual = g.get_rows(cur, out_ids), g.get_rows(residual, out_ids)
+        ffn_inp = g.same("ADD", cur, residual)
+        cur = b.norm(ffn_inp)
+        if layer.moe:
+            moe = b.moe_ffn(cur, norm_w=v3, gating="sigmoid" if v3 else "softmax", bias=v3)
+            if spec.n_expert_shared:
+                n_shared = (spec.n_ff_expert or spec.n_ff) * spec.n_expert_shared
+                moe = g.same("ADD", moe, b.ffn(cur, n_shared))
+            cur = moe
+        else:
+            cur = b.ffn(cur, spec.n_ff)
+        inp = g.same("ADD", cur, ffn_inp)
+    b.output(inp)
+
+
+def _gpt_oss(b: GraphBuilder) -> None:
+    """gpt-oss (``src/models/openai-moe.cpp``): alternating sliding-window and full attention
+    with sinks, a MoE whose softmax runs over the chosen experts only, and the output rows
+    picked after the last layer rather than inside it."""
+    g, spec = b.g, b.spec
+    inp = b.inp_embd()
+    pos = b.inp_pos()
+    b.attn_inputs()
+    b.attn_inputs("swa_")
+    out_ids = b.out_ids()
+    for layer in spec.layers:
+        cur = b.norm(inp)
+        q, k, v = b.qkv(layer, cur)
+        q = g.same("ROPE", q, pos, None)
+        k = g.same("ROPE", k, pos, None)
+        cur = b.attention(layer, q, k, v)
+        ffn_inp = g.same("ADD", cur, inp)
+        cur = b.moe_ffn(b.norm(ffn_inp), norm_w=False, gating="softmax_weight")
+        inp = g.same("ADD", cur, ffn_inp)
+    inp.flags.add("output")  # t_h_nextn: the hidden state for next-token prediction
+    b.output(g.get_rows(inp, out_ids))
+
+
+def _mamba(b: GraphBuilder) -> None:
+    """Mamba and Mamba2 (``src/models/mamba.cpp``) and Granite 4 hybrid
+    (``granite-hybrid.cpp``): recurrent layers and, in the hybrid, attention layers, each
+    followed there by its FFN."""
+    g, spec = b.g, b.spec
+    hybrid = any(layer.has_kv for layer in spec.layers)
+    inp = b.inp_embd()
+    b.rs_input()
+    if hybrid:
+        b.attn_inputs()
+    out_ids = b.out_ids()
+    pos = b.inp_pos() if hybrid else None
+    for il, layer in enumerate(spec.layers):
+        cur = b.norm(inp)
+        if layer.recurrent:
+            cur = (
+                b.mamba2(cur)
+                if spec.recurrent and spec.recurrent.kind == "mamba2"
+                else b.mamba(cur)
+            )
+        else:
+            q, k, v = b.qkv(layer, cur)
+            q = g.same("ROPE", q, pos, None)
+            k = g.same("ROPE", k, pos, None)
+            cur = b.attention(layer, q, k, v)
+        residual = inp
+        if il == spec.n_layer - 1:
+            cur, residual = g.get_rows(cur, out_ids), g.get_rows(residual, out_ids)
+        if not hybrid:
+            inp = g.same("ADD", cur, residual)
+            continue
+        ffn_inp = g.same("ADD", cur, residual)
+        cur = b.norm(ffn_inp)
+        cur = b.moe_ffn(cur) if layer.moe else b.ffn(cur, spec.n_ff)
+        inp = g.same("ADD", cur, ffn_inp)
+    b.output(inp)
+
+
+# Architectures whose graph is rebuilt here, keyed by GGUF general.architecture. Each one is
+# checked against llama.cpp by tests/test_llamacpp_accuracy.py (tests/arch_models.py).
+_BUILDERS: dict[str, Build] = {
+    "llama": _Decoder(),
+    "qwen2": _Decoder(),  # Q, K, V biases are added in place
+    "qwen3": _Decoder(qk_norm=True),
+    "qwen3moe": _Decoder(qk_norm=True),
+    "phi3": _Decoder(q_scale=True, fused_up=True, residual_first=True),
+    "gemma2": _Decoder(
+        post_norms=True, embd_scale=True, q_scale=True, attn_softcap=True, final_softcap=True
+    ),
+    "gemma3": _Decoder(qk_norm=True, post_norms=True, embd_scale=True, q_scale=True),
+    "deepseek2": _deepseek2,
+    "gpt-oss": _gpt_oss,
+    "mamba": _mamba,
+    "mamba2": _mamba,
+    "granitehybrid": _mamba,
+}
+
+
+def simulated_architectures() -> tuple[str, ...]:
+    """Architectures whose compute buffer comes from the graph simulation."""
+    return tuple(sorted(_BUILDERS))
+
+
+def _supported(spec: ModelSpec) -> bool:
+    if spec.n_layer == 0 or spec.embedding_only:  # embedding graphs keep no cache
+        return False
+    if spec.architecture == "deepseek2":  # older files cache full heads: another graph
+        return spec.mla is not None and spec.mla.compressed_cache
+    if spec.recurrent is not None:
+        return spec.recurrent.kind in ("mamba", "mamba2") and spec.recurrent.n_head > 0
+    return True
+
+
+def graph_compute_bytes(spec: ModelSpec, settings: GraphSettings) -> int | None:
+    """Bytes ggml-alloc reserves for llama.cpp's worst-case graph on one CPU backend, or
+    ``None`` for an architecture this module does not rebuild."""
+    build = _BUILDERS.get(spec.architecture)
+    if build is None or not _supported(spec):
+        return None
+    b = GraphBuilder(spec, settings)
+    build(b)
+    return allocate(b.g, settings.alignment)

@@ -1,0 +1,435 @@
+"""The pieces llama.cpp builds its graphs from (``llm_graph_context`` in ``src/llama-graph.cpp``),
+as shape-only ggml ops on a :class:`~membudget.engines.ggml_graph.Graph`.
+
+Each method adds the same ops, with the same shapes and sources in the same order, as the
+llama.cpp function its docstring names (llama.cpp 0c1e570). Weights and caches are external
+tensors: only their shapes matter, since ggml-alloc never places them. Biases and scales are
+left out where llama.cpp applies them in place (they change no size and no placement).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from membudget.engines.ggml_graph import Graph, Tensor, type_size
+from membudget.model import LayerSpec, ModelSpec, RecurrentSpec
+
+__all__ = ["Gating", "GraphBuilder", "GraphSettings"]
+
+Gating = Literal["softmax", "sigmoid", "softmax_weight"]
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSettings:
+    """The reserve pass's inputs (``llama_context::sched_reserve``), already resolved."""
+
+    n_tokens: int
+    """Tokens in the ubatch: ``min(n_ctx, n_ubatch)`` rounded up to a multiple of ``n_seqs``."""
+    n_outputs: int
+    """Rows kept for the logits: ``min(n_ctx, n_ubatch)`` (before that rounding)."""
+    n_seqs: int
+    n_kv: int
+    """Cells attended per stream (the whole cache in the reserve)."""
+    n_swa_kv: int
+    n_stream: int
+    flash_attn: bool
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    alignment: int = 32
+    attn_rotation: bool = True
+
+
+def has_tensor(spec: ModelSpec, suffix: str) -> bool:
+    return any(t.name.endswith(suffix) for t in spec.tensors)
+
+
+def row_size(t: Tensor, n: int) -> int:
+    """``ggml_row_size``: bytes of ``n`` elements of ``t``'s type."""
+    block, size = type_size(t.type)
+    return n // block * size
+
+
+def _quantized(type_name: str) -> bool:
+    return type_name.upper() not in ("F32", "F16", "BF16")
+
+
+def _rotation_size(head_dims: set[int], first: int = 64) -> int:
+    """``llama_kv_cache::build_input_k_rot``: the largest power of two from 64 dividing the head."""
+    (n,) = head_dims
+    size = first
+    while n % (size * 2) == 0:
+        size *= 2
+    return size
+
+
+class GraphBuilder:
+    """A graph under construction for one model and one reserve pass."""
+
+    def __init__(self, spec: ModelSpec, settings: GraphSettings) -> None:
+        self.spec = spec
+        self.s = settings
+        self.g = Graph()
+        self.n_tokens = settings.n_tokens
+        attn = [layer for layer in spec.layers if layer.has_kv]
+        self.v_trans = not settings.flash_attn  # the V cache is transposed without FA
+        self.v_gqa_max = max((la.n_head_kv * la.head_dim_v for la in attn), default=0)
+        self.iswa = any(la.is_swa for la in attn)
+        self.fused_qkv = has_tensor(spec, ".attn_qkv.weight")
+        self.inputs: dict[str, Tensor] = {}
+
+    # -- inputs --------------------------------------------------------------------------------
+    def inp_embd(self) -> Tensor:
+        """``build_inp_embd``: token rows, with the embeddings input kept beside them."""
+        g, e = self.g, self.spec.n_embd
+        tokens = g.input("I32", self.n_tokens, name="inp_tokens")
+        embd = g.input("F32", e, self.n_tokens, name="inp_embd")
+        rows = g.get_rows(g.external("F16", e, self.spec.n_vocab), tokens)
+        g.expand(rows)
+        g.expand(embd)  # ggml_build_forward_select puts both paths in the graph
+        return rows
+
+    def inp_pos(self) -> Tensor:
+        return self.g.input("I32", self.n_tokens, name="inp_pos")
+
+    def out_ids(self) -> Tensor:
+        return self.g.input("I32", self.s.n_outputs, name="out_ids")
+
+    def kq_mask(self, n_kv: int) -> Tensor:
+        """``build_attn_inp_kq_mask``: f16 with flash attention, f32 without."""
+        s = self.s
+        return self.g.input(
+            "F16" if s.flash_attn else "F32", n_kv, self.n_tokens // s.n_stream, 1, s.n_stream
+        )
+
+    def attn_inputs(self, prefix: str = "", *, k_only: bool = False) -> None:
+        """``build_attn_inp_kv`` (``_iswa`` for the ``swa_`` prefix, ``_k`` with ``k_only``):
+        the cache row indices, the mask and, for a quantised cache, the Hadamard rotations."""
+        g, s = self.g, self.s
+        n_kv = s.n_swa_kv if prefix else s.n_kv
+        self.inputs[prefix + "k_idxs"] = g.input("I64", self.n_tokens)
+        if not k_only:
+            v_rows = self.n_tokens * (self.v_gqa_max if self.v_trans else 1)
+            self.inputs[prefix + "v_idxs"] = g.input("I64", v_rows)
+        self.inputs[prefix + "mask"] = self.kq_mask(n_kv)
+        if k_only or not s.attn_rotation:
+            return
+        layers = [la for la in self.spec.layers if la.has_kv]
+        head_k = {la.head_dim_k for la in layers}
+        head_v = {la.head_dim_v for la in layers}
+        if _quantized(s.cache_type_k) and len(head_k) == 1 and min(head_k) % 64 == 0:
+            n = _rotation_size(head_k)
+            self.inputs[prefix + "k_rot"] = g.input("F32", n, n)
+        if _quantized(s.cache_type_v) and len(head_v) == 1 and min(head_v) % 64 == 0:
+            self.inputs[prefix + "v_rot"] = g.input("F32", 64, 64)
+
+    def rs_input(self) -> None:
+        """``build_rs_inp``: one state-copy index per recurrent cell (a cell per sequence)."""
+        self.inputs["s_copy"] = self.g.input("I32", self.s.n_seqs, name="rs_s_copy")
+
+    # -- layers --------------------------------------------------------------------------------
+    def norm(self, x: Tensor) -> Tensor:
+        """``build_norm`` (RMS, with a weight; the weight multiplies in place)."""
+        g = self.g
+        return g.same("MUL", g.same("RMS_NORM", x), g.external("F32", x.ne[0]))
+
+    def linear(self, x: Tensor, n_out: int, n_in: int | None = None) -> Tensor:
+        """``build_lora_mm``: an f32 ``n_out x tokens`` result whatever the weight type."""
+        return self.g.mul_mat(self.g.external("F16", n_in or x.ne[0], n_out), x)
+
+    def qkv(self, layer: LayerSpec, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``build_qkv``: separate projections reshaped to heads, or views of a fused one."""
+        g, n_tok = self.g, self.n_tokens
+        hk, hv, nh, nkv = layer.head_dim_k, layer.head_dim_v, layer.n_head, layer.n_head_kv
+        if not self.fused_qkv:
+            q = g.reshape(self.linear(x, nh * hk), hk, nh, n_tok)
+            k = g.reshape(self.linear(x, nkv * hk), hk, nkv, n_tok)
+            v = g.reshape(self.linear(x, nkv * hv), hv, nkv, n_tok)
+            return q, k, v
+        qkv = self.linear(x, nh * hk + nkv * (hk + hv))
+        row = qkv.nb[1]
+        q = g.view(qkv, (hk, nh, n_tok), (row_size(qkv, hk), row))
+        k = g.view(qkv, (hk, nkv, n_tok), (row_size(qkv, hk), row))
+        v = g.view(qkv, (hv, nkv, n_tok), (row_size(qkv, hv), row))
+        return q, k, v
+
+    def hadamard(self, x: Tensor, rot: Tensor) -> Tensor:
+        """``llama_mul_mat_hadamard``: rotate ``x`` in blocks of the matrix's size."""
+        g, n = self.g, rot.ne[0]
+        rows = x.n_elements // n
+        flat = g.reshape(x, n, rows) if x.is_contiguous() else g.cont(x, n, rows)
+        return g.reshape(g.mul_mat(rot, flat), *x.ne)
+
+    def attention(
+        self, layer: LayerSpec, q: Tensor, k: Tensor, v: Tensor, *, softcap: bool = False
+    ) -> Tensor:
+        """``build_attn`` over a KV cache: rotate, store K and V (``cpy_k``, ``cpy_v``),
+        attend over the cache views (``get_k``, ``get_v``), project."""
+        g, s, n_tok = self.g, self.s, self.n_tokens
+        prefix = "swa_" if layer.is_swa else ""
+        n_kv = s.n_swa_kv if layer.is_swa else s.n_kv
+        k_rot = self.inputs.get(prefix + "k_rot")
+        v_rot = self.inputs.get(prefix + "v_rot")
+        if k_rot is not None:
+            q, k = self.hadamard(q, k_rot), self.hadamard(k, k_rot)
+        if v_rot is not None:
+            v = self.hadamard(v, v_rot)
+        for t in (q, k, v) if self.iswa else (q, v, k):
+            g.expand(t)
+        hk, hv, nkv, ns = layer.head_dim_k, layer.head_dim_v, layer.n_head_kv, s.n_stream
+        cache_k = g.external(s.cache_type_k.upper(), hk * nkv, n_kv, ns)
+        cache_v = g.external(s.cache_type_v.upper(), hv * nkv, n_kv, ns)
+        k_dst = g.reshape(cache_k, hk * nkv, n_kv * ns) if ns > 1 else cache_k
+        k_rows = g.view(k, (hk * nkv, n_tok), (k.nb[2],))
+        g.expand(g.set_rows(k_dst, k_rows, self.inputs[prefix + "k_idxs"]))
+        if not self.v_trans:
+            v_dst = g.reshape(cache_v, hv * nkv, n_kv * ns) if ns > 1 else cache_v
+            v_rows = g.view(v, (hv * nkv, n_tok), (v.nb[2],))
+            g.expand(g.set_rows(v_dst, v_rows, self.inputs[prefix + "v_idxs"]))
+            v_view = g.view(cache_v, (hv, nkv, n_kv, ns), (row_size(cache_v, hv), *cache_v.nb[1:3]))
+        else:
+            merged = v.nb[2] == row_size(v, hv * nkv)
+            v_flat = g.reshape(v, hv * nkv, n_tok) if merged else g.cont(v, hv * nkv, n_tok)
+            v_flat = g.reshape(v_flat, 1, v_flat.n_elements)
+            g.expand(
+                g.set_rows(
+                    g.reshape(cache_v, 1, cache_v.n_elements),
+                    v_flat,
+                    self.inputs[prefix + "v_idxs"],
+                )
+            )
+            # transposed: one row of n_kv cells per value dimension
+            v_view = g.view(
+                cache_v,
+                (n_kv, nkv, hv, ns),
+                (row_size(cache_v, n_kv * hv), row_size(cache_v, n_kv), cache_v.nb[2]),
+            )
+        k_view = g.view(cache_k, (hk, nkv, n_kv, ns), (row_size(cache_k, hk), *cache_k.nb[1:3]))
+        cur = self.mha(q, k_view, v_view, self.inputs[prefix + "mask"], softcap=softcap)
+        if v_rot is not None:
+            cur = self.hadamard(cur, v_rot)
+        return self.linear(cur, self.spec.n_embd)
+
+    def mha(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor,
+        *,
+        softcap: bool = False,
+        v_mla: Tensor | None = None,
+    ) -> Tensor:
+        """``build_attn_mha``: flash attention, or scores, softmax and the weighted sum."""
+        g, ns = self.g, self.s.n_stream
+        v_trans = v.nb[1] > v.nb[2]
+        per_stream = q.ne[2] // ns
+        q = g.view(q, (q.ne[0], q.ne[1], per_stream, ns), (q.nb[1], q.nb[2], q.nb[2] * per_stream))
+        q, k, v = (g.permute(t, 0, 2, 1, 3) for t in (q, k, v))
+        if self.s.flash_attn:
+            if v_trans:
+                v = g.transpose(v)
+            cur = g.f32("FLASH_ATTN_EXT", (v.ne[0], q.ne[2], q.ne[1], q.ne[3]), q, k, v, mask, None)
+            if v_mla is not None:
+                cur = g.mul_mat(v_mla, g.permute(cur, 0, 2, 1, 3))
+                cur = g.cont(g.permute(cur, 0, 2, 1, 3))
+            cur = g.reshape(cur, cur.ne[0] * cur.ne[1], cur.ne[2] * cur.ne[3])
+        else:
+            kq = g.mul_mat(k, q)
+            if softcap:  # scale, tanh, scale: all in place
+                kq = g.same("SCALE", g.same("UNARY", g.same("SCALE", kq)))
+            kq = g.same("SOFT_MAX", kq, mask, None)
+            if not v_trans:
+                v = g.cont(g.transpose(v))
+            kqv = g.mul_mat(v, kq)
+            if v_mla is not None:
+                kqv = g.mul_mat(v_mla, kqv)
+            cur = g.permute(kqv, 0, 2, 1, 3)
+            cur = g.cont(cur, cur.ne[0] * cur.ne[1], cur.ne[2] * cur.ne[3])
+        g.expand(cur)
+        return cur
+
+    def ffn(self, x: Tensor, n_ff: int) -> Tensor:
+        """``build_ffn`` with a parallel gate (SwiGLU and GeGLU have the same sizes)."""
+        up = self.linear(x, n_ff)
+        gate = self.linear(x, n_ff)
+        return self.linear(self.g.same("GLU", gate, up), x.ne[0], n_ff)
+
+    def moe_ffn(
+        self, x: Tensor, *, norm_w: bool = True, gating: Gating = "softmax", bias: bool = False
+    ) -> Tensor:
+        """``build_moe_ffn``: route, run the chosen experts, weight and sum them. ``gating``
+        is llama.cpp's expert gating function; ``bias`` adds DeepSeek V3's selection bias."""
+        g, spec, n_tok = self.g, self.spec, x.ne[1]  # the last layer may have fewer rows
+        e, n_exp, n_used = x.ne[0], spec.n_expert, max(spec.n_expert_used, 1)
+        n_ff = spec.n_ff_expert or spec.n_ff
+        logits = self.linear(x, n_exp)
+        if gating == "softmax":
+            probs = g.same("SOFT_MAX", logits, None)
+        elif gating == "sigmoid":
+            probs = g.same("UNARY", logits)
+        else:  # softmax over the chosen experts' logits only, below
+            probs = logits
+        selection = g.same("ADD", probs, g.external("F32", n_exp)) if bias else probs
+        order = g.op("ARGSORT", "I32", selection.ne, selection)
+        selected = g.view(order, (n_used, n_tok), (order.nb[1],))
+        weights = g.get_rows(g.reshape(probs, 1, n_exp, n_tok), selected)
+        if gating == "softmax_weight":
+            flat = g.same("SOFT_MAX", g.reshape(weights, n_used, n_tok), None)
+            weights = g.reshape(flat, 1, n_used, n_tok)
+        if norm_w:
+            flat = g.reshape(weights, n_used, n_tok)
+            total = g.same("CLAMP", g.f32("SUM_ROWS", (1, n_tok), flat))
+            weights = g.reshape(g.same("DIV", flat, total), 1, n_used, n_tok)
+        g.expand(weights)
+        cur = g.reshape(x, e, 1, n_tok)
+
+        def experts_mm(n_out: int, n_in: int, b: Tensor) -> Tensor:
+            w = g.external("F16", n_in, n_out, n_exp)
+            return g.f32("MUL_MAT_ID", (n_out, n_used, n_tok), w, b, selected)
+
+        up = experts_mm(n_ff, e, cur)
+        gate = experts_mm(n_ff, e, cur)
+        experts = g.same("MUL", experts_mm(e, n_ff, g.same("GLU", gate, up)), weights)
+        g.expand(experts)
+        views = [g.view(experts, (e, n_tok), (experts.nb[2],)) for _ in range(n_used)]
+        for view in views:
+            g.expand(view)
+        out = views[0]
+        for view in views[1:]:
+            out = g.f32("ADD", (e, n_tok), out, view)
+            g.expand(out)
+        return g.cont(out) if n_used == 1 else out
+
+    def rs_rows(self, n_state: int) -> tuple[Tensor, Tensor]:
+        """``build_rs`` up to its lookup: the layer's state rows (one zeroed in place) and
+        the main copy indices."""
+        g, n = self.g, self.s.n_seqs
+        rows = g.reshape(g.external("F32", n_state, n), n_state, n)
+        g.expand(g.inplace("SCALE", g.view(rows, (n_state,), ())))
+        return rows, g.view(self.inputs["s_copy"], (n,), ())
+
+    def rs_extra(self, rows: Tensor) -> None:
+        """``build_rs`` after its lookup: copy the other cells' states (none in the reserve)."""
+        g = self.g
+        extra = g.get_rows(rows, g.view(self.inputs["s_copy"], (0,), ()))
+        g.expand(g.copy_into(extra, g.view(rows, (rows.ne[0], 0), (rows.nb[1],))))
+
+    def recurrent(self) -> RecurrentSpec:
+        r = self.spec.recurrent
+        if r is None:
+            raise ValueError(f"{self.spec.name}: a recurrent layer without recurrent geometry")
+        return r
+
+    def conv_window(self, width: int) -> Tensor:
+        """The conv states through ``build_rs``: each sequence's last ``d_conv - 1`` inputs
+        of ``width`` channels, as ``[d_conv - 1, width, n_seqs]``."""
+        g, d_conv = self.g, self.recurrent().d_conv
+        rows, main = self.rs_rows((d_conv - 1) * width)
+        conv = g.get_rows(rows, main)
+        g.expand(conv)
+        self.rs_extra(rows)
+        return g.reshape(conv, d_conv - 1, width, self.s.n_seqs)
+
+    def mamba(self, x: Tensor) -> Tensor:
+        """``build_mamba_layer`` (Mamba 1): input projection, causal conv, the dt/B/C
+        projection, selective scan with one head per channel, gate, output projection."""
+        g, spec, n_tok, n = self.g, self.spec, self.n_tokens, self.s.n_seqs
+        r = self.recurrent()
+        d_inner, d_state, dt_rank = r.d_inner, r.d_state, r.n_head
+        per_seq = n_tok // n
+        n_conv = (r.d_conv - 1) * d_inner
+        conv = self.conv_window(d_inner)
+        xz = self.linear(g.reshape(x, x.ne[0], per_seq, n), 2 * d_inner)
+        xs = g.view(xz, (d_inner, per_seq, n), xz.nb[1:3])
+        z = g.view(xz, (d_inner, per_seq, n), xz.nb[1:3])
+        conv_x = g.f32("CONCAT", (r.d_conv - 1 + per_seq, d_inner, n), conv, g.transpose(xs))
+        last = g.view(conv_x, (r.d_conv - 1, d_inner, n), conv_x.nb[1:3])
+        g.expand(g.copy_into(last, g.external("F32", n_conv * n)))
+        xs = g.f32("SSM_CONV", (d_inner, per_seq, n), conv_x, g.external("F32", r.d_conv, d_inner))
+        xs = g.same("UNARY", g.same("ADD", xs, g.external("F32", d_inner)))  # + bias, SiLU
+        x_db = self.linear(xs, dt_rank + 2 * d_state)
+        dt = g.view(x_db, (dt_rank, per_seq, n), x_db.nb[1:3])
+        group = (row_size(x_db, d_state), *x_db.nb[1:3])
+        bs = g.view(x_db, (d_state, 1, per_seq, n), group)
+        cs = g.view(x_db, (d_state, 1, per_seq, n), group)
+        if has_tensor(spec, ".ssm_dt_norm.weight"):
+            dt, bs, cs = self.norm(dt), self.norm(bs), self.norm(cs)
+        else:
+            dt = g.cont(dt)
+        dt = g.same("ADD", self.linear(dt, d_inner, dt_rank), g.external("F32", d_inner))
+        gate_in = xs
+        x4 = g.reshape(xs, 1, d_inner, per_seq, n)
+        n_ssm = d_state * d_inner
+        srows, smain = self.rs_rows(n_ssm)
+        states = g.reshape(srows, d_state, 1, d_inner, n)
+        a = g.external("F32", d_state, d_inner)
+        y_ssm = g.f32("SSM_SCAN", (x4.n_elements + n_ssm * n,), states, x4, dt, a, bs, cs, smain)
+        g.expand(y_ssm)
+        self.rs_extra(srows)
+        tail = g.view(y_ssm, (n_ssm * n,), ())
+        g.expand(g.copy_into(tail, g.external("F32", n_ssm * n)))
+        y = g.view(y_ssm, (d_inner, per_seq, n), x4.nb[2:4])
+        y = g.same("ADD", y, g.same("MUL", gate_in, g.external("F32", d_inner)))
+        y = g.same("GLU", g.cont(z), y)
+        cur = self.linear(y, spec.n_embd, d_inner)
+        return g.reshape(cur, cur.ne[0], n_tok)
+
+    def mamba2(self, x: Tensor) -> Tensor:
+        """``build_mamba2_layer``: input projection, causal conv over the cached window,
+        selective scan, gated norm, output projection."""
+        g, spec, n_tok, n = self.g, self.spec, self.n_tokens, self.s.n_seqs
+        r = self.recurrent()
+        d_inner, d_state, n_group, n_head = r.d_inner, r.d_state, r.n_group, r.n_head
+        head_dim, per_seq = d_inner // n_head, n_tok // n
+        d_xbc = d_inner + 2 * n_group * d_state
+        n_conv = (r.d_conv - 1) * d_xbc
+        conv = self.conv_window(d_xbc)
+        zx = self.linear(x, 2 * d_inner + 2 * n_group * d_state + n_head)
+        zx = g.reshape(zx, zx.ne[0], per_seq, n)
+        z = g.view(zx, (head_dim, n_head, per_seq, n), (row_size(zx, head_dim), *zx.nb[1:3]))
+        xbc = g.view(zx, (d_xbc, per_seq, n), zx.nb[1:3])
+        dt = g.view(zx, (n_head, per_seq, n), zx.nb[1:3])
+        conv_x = g.f32("CONCAT", (r.d_conv - 1 + per_seq, d_xbc, n), conv, g.transpose(xbc))
+        last = g.view(conv_x, (r.d_conv - 1, d_xbc, n), conv_x.nb[1:3])
+        g.expand(g.copy_into(last, g.external("F32", n_conv, n)))
+        xbc = g.f32("SSM_CONV", (d_xbc, per_seq, n), conv_x, g.external("F32", r.d_conv, d_xbc))
+        xbc = g.same("UNARY", g.same("ADD", xbc, g.external("F32", d_xbc)))  # + bias, SiLU
+        head = (row_size(xbc, head_dim), *xbc.nb[1:3])
+        group = (row_size(xbc, d_state), *xbc.nb[1:3])
+        xs = g.view(xbc, (head_dim, n_head, per_seq, n), head)
+        bs = g.view(xbc, (d_state, n_group, per_seq, n), group)
+        cs = g.view(xbc, (d_state, n_group, per_seq, n), group)
+        dt = g.same("ADD", g.cont(dt), g.external("F32", n_head))
+        n_ssm = d_state * d_inner
+        srows, smain = self.rs_rows(n_ssm)
+        states = g.reshape(srows, d_state, head_dim, n_head, n)
+        a = g.external("F32", 1, n_head)
+        y_ssm = g.f32("SSM_SCAN", (xs.n_elements + n_ssm * n,), states, xs, dt, a, bs, cs, smain)
+        g.expand(y_ssm)
+        self.rs_extra(srows)
+        tail = g.view(y_ssm, (n_ssm, n, 1), (row_size(y_ssm, n_ssm), row_size(y_ssm, n_ssm * n)))
+        g.expand(g.copy_into(tail, g.external("F32", n_ssm, n)))
+        stride = xs.nb[1]
+        y = g.view(
+            y_ssm,
+            (head_dim, n_head, per_seq, n),
+            (stride, n_head * stride, per_seq * n_head * stride),
+        )
+        y = g.same("ADD", y, g.same("MUL", xs, g.external("F32", 1, n_head)))
+        y = g.same("GLU", g.cont(z), y)
+        if has_tensor(spec, ".ssm_norm.weight"):
+            y = self.norm(g.reshape(y, d_inner // n_group, n_group, per_seq, n))
+        return self.linear(g.reshape(y, d_inner, n_tok), spec.n_embd, d_inner)
+
+    def output(self, x: Tensor, *, final_softcap: bool = False) -> None:
+        """The final norm (``t_embd``) and the logits (``t_logits``): graph outputs, which
+        ggml-alloc never frees or reuses."""
+        g = self.g
+        cur = self.norm(x)
+        cur.flags.add("output")
+        logits = self.linear(cur, self.spec.n_vocab)
+        if final_softcap:  # scale, tanh, scale: in place
+            logits = g.same("SCALE", g.same("UNARY", g.same("SCALE", logits)))
+        logits.flags.add("output")
+        g.expand(logits)

@@ -1,0 +1,144 @@
+"""llama.cpp's compute buffer from the rebuilt graph (membudget.engines.llamacpp_graph).
+
+The golden figures are llama.cpp's own ("CPU compute buffer size is X MiB", four decimals, from
+llama-cpp-python 0.3.36 = llama.cpp 0c1e570) for the small models of tests/arch_models.py; they
+let these tests pin the simulation without llama.cpp installed. tests/test_llamacpp_accuracy.py
+checks every architecture and setting against a live llama.cpp.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from membudget import load_model
+from membudget.cli import app
+from membudget.engines.llamacpp import LlamaCppRules, LlamaCppSettings, estimate_llamacpp
+from membudget.engines.llamacpp_graph import (
+    GraphSettings,
+    graph_compute_bytes,
+    simulated_architectures,
+)
+from membudget.model import ModelSpec
+from membudget.readers.catalog import catalog_spec
+from tests.accuracy import GRID
+from tests.arch_models import ARCHS
+
+MIB = 1 << 20
+
+# (architecture, GRID index, llama.cpp's compute buffer in MiB to four decimals)
+GOLDEN = [
+    ("llama", 0, 19.5137),  # flash attention, the logits block above the freed inputs
+    ("qwen3", 3, 17.5020),  # q8_0 cache: Hadamard rotations of Q, K, V
+    ("gemma2", 1, 35.0137),  # no flash attention: scores with soft-capping
+    ("gemma3", 4, 18.7653),  # SWA and full caches, 3 streams, 513 tokens
+    ("qwen3moe", 4, 17.0030),  # experts on the 512 output rows of the last layer
+    ("deepseek2", 2, 12.3237),  # MLA without flash attention
+    ("mamba2", 2, 4.3760),
+    ("granitehybrid", 5, 53.6144),
+    ("phi3", 7, 9.9621),  # fused QKV and up projections
+    ("gpt-oss", 0, 17.5020),  # the hidden state before the output rows is a graph output
+    ("gpt-oss", 5, 55.6222),
+    ("mamba", 4, 17.5059),
+    ("qwen2", 2, 10.7524),
+]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelSpec]:
+    root = tmp_path_factory.mktemp("archs")
+    return {name: load_model(make(root / f"{name}.gguf")) for name, make in ARCHS.items()}
+
+
+@pytest.mark.parametrize(("arch", "grid", "mib"), GOLDEN, ids=[f"{a}-{i}" for a, i, _ in GOLDEN])
+def test_equals_llama_cpp_report(
+    arch: str, grid: int, mib: float, models: dict[str, ModelSpec]
+) -> None:
+    est = estimate_llamacpp(models[arch], GRID[grid])
+    assert est.compute_method == "simulated"
+    assert est.compute_bytes / MIB == pytest.approx(mib, abs=0.00005)
+
+
+def test_every_test_architecture_is_simulated() -> None:
+    assert set(ARCHS) <= set(simulated_architectures())
+
+
+def test_unknown_architecture_falls_back_to_the_phase_model() -> None:
+    spec = catalog_spec("qwen3-next-80b-a3b")
+    assert graph_compute_bytes(spec, _settings()) is None
+    est = estimate_llamacpp(spec, LlamaCppSettings(n_ctx=8192))
+    assert est.compute_method == "phase model"
+    assert est.compute_bytes > 0
+
+
+def test_the_rules_switch_the_simulation_off(models: dict[str, ModelSpec]) -> None:
+    spec = models["llama"]
+    on = estimate_llamacpp(spec, GRID[0])
+    off = estimate_llamacpp(spec, GRID[0], LlamaCppRules(simulate_graph=False))
+    assert (on.compute_method, off.compute_method) == ("simulated", "phase model")
+    assert off.compute_bytes < on.compute_bytes  # the phase model misses the placement
+
+
+def test_attention_rotation_is_switchable(models: dict[str, ModelSpec]) -> None:
+    """LLAMA_ATTN_ROT_DISABLE=1 (or a build before the rotation) drops the Hadamard tensors."""
+    spec, s = models["qwen3"], GRID[3]
+    with_rot = estimate_llamacpp(spec, s).compute_bytes
+    without = estimate_llamacpp(spec, s, LlamaCppRules(attn_rotation=False)).compute_bytes
+    assert without < with_rot
+
+
+def _settings(**kw: object) -> GraphSettings:
+    base: dict[str, object] = {
+        "n_tokens": 512,
+        "n_outputs": 512,
+        "n_seqs": 1,
+        "n_kv": 4096,
+        "n_swa_kv": 1024,
+        "n_stream": 1,
+        "flash_attn": True,
+    }
+    return GraphSettings(**{**base, **kw})  # type: ignore[arg-type]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from(
+        ["llama-3.2-1b", "qwen3-0.6b", "gemma-3-270m", "qwen3-30b-a3b", "gpt-oss-20b"]
+    ),
+    tokens=st.integers(1, 1024),
+    cells=st.integers(1, 64).map(lambda n: n * 256),
+    flash=st.booleans(),
+)
+def test_buffer_holds_the_logits_and_the_scores(
+    name: str, tokens: int, cells: int, flash: bool
+) -> None:
+    """The buffer is at least the logits block (an output, never freed), and without flash
+    attention at least one layer's f32 score matrix as well."""
+    spec = catalog_spec(name)
+    got = graph_compute_bytes(
+        spec,
+        _settings(n_tokens=tokens, n_outputs=tokens, n_kv=cells, n_swa_kv=cells, flash_attn=flash),
+    )
+    assert got is not None
+    logits = spec.n_vocab * tokens * 4
+    assert got >= logits
+    if not flash:
+        n_head = max(layer.n_head for layer in spec.layers)
+        assert got >= cells * tokens * n_head * 4
+
+
+def test_plan_json_and_explain_name_the_method(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["plan", "bonsai-8b", "--memory", "16GiB", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["engine_rules"]["compute_method"] == "simulated"
+    result = runner.invoke(app, ["plan", "qwen3-next-80b-a3b", "--memory", "64GiB", "--json"])
+    assert json.loads(result.stdout)["engine_rules"]["compute_method"] == "phase model"
+    result = runner.invoke(app, ["plan", "bonsai-8b", "--memory", "16GiB", "--explain"])
+    assert "ggml-alloc replayed" in " ".join(result.stdout.split())
