@@ -216,6 +216,87 @@ def mamba(path: Path, qtype: Q = Q.F16) -> Path:
     )
 
 
+def jamba(path: Path, qtype: Q = Q.F16) -> Path:
+    """Jamba: Mamba 1 layers with dt/B/C norms, one attention layer, MoE on odd layers."""
+    d_inner, d_state, dt_rank, n_exp = 2 * E, 16, 16, 8
+    kv = (0, 0, KV, 0)
+    tensors = _base(0)
+    for il in range(4):
+        p = f"blk.{il}."
+        if kv[il]:
+            tensors += _attn(p)
+        else:
+            tensors += [
+                (p + "attn_norm.weight", (E,)),
+                (p + "ssm_in.weight", (E, 2 * d_inner)),
+                (p + "ssm_conv1d.weight", (4, d_inner)),
+                (p + "ssm_conv1d.bias", (d_inner,)),
+                (p + "ssm_x.weight", (d_inner, dt_rank + 2 * d_state)),
+                (p + "ssm_dt_norm.weight", (dt_rank,)),
+                (p + "ssm_dt.weight", (dt_rank, d_inner)),
+                (p + "ssm_dt.bias", (d_inner,)),
+                (p + "ssm_b_norm.weight", (d_state,)),
+                (p + "ssm_c_norm.weight", (d_state,)),
+                (p + "ssm_a", (d_state, d_inner)),
+                (p + "ssm_d", (d_inner,)),
+                (p + "ssm_out.weight", (d_inner, E)),
+            ]
+        tensors += _moe(p, n_exp, F) if il % 2 else _ffn(p)
+    extra = {
+        "{arch}.ssm.conv_kernel": 4,
+        "{arch}.ssm.inner_size": d_inner,
+        "{arch}.ssm.state_size": d_state,
+        "{arch}.ssm.time_step_rank": dt_rank,
+        "{arch}.expert_count": n_exp,
+        "{arch}.expert_used_count": 2,
+    }
+    return write_model(
+        path, _tiny("jamba", 4, n_head_kv=kv, matrix_type=qtype, extra=extra), tensors
+    )
+
+
+def falcon_h1(path: Path, qtype: Q = Q.F16) -> Path:
+    """Falcon-H1: attention and a Mamba2 mixer side by side in every layer, then the FFN."""
+    tensors = _base(0)
+    for il in range(4):
+        p = f"blk.{il}."
+        tensors += _attn(p) + _mamba2(p, 512, 64, 8)[1:]
+        tensors += [(name, shape) for name, shape in _ffn(p) if "ffn_norm" not in name]
+        tensors += [(p + "ffn_norm", (E,))]  # llama.cpp names it without ".weight"
+    extra = dict(_SSM_KEYS)
+    return write_model(
+        path, _tiny("falcon-h1", 4, n_head_kv=KV, matrix_type=qtype, extra=extra), tensors
+    )
+
+
+def lfm2(path: Path, qtype: Q = Q.F16) -> Path:
+    """LFM2: short-convolution layers (L_cache 3) and attention layers with Q/K norms."""
+    kv = (0, 0, KV, 0, KV, 0)
+    tensors: Tensors = [
+        ("token_embd.weight", (E, V)),
+        ("token_embd_norm.weight", (E,)),
+        ("output.weight", (E, V)),
+    ]
+    for il in range(6):
+        p = f"blk.{il}."
+        if kv[il]:
+            tensors += _attn(p, qk_norm=True)
+            tensors = [t for t in tensors if t[0] != p + "attn_output.weight"]
+            tensors += [(p + "attn_output.weight", (E, E))]
+        else:
+            tensors += [
+                (p + "attn_norm.weight", (E,)),
+                (p + "shortconv.conv.weight", (3, E)),
+                (p + "shortconv.in_proj.weight", (E, 3 * E)),
+                (p + "shortconv.out_proj.weight", (E, E)),
+            ]
+        tensors += _ffn(p)
+    extra = {"{arch}.shortconv.l_cache": 3}
+    return write_model(
+        path, _tiny("lfm2", 6, n_head_kv=kv, matrix_type=qtype, extra=extra), tensors
+    )
+
+
 def mamba2(path: Path, qtype: Q = Q.F16) -> Path:
     tensors = _base(0)
     for il in range(4):
@@ -304,6 +385,9 @@ ARCHS: dict[str, Callable[..., Path]] = {
     "deepseek2": deepseek2,
     "mamba": mamba,
     "mamba2": mamba2,
+    "jamba": jamba,
+    "lfm2": lfm2,
+    "falcon-h1": falcon_h1,
     "granitehybrid": granitehybrid,
     "phi3": phi3,
     "gpt-oss": gpt_oss,

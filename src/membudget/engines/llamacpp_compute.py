@@ -13,7 +13,7 @@ and gets llama.cpp's own figure. For the others this module takes the largest of
 
 Measured against llama.cpp on the CPU with the graph simulation switched off
 (``LlamaCppRules(simulate_graph=False)``; tests/test_llamacpp_accuracy.py): exact when the
-attention phase dominates; up to ~15% under when flash attention is on and the logits dominate,
+attention phase dominates; up to ~19% under when flash attention is on and the logits dominate,
 because ggml-alloc's placement of the logits block depends on the inputs and freed blocks
 below it, which a phase model does not see.
 """

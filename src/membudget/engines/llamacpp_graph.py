@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from membudget.engines.ggml_graph import allocate
+from membudget.engines.ggml_graph import Tensor, allocate
 from membudget.engines.llamacpp_ops import GraphBuilder, GraphSettings, has_tensor
 from membudget.model import ModelSpec
 
@@ -170,40 +170,77 @@ def _gpt_oss(b: GraphBuilder) -> None:
     b.output(g.get_rows(inp, out_ids))
 
 
-def _mamba(b: GraphBuilder) -> None:
-    """Mamba and Mamba2 (``src/models/mamba.cpp``) and Granite 4 hybrid
-    (``granite-hybrid.cpp``): recurrent layers and, in the hybrid, attention layers, each
-    followed there by its FFN."""
+@dataclass(frozen=True, slots=True)
+class _Hybrid:
+    """Recurrent models and hybrids of recurrent and attention layers: Mamba, Mamba2
+    (``mamba.cpp``), Granite 4 hybrid (``granite-hybrid.cpp``), Jamba (``jamba.cpp``) and
+    LFM2 (``lfm2.cpp``). Each layer is recurrent or attention; in the hybrids an FFN follows."""
+
+    rope: bool = True
+    qk_norm: bool = False
+    residual_first: bool = False
+    """The residual is the first operand of both adds (Jamba, LFM2)."""
+    moe_norm_w: bool = True
+
+    def __call__(self, b: GraphBuilder) -> None:
+        g, spec = b.g, b.spec
+        kind = spec.recurrent.kind if spec.recurrent else ""
+        hybrid = any(layer.has_kv for layer in spec.layers)
+        inp = b.inp_embd()
+        b.rs_input()
+        if hybrid:
+            b.attn_inputs()
+            if b.iswa:  # LFM2 with a sliding window (llm_graph_input_mem_hybrid_iswa)
+                b.attn_inputs("swa_")
+        out_ids = b.out_ids()
+        pos = b.inp_pos() if hybrid and self.rope else None
+
+        def add(residual: Tensor, x: Tensor) -> Tensor:
+            return g.same("ADD", *((residual, x) if self.residual_first else (x, residual)))
+
+        for il, layer in enumerate(spec.layers):
+            cur = b.norm(inp)
+            if layer.recurrent:
+                step = {"mamba2": b.mamba2, "shortconv": b.shortconv}.get(kind, b.mamba)
+                cur = step(cur)
+            else:
+                q, k, v = b.qkv(layer, cur)
+                if self.qk_norm:
+                    q, k = b.norm(q), b.norm(k)
+                if pos is not None:
+                    q, k = g.same("ROPE", q, pos, None), g.same("ROPE", k, pos, None)
+                cur = b.attention(layer, q, k, v)
+            residual = inp
+            if il == spec.n_layer - 1:
+                cur, residual = g.get_rows(cur, out_ids), g.get_rows(residual, out_ids)
+            if not hybrid:
+                inp = g.same("ADD", cur, residual)
+                continue
+            ffn_inp = add(residual, cur)
+            cur = b.norm(ffn_inp)
+            cur = b.moe_ffn(cur, norm_w=self.moe_norm_w) if layer.moe else b.ffn(cur, spec.n_ff)
+            inp = add(ffn_inp, cur)
+        b.output(inp)
+
+
+def _falcon_h1(b: GraphBuilder) -> None:
+    """Falcon-H1 (``falcon-h1.cpp``): attention and a Mamba2 mixer over the same input, summed,
+    in every layer; then the FFN."""
     g, spec = b.g, b.spec
-    hybrid = any(layer.has_kv for layer in spec.layers)
     inp = b.inp_embd()
+    pos = b.inp_pos()
     b.rs_input()
-    if hybrid:
-        b.attn_inputs()
+    b.attn_inputs()
     out_ids = b.out_ids()
-    pos = b.inp_pos() if hybrid else None
     for il, layer in enumerate(spec.layers):
-        cur = b.norm(inp)
-        if layer.recurrent:
-            cur = (
-                b.mamba2(cur)
-                if spec.recurrent and spec.recurrent.kind == "mamba2"
-                else b.mamba(cur)
-            )
-        else:
-            q, k, v = b.qkv(layer, cur)
-            q = g.same("ROPE", q, pos, None)
-            k = g.same("ROPE", k, pos, None)
-            cur = b.attention(layer, q, k, v)
-        residual = inp
+        q, k, v = b.qkv(layer, b.norm(inp))
+        q, k = g.same("ROPE", q, pos, None), g.same("ROPE", k, pos, None)
+        attn = b.attention(layer, q, k, v)
+        mixed = g.same("ADD", attn, b.mamba2(b.norm(inp)))
+        ffn_inp = g.same("ADD", mixed, inp)
         if il == spec.n_layer - 1:
-            cur, residual = g.get_rows(cur, out_ids), g.get_rows(residual, out_ids)
-        if not hybrid:
-            inp = g.same("ADD", cur, residual)
-            continue
-        ffn_inp = g.same("ADD", cur, residual)
-        cur = b.norm(ffn_inp)
-        cur = b.moe_ffn(cur) if layer.moe else b.ffn(cur, spec.n_ff)
+            ffn_inp = g.get_rows(ffn_inp, out_ids)
+        cur = b.ffn(b.norm(ffn_inp), spec.n_ff)
         inp = g.same("ADD", cur, ffn_inp)
     b.output(inp)
 
@@ -222,9 +259,12 @@ _BUILDERS: dict[str, Build] = {
     "gemma3": _Decoder(qk_norm=True, post_norms=True, embd_scale=True, q_scale=True),
     "deepseek2": _deepseek2,
     "gpt-oss": _gpt_oss,
-    "mamba": _mamba,
-    "mamba2": _mamba,
-    "granitehybrid": _mamba,
+    "mamba": _Hybrid(),
+    "mamba2": _Hybrid(),
+    "granitehybrid": _Hybrid(),
+    "falcon-h1": _falcon_h1,
+    "jamba": _Hybrid(rope=False, residual_first=True, moe_norm_w=False),
+    "lfm2": _Hybrid(qk_norm=True, residual_first=True),
 }
 
 
@@ -239,7 +279,8 @@ def _supported(spec: ModelSpec) -> bool:
     if spec.architecture == "deepseek2":  # older files cache full heads: another graph
         return spec.mla is not None and spec.mla.compressed_cache
     if spec.recurrent is not None:
-        return spec.recurrent.kind in ("mamba", "mamba2") and spec.recurrent.n_head > 0
+        r = spec.recurrent
+        return r.kind == "shortconv" or (r.kind in ("mamba", "mamba2") and r.n_head > 0)
     return True
 
 

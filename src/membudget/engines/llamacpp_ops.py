@@ -321,15 +321,33 @@ class GraphBuilder:
             raise ValueError(f"{self.spec.name}: a recurrent layer without recurrent geometry")
         return r
 
-    def conv_window(self, width: int) -> Tensor:
-        """The conv states through ``build_rs``: each sequence's last ``d_conv - 1`` inputs
-        of ``width`` channels, as ``[d_conv - 1, width, n_seqs]``."""
-        g, d_conv = self.g, self.recurrent().d_conv
-        rows, main = self.rs_rows((d_conv - 1) * width)
+    def conv_window(self, width: int, taps: int | None = None) -> Tensor:
+        """The conv states through ``build_rs``: each sequence's last ``taps`` inputs (by
+        default ``d_conv - 1``) of ``width`` channels, as ``[taps, width, n_seqs]``."""
+        g = self.g
+        taps = self.recurrent().d_conv - 1 if taps is None else taps
+        rows, main = self.rs_rows(taps * width)
         conv = g.get_rows(rows, main)
         g.expand(conv)
         self.rs_extra(rows)
-        return g.reshape(conv, d_conv - 1, width, self.s.n_seqs)
+        return g.reshape(conv, taps, width, self.s.n_seqs)
+
+    def shortconv(self, x: Tensor) -> Tensor:
+        """LFM2's ``build_shortconv_block``: gated input projection, a causal convolution of
+        ``L_cache`` taps over the cached window, gated again, output projection."""
+        g, n_tok, n = self.g, self.n_tokens, self.s.n_seqs
+        e, d_conv, per_seq = x.ne[0], self.recurrent().d_conv, n_tok // n
+        bcx = self.linear(g.reshape(x, e, per_seq, n), 3 * e)
+        chunk = (e, per_seq, n)
+        b, c, xs = (g.view(bcx, chunk, bcx.nb[1:3]) for _ in range(3))
+        bx = g.transpose(g.same("MUL", b, xs))
+        conv = self.conv_window(e, d_conv - 1)
+        bx = g.f32("CONCAT", (d_conv - 1 + per_seq, e, n), conv, bx)
+        snap = g.view(bx, (d_conv - 1, e, n), bx.nb[1:3])
+        g.expand(g.copy_into(snap, g.external("F32", (d_conv - 1) * e, n)))
+        conv_out = g.f32("SSM_CONV", (e, per_seq, n), bx, g.external("F32", d_conv, e))
+        y = self.linear(g.same("MUL", c, conv_out), e)
+        return g.reshape(y, e, n_tok)
 
     def mamba(self, x: Tensor) -> Tensor:
         """``build_mamba_layer`` (Mamba 1): input projection, causal conv, the dt/B/C
