@@ -13,7 +13,7 @@ from membudget.engines.llamacpp import LlamaCppRules, LlamaCppSettings, estimate
 from membudget.engines.llamacpp_log import parse_llamacpp_log
 from membudget.engines.llamacpp_run import run_llamacpp
 from membudget.engines.llamacpp_validate import BufferComparison, compare
-from tests.arch_models import ARCHS
+from tests.arch_models import ARCHS, SMALL_VOCAB
 
 S = LlamaCppSettings
 GRID: tuple[LlamaCppSettings, ...] = (
@@ -54,7 +54,7 @@ def make_model(arch: str, path: Path) -> None:
 
         package.assemble(path)
     else:
-        ARCHS[arch](path)
+        {**ARCHS, **SMALL_VOCAB}[arch](path)
 
 
 def label(s: LlamaCppSettings) -> str:

@@ -8,13 +8,17 @@ matter in the compute buffer, as they do for real models.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 
 from gguf.constants import GGMLQuantizationType as Q
 
 from tests.ggufs import Shape, Tiny, llama_tensors, write_model
 
-E, H, KV, D, F, V = 256, 4, 2, 64, 512, 8192
+E, H, KV, D, F = 256, 4, 2, 64, 512
+# The vocabulary: realistic (8192) by default, so the logits dominate the compute buffer where
+# attention does not; the "-v512" variants shrink it so the layers' own working set dominates.
+_VOCAB: ContextVar[int] = ContextVar("vocab", default=8192)
 Tensors = list[tuple[str, Shape]]
 # The Mamba2 geometry both SSM test models share: d_inner 512, d_state 64, 8 heads, 1 group.
 _SSM_KEYS: dict[str, object] = {
@@ -27,7 +31,7 @@ _SSM_KEYS: dict[str, object] = {
 
 
 def _base(n_layer: int, tied: bool = False) -> Tensors:
-    return list(llama_tensors(Tiny(n_layer=n_layer, n_embd=E, n_vocab=V, tied=tied)))
+    return list(llama_tensors(Tiny(n_layer=n_layer, n_embd=E, n_vocab=_VOCAB.get(), tied=tied)))
 
 
 def _attn(p: str, n_kv: int = KV, qk_norm: bool = False) -> Tensors:
@@ -85,7 +89,13 @@ def _mamba2(p: str, d_inner: int, d_state: int, n_head: int) -> Tensors:
 
 
 def _tiny(arch: str, n_layer: int, **kw: object) -> Tiny:
-    base: dict[str, object] = {"n_embd": E, "n_head": H, "head_dim": D, "n_ff": F, "n_vocab": V}
+    base: dict[str, object] = {
+        "n_embd": E,
+        "n_head": H,
+        "head_dim": D,
+        "n_ff": F,
+        "n_vocab": _VOCAB.get(),
+    }
     return Tiny(arch=arch, n_layer=n_layer, **{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -269,13 +279,60 @@ def falcon_h1(path: Path, qtype: Q = Q.F16) -> Path:
     )
 
 
+def rwkv6(path: Path, qtype: Q = Q.F16) -> Path:
+    """RWKV-6: time mix (WKV6, head size 64) and channel mix; no attention, no KV cache."""
+    mix, decay = 32, 64
+    tensors: Tensors = [
+        ("token_embd.weight", (E, _VOCAB.get())),
+        ("token_embd_norm.weight", (E,)),
+        ("token_embd_norm.bias", (E,)),
+        ("output_norm.weight", (E,)),
+        ("output_norm.bias", (E,)),
+        ("output.weight", (E, _VOCAB.get())),
+    ]
+    for il in range(4):
+        p = f"blk.{il}."
+        tensors += [
+            (p + n + s, (E,))
+            for n in ("attn_norm", "attn_norm_2", "time_mix_ln")
+            for s in (".weight", ".bias")
+        ]
+        tensors += [(p + f"time_mix_lerp_{x}.weight", (E, 1, 1)) for x in "xwkvrg"]
+        tensors += [(p + f"channel_mix_lerp_{x}.weight", (E, 1, 1)) for x in "kr"]
+        tensors += [
+            (p + "time_mix_w1.weight", (E, mix * 5)),
+            (p + "time_mix_w2.weight", (mix, E, 5)),
+            (p + "time_mix_first.weight", (D, E // D)),
+            (p + "time_mix_decay.weight", (E,)),
+            (p + "time_mix_decay_w1.weight", (E, decay)),
+            (p + "time_mix_decay_w2.weight", (decay, E)),
+            (p + "time_mix_key.weight", (E, E)),
+            (p + "time_mix_value.weight", (E, E)),
+            (p + "time_mix_receptance.weight", (E, E)),
+            (p + "time_mix_gate.weight", (E, E)),
+            (p + "time_mix_output.weight", (E, E)),
+            (p + "channel_mix_key.weight", (E, F)),
+            (p + "channel_mix_value.weight", (F, E)),
+            (p + "channel_mix_receptance.weight", (E, E)),
+        ]
+    extra = {
+        "{arch}.wkv.head_size": D,
+        "{arch}.time_mix_extra_dim": mix,
+        "{arch}.time_decay_extra_dim": decay,
+        "{arch}.token_shift_count": 2,
+        "{arch}.attention.layer_norm_epsilon": 1e-5,
+    }
+    m = _tiny("rwkv6", 4, n_head=0, n_head_kv=0, matrix_type=qtype, extra=extra)
+    return write_model(path, m, tensors)
+
+
 def lfm2(path: Path, qtype: Q = Q.F16) -> Path:
     """LFM2: short-convolution layers (L_cache 3) and attention layers with Q/K norms."""
     kv = (0, 0, KV, 0, KV, 0)
     tensors: Tensors = [
-        ("token_embd.weight", (E, V)),
+        ("token_embd.weight", (E, _VOCAB.get())),
         ("token_embd_norm.weight", (E,)),
-        ("output.weight", (E, V)),
+        ("output.weight", (E, _VOCAB.get())),
     ]
     for il in range(6):
         p = f"blk.{il}."
@@ -388,7 +445,24 @@ ARCHS: dict[str, Callable[..., Path]] = {
     "jamba": jamba,
     "lfm2": lfm2,
     "falcon-h1": falcon_h1,
+    "rwkv6": rwkv6,
     "granitehybrid": granitehybrid,
     "phi3": phi3,
     "gpt-oss": gpt_oss,
+}
+
+
+def _with_vocab(make: Callable[..., Path], n_vocab: int) -> Callable[..., Path]:
+    def small(path: Path, qtype: Q = Q.F16) -> Path:
+        token = _VOCAB.set(n_vocab)
+        try:
+            return make(path, qtype)
+        finally:
+            _VOCAB.reset(token)
+
+    return small
+
+
+SMALL_VOCAB: dict[str, Callable[..., Path]] = {
+    f"{name}-v512": _with_vocab(make, 512) for name, make in ARCHS.items()
 }

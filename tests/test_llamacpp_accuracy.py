@@ -1,5 +1,5 @@
 """membudget against the real llama.cpp (llama-cpp-python built from source), across
-architectures and settings. Weights, KV cache, recurrent state and output must equal what
+architectures (each with a realistic and a 512-token vocabulary) and settings. Weights, KV cache, recurrent state and output must equal what
 llama.cpp prints, the compute buffer included (the graph simulation); the phase model that
 serves other architectures is held to the tolerance below.
 
@@ -17,7 +17,7 @@ import pytest
 from membudget.engines.llamacpp_graph import simulated_architectures
 from membudget.engines.llamacpp_run import llamacpp_available
 from tests.accuracy import GRID, REAL, REAL_GRID, Case, label, run_case
-from tests.arch_models import ARCHS
+from tests.arch_models import ARCHS, SMALL_VOCAB
 
 # Issue 4 asks for the compute buffer within 5% and the total within 3%. The graph simulation
 # (membudget.engines.llamacpp_graph) equals llama.cpp's printed figure for every architecture in
@@ -45,11 +45,11 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def simulated(arch: str) -> bool:
-    return arch in simulated_architectures()
+    return arch.removesuffix("-v512") in simulated_architectures()
 
 
 @pytest.mark.parametrize("settings", GRID, ids=label)
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", [*ARCHS, *SMALL_VOCAB])
 def test_against_llama_cpp(arch: str, settings: object, zoo: Path) -> None:
     case: Case = run_case(arch, settings, zoo)  # type: ignore[arg-type]
     assert simulated(arch), f"{arch} has no graph builder; the accuracy grid expects one"
@@ -58,7 +58,9 @@ def test_against_llama_cpp(arch: str, settings: object, zoo: Path) -> None:
             f"{row.kind}: estimated {row.estimated_mib} MiB, llama.cpp {row.actual_mib} MiB"
         )
     assert abs(case.total_relative_error) <= TOTAL_TOLERANCE
-    for row in case.phase_model_compute:
+    # the fallback is held to its bound where vocabularies are realistic (its use); with 512
+    # tokens it misses the layers' working set by up to 50% (benchmarks/accuracy.py)
+    for row in case.phase_model_compute if arch in ARCHS else ():
         assert abs(row.relative_error) <= PHASE_MODEL_TOLERANCE, (
             f"phase model: compute off by {row.relative_error:+.1%}"
         )

@@ -17,12 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from membudget.engines.ggml_graph import Tensor, allocate
-from membudget.engines.llamacpp_ops import GraphBuilder, GraphSettings, has_tensor
+from membudget.engines.llamacpp_ops import GraphSettings, has_tensor
+from membudget.engines.llamacpp_recurrent import RecurrentBuilder
 from membudget.model import ModelSpec
 
 __all__ = ["GraphSettings", "graph_compute_bytes", "simulated_architectures"]
 
-Build = Callable[[GraphBuilder], None]
+Build = Callable[[RecurrentBuilder], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class _Decoder:
     """The FFN residual is the first operand of its add (Phi-3), which decides which of the
     two ggml-alloc reuses in place."""
 
-    def __call__(self, b: GraphBuilder) -> None:
+    def __call__(self, b: RecurrentBuilder) -> None:
         g, spec = b.g, b.spec
         inp = b.inp_embd()
         if self.embd_scale:
@@ -87,7 +88,7 @@ class _Decoder:
         b.output(inp, final_softcap=self.final_softcap)
 
 
-def _deepseek2(b: GraphBuilder) -> None:
+def _deepseek2(b: RecurrentBuilder) -> None:
     """DeepSeek V2/V3 with the compressed MLA cache: Q's no-RoPE part absorbed into the
     latent, K cached as latent + RoPE dims, V read from the same cache (``build_attn_inp_k``)."""
     g, spec, s, n_tok = b.g, b.spec, b.s, b.n_tokens
@@ -147,7 +148,7 @@ def _deepseek2(b: GraphBuilder) -> None:
     b.output(inp)
 
 
-def _gpt_oss(b: GraphBuilder) -> None:
+def _gpt_oss(b: RecurrentBuilder) -> None:
     """gpt-oss (``src/models/openai-moe.cpp``): alternating sliding-window and full attention
     with sinks, a MoE whose softmax runs over the chosen experts only, and the output rows
     picked after the last layer rather than inside it."""
@@ -182,7 +183,7 @@ class _Hybrid:
     """The residual is the first operand of both adds (Jamba, LFM2)."""
     moe_norm_w: bool = True
 
-    def __call__(self, b: GraphBuilder) -> None:
+    def __call__(self, b: RecurrentBuilder) -> None:
         g, spec = b.g, b.spec
         kind = spec.recurrent.kind if spec.recurrent else ""
         hybrid = any(layer.has_kv for layer in spec.layers)
@@ -223,7 +224,7 @@ class _Hybrid:
         b.output(inp)
 
 
-def _falcon_h1(b: GraphBuilder) -> None:
+def _falcon_h1(b: RecurrentBuilder) -> None:
     """Falcon-H1 (``falcon-h1.cpp``): attention and a Mamba2 mixer over the same input, summed,
     in every layer; then the FFN."""
     g, spec = b.g, b.spec
@@ -245,6 +246,44 @@ def _falcon_h1(b: GraphBuilder) -> None:
     b.output(inp)
 
 
+def _rwkv6(b: RecurrentBuilder) -> None:
+    """RWKV-6 (``rwkv6.cpp``): per layer, a time mix and a channel mix, each fed the previous
+    token through the two token-shift rows kept in the recurrent state."""
+    g, spec, n_tok, n = b.g, b.spec, b.n_tokens, b.s.n_seqs
+    e, per_seq = spec.n_embd, b.n_tokens // b.s.n_seqs
+    inp = b.layer_norm(b.inp_embd())
+    b.rs_input()
+    out_ids = b.out_ids()
+    for il in range(spec.n_layer):
+        inp = g.reshape(inp, e, per_seq, n)
+        shift = b.conv_window(e, 2)  # token_shift_count rows of n_embd
+        stride = shift.nb[1:3]
+        att_shift = g.view(shift, (e, 1, n), stride)
+        ffn_shift = g.view(shift, (e, 1, n), stride)
+        att_norm = b.layer_norm(inp)
+        head = g.view(att_norm, (e, per_seq - 1, n), att_norm.nb[1:3])
+        x_prev = g.f32("CONCAT", (e, per_seq, n), att_shift, head)
+        cur = b.rwkv6_time_mix(att_norm, x_prev)
+        ffn_inp = g.same("ADD", cur, inp)
+        ffn_norm = b.layer_norm(ffn_inp)
+        head = g.view(ffn_norm, (e, per_seq - 1, n), ffn_norm.nb[1:3])
+        x_prev = g.f32("CONCAT", (e, per_seq, n), ffn_shift, head)
+        last_att = g.view(att_norm, (e, 1, n), att_norm.nb[1:3])
+        last_ffn = g.view(ffn_norm, (e, 1, n), ffn_norm.nb[1:3])
+        shift = g.f32("CONCAT", (e, 2, n), last_att, last_ffn)
+        store = g.external("F32", 2 * e * n)
+        g.expand(g.copy_into(g.view(shift, (2 * e * n,), ()), store))
+        ffn_inp = g.reshape(ffn_inp, e, n_tok)
+        ffn_norm = g.reshape(ffn_norm, e, n_tok)
+        x_prev = g.reshape(x_prev, e, n_tok)
+        if il == spec.n_layer - 1:
+            ffn_inp = g.get_rows(ffn_inp, out_ids)
+            ffn_norm = g.get_rows(ffn_norm, out_ids)
+            x_prev = g.get_rows(x_prev, out_ids)
+        inp = g.same("ADD", b.rwkv6_channel_mix(ffn_norm, x_prev), ffn_inp)
+    b.output(inp, layer_norm=True)
+
+
 # Architectures whose graph is rebuilt here, keyed by GGUF general.architecture. Each one is
 # checked against llama.cpp by tests/test_llamacpp_accuracy.py (tests/arch_models.py).
 _BUILDERS: dict[str, Build] = {
@@ -263,6 +302,7 @@ _BUILDERS: dict[str, Build] = {
     "mamba2": _Hybrid(),
     "granitehybrid": _Hybrid(),
     "falcon-h1": _falcon_h1,
+    "rwkv6": _rwkv6,
     "jamba": _Hybrid(rope=False, residual_first=True, moe_norm_w=False),
     "lfm2": _Hybrid(qk_norm=True, residual_first=True),
 }
@@ -280,6 +320,8 @@ def _supported(spec: ModelSpec) -> bool:
         return spec.mla is not None and spec.mla.compressed_cache
     if spec.recurrent is not None:
         r = spec.recurrent
+        if r.kind == "rwkv6":  # the separate-lerp layout, not the fused one
+            return r.head_dim > 0 and not has_tensor(spec, ".time_mix_lerp_fused.weight")
         return r.kind == "shortconv" or (r.kind in ("mamba", "mamba2") and r.n_head > 0)
     return True
 
@@ -290,6 +332,6 @@ def graph_compute_bytes(spec: ModelSpec, settings: GraphSettings) -> int | None:
     build = _BUILDERS.get(spec.architecture)
     if build is None or not _supported(spec):
         return None
-    b = GraphBuilder(spec, settings)
+    b = RecurrentBuilder(spec, settings)
     build(b)
     return allocate(b.g, settings.alignment)

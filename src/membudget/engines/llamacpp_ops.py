@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from membudget.engines.ggml_graph import Graph, Tensor, type_size
-from membudget.model import LayerSpec, ModelSpec, RecurrentSpec
+from membudget.model import LayerSpec, ModelSpec
 
 __all__ = ["Gating", "GraphBuilder", "GraphSettings"]
 
@@ -123,15 +123,17 @@ class GraphBuilder:
         if _quantized(s.cache_type_v) and len(head_v) == 1 and min(head_v) % 64 == 0:
             self.inputs[prefix + "v_rot"] = g.input("F32", 64, 64)
 
-    def rs_input(self) -> None:
-        """``build_rs_inp``: one state-copy index per recurrent cell (a cell per sequence)."""
-        self.inputs["s_copy"] = self.g.input("I32", self.s.n_seqs, name="rs_s_copy")
-
     # -- layers --------------------------------------------------------------------------------
     def norm(self, x: Tensor) -> Tensor:
         """``build_norm`` (RMS, with a weight; the weight multiplies in place)."""
         g = self.g
         return g.same("MUL", g.same("RMS_NORM", x), g.external("F32", x.ne[0]))
+
+    def layer_norm(self, x: Tensor) -> Tensor:
+        """``build_norm`` with ``LLM_NORM``, a weight and a bias (both applied in place)."""
+        g, e = self.g, x.ne[0]
+        cur = g.same("MUL", g.same("NORM", x), g.external("F32", e))
+        return g.same("ADD", cur, g.external("F32", e))
 
     def linear(self, x: Tensor, n_out: int, n_in: int | None = None) -> Tensor:
         """``build_lora_mm``: an f32 ``n_out x tokens`` result whatever the weight type."""
@@ -301,150 +303,11 @@ class GraphBuilder:
             g.expand(out)
         return g.cont(out) if n_used == 1 else out
 
-    def rs_rows(self, n_state: int) -> tuple[Tensor, Tensor]:
-        """``build_rs`` up to its lookup: the layer's state rows (one zeroed in place) and
-        the main copy indices."""
-        g, n = self.g, self.s.n_seqs
-        rows = g.reshape(g.external("F32", n_state, n), n_state, n)
-        g.expand(g.inplace("SCALE", g.view(rows, (n_state,), ())))
-        return rows, g.view(self.inputs["s_copy"], (n,), ())
-
-    def rs_extra(self, rows: Tensor) -> None:
-        """``build_rs`` after its lookup: copy the other cells' states (none in the reserve)."""
-        g = self.g
-        extra = g.get_rows(rows, g.view(self.inputs["s_copy"], (0,), ()))
-        g.expand(g.copy_into(extra, g.view(rows, (rows.ne[0], 0), (rows.nb[1],))))
-
-    def recurrent(self) -> RecurrentSpec:
-        r = self.spec.recurrent
-        if r is None:
-            raise ValueError(f"{self.spec.name}: a recurrent layer without recurrent geometry")
-        return r
-
-    def conv_window(self, width: int, taps: int | None = None) -> Tensor:
-        """The conv states through ``build_rs``: each sequence's last ``taps`` inputs (by
-        default ``d_conv - 1``) of ``width`` channels, as ``[taps, width, n_seqs]``."""
-        g = self.g
-        taps = self.recurrent().d_conv - 1 if taps is None else taps
-        rows, main = self.rs_rows(taps * width)
-        conv = g.get_rows(rows, main)
-        g.expand(conv)
-        self.rs_extra(rows)
-        return g.reshape(conv, taps, width, self.s.n_seqs)
-
-    def shortconv(self, x: Tensor) -> Tensor:
-        """LFM2's ``build_shortconv_block``: gated input projection, a causal convolution of
-        ``L_cache`` taps over the cached window, gated again, output projection."""
-        g, n_tok, n = self.g, self.n_tokens, self.s.n_seqs
-        e, d_conv, per_seq = x.ne[0], self.recurrent().d_conv, n_tok // n
-        bcx = self.linear(g.reshape(x, e, per_seq, n), 3 * e)
-        chunk = (e, per_seq, n)
-        b, c, xs = (g.view(bcx, chunk, bcx.nb[1:3]) for _ in range(3))
-        bx = g.transpose(g.same("MUL", b, xs))
-        conv = self.conv_window(e, d_conv - 1)
-        bx = g.f32("CONCAT", (d_conv - 1 + per_seq, e, n), conv, bx)
-        snap = g.view(bx, (d_conv - 1, e, n), bx.nb[1:3])
-        g.expand(g.copy_into(snap, g.external("F32", (d_conv - 1) * e, n)))
-        conv_out = g.f32("SSM_CONV", (e, per_seq, n), bx, g.external("F32", d_conv, e))
-        y = self.linear(g.same("MUL", c, conv_out), e)
-        return g.reshape(y, e, n_tok)
-
-    def mamba(self, x: Tensor) -> Tensor:
-        """``build_mamba_layer`` (Mamba 1): input projection, causal conv, the dt/B/C
-        projection, selective scan with one head per channel, gate, output projection."""
-        g, spec, n_tok, n = self.g, self.spec, self.n_tokens, self.s.n_seqs
-        r = self.recurrent()
-        d_inner, d_state, dt_rank = r.d_inner, r.d_state, r.n_head
-        per_seq = n_tok // n
-        n_conv = (r.d_conv - 1) * d_inner
-        conv = self.conv_window(d_inner)
-        xz = self.linear(g.reshape(x, x.ne[0], per_seq, n), 2 * d_inner)
-        xs = g.view(xz, (d_inner, per_seq, n), xz.nb[1:3])
-        z = g.view(xz, (d_inner, per_seq, n), xz.nb[1:3])
-        conv_x = g.f32("CONCAT", (r.d_conv - 1 + per_seq, d_inner, n), conv, g.transpose(xs))
-        last = g.view(conv_x, (r.d_conv - 1, d_inner, n), conv_x.nb[1:3])
-        g.expand(g.copy_into(last, g.external("F32", n_conv * n)))
-        xs = g.f32("SSM_CONV", (d_inner, per_seq, n), conv_x, g.external("F32", r.d_conv, d_inner))
-        xs = g.same("UNARY", g.same("ADD", xs, g.external("F32", d_inner)))  # + bias, SiLU
-        x_db = self.linear(xs, dt_rank + 2 * d_state)
-        dt = g.view(x_db, (dt_rank, per_seq, n), x_db.nb[1:3])
-        group = (row_size(x_db, d_state), *x_db.nb[1:3])
-        bs = g.view(x_db, (d_state, 1, per_seq, n), group)
-        cs = g.view(x_db, (d_state, 1, per_seq, n), group)
-        if has_tensor(spec, ".ssm_dt_norm.weight"):
-            dt, bs, cs = self.norm(dt), self.norm(bs), self.norm(cs)
-        else:
-            dt = g.cont(dt)
-        dt = g.same("ADD", self.linear(dt, d_inner, dt_rank), g.external("F32", d_inner))
-        gate_in = xs
-        x4 = g.reshape(xs, 1, d_inner, per_seq, n)
-        n_ssm = d_state * d_inner
-        srows, smain = self.rs_rows(n_ssm)
-        states = g.reshape(srows, d_state, 1, d_inner, n)
-        a = g.external("F32", d_state, d_inner)
-        y_ssm = g.f32("SSM_SCAN", (x4.n_elements + n_ssm * n,), states, x4, dt, a, bs, cs, smain)
-        g.expand(y_ssm)
-        self.rs_extra(srows)
-        tail = g.view(y_ssm, (n_ssm * n,), ())
-        g.expand(g.copy_into(tail, g.external("F32", n_ssm * n)))
-        y = g.view(y_ssm, (d_inner, per_seq, n), x4.nb[2:4])
-        y = g.same("ADD", y, g.same("MUL", gate_in, g.external("F32", d_inner)))
-        y = g.same("GLU", g.cont(z), y)
-        cur = self.linear(y, spec.n_embd, d_inner)
-        return g.reshape(cur, cur.ne[0], n_tok)
-
-    def mamba2(self, x: Tensor) -> Tensor:
-        """``build_mamba2_layer``: input projection, causal conv over the cached window,
-        selective scan, gated norm, output projection."""
-        g, spec, n_tok, n = self.g, self.spec, self.n_tokens, self.s.n_seqs
-        r = self.recurrent()
-        d_inner, d_state, n_group, n_head = r.d_inner, r.d_state, r.n_group, r.n_head
-        head_dim, per_seq = d_inner // n_head, n_tok // n
-        d_xbc = d_inner + 2 * n_group * d_state
-        n_conv = (r.d_conv - 1) * d_xbc
-        conv = self.conv_window(d_xbc)
-        zx = self.linear(x, 2 * d_inner + 2 * n_group * d_state + n_head)
-        zx = g.reshape(zx, zx.ne[0], per_seq, n)
-        z = g.view(zx, (head_dim, n_head, per_seq, n), (row_size(zx, head_dim), *zx.nb[1:3]))
-        xbc = g.view(zx, (d_xbc, per_seq, n), zx.nb[1:3])
-        dt = g.view(zx, (n_head, per_seq, n), zx.nb[1:3])
-        conv_x = g.f32("CONCAT", (r.d_conv - 1 + per_seq, d_xbc, n), conv, g.transpose(xbc))
-        last = g.view(conv_x, (r.d_conv - 1, d_xbc, n), conv_x.nb[1:3])
-        g.expand(g.copy_into(last, g.external("F32", n_conv, n)))
-        xbc = g.f32("SSM_CONV", (d_xbc, per_seq, n), conv_x, g.external("F32", r.d_conv, d_xbc))
-        xbc = g.same("UNARY", g.same("ADD", xbc, g.external("F32", d_xbc)))  # + bias, SiLU
-        head = (row_size(xbc, head_dim), *xbc.nb[1:3])
-        group = (row_size(xbc, d_state), *xbc.nb[1:3])
-        xs = g.view(xbc, (head_dim, n_head, per_seq, n), head)
-        bs = g.view(xbc, (d_state, n_group, per_seq, n), group)
-        cs = g.view(xbc, (d_state, n_group, per_seq, n), group)
-        dt = g.same("ADD", g.cont(dt), g.external("F32", n_head))
-        n_ssm = d_state * d_inner
-        srows, smain = self.rs_rows(n_ssm)
-        states = g.reshape(srows, d_state, head_dim, n_head, n)
-        a = g.external("F32", 1, n_head)
-        y_ssm = g.f32("SSM_SCAN", (xs.n_elements + n_ssm * n,), states, xs, dt, a, bs, cs, smain)
-        g.expand(y_ssm)
-        self.rs_extra(srows)
-        tail = g.view(y_ssm, (n_ssm, n, 1), (row_size(y_ssm, n_ssm), row_size(y_ssm, n_ssm * n)))
-        g.expand(g.copy_into(tail, g.external("F32", n_ssm, n)))
-        stride = xs.nb[1]
-        y = g.view(
-            y_ssm,
-            (head_dim, n_head, per_seq, n),
-            (stride, n_head * stride, per_seq * n_head * stride),
-        )
-        y = g.same("ADD", y, g.same("MUL", xs, g.external("F32", 1, n_head)))
-        y = g.same("GLU", g.cont(z), y)
-        if has_tensor(spec, ".ssm_norm.weight"):
-            y = self.norm(g.reshape(y, d_inner // n_group, n_group, per_seq, n))
-        return self.linear(g.reshape(y, d_inner, n_tok), spec.n_embd, d_inner)
-
-    def output(self, x: Tensor, *, final_softcap: bool = False) -> None:
+    def output(self, x: Tensor, *, final_softcap: bool = False, layer_norm: bool = False) -> None:
         """The final norm (``t_embd``) and the logits (``t_logits``): graph outputs, which
         ggml-alloc never frees or reuses."""
         g = self.g
-        cur = self.norm(x)
+        cur = self.layer_norm(x) if layer_norm else self.norm(x)
         cur.flags.add("output")
         logits = self.linear(cur, self.spec.n_vocab)
         if final_softcap:  # scale, tanh, scale: in place
