@@ -76,6 +76,7 @@ class Case:
     log: str = ""
     phase_model_compute: tuple[BufferComparison, ...] = ()
     """The compute rows again with the graph simulation off (the fallback's accuracy)."""
+    compute_method: str = ""
 
     @property
     def total_relative_error(self) -> float:
@@ -99,7 +100,8 @@ def run_case(
     spec = load_model(path)
     log = run_llamacpp(path, settings, n_gpu_layers=n_gpu_layers)
     reported = parse_llamacpp_log(log)
-    rows = tuple(compare(estimate_llamacpp(spec, settings), reported))
+    estimate = estimate_llamacpp(spec, settings)
+    rows = tuple(compare(estimate, reported))
     phase = estimate_llamacpp(spec, settings, LlamaCppRules(simulate_graph=False))
     phase_rows = tuple(r for r in compare(phase, reported) if r.kind == "compute")
-    return Case(arch, settings, rows, log, phase_rows)
+    return Case(arch, settings, rows, log, phase_rows, estimate.compute_method)

@@ -326,6 +326,66 @@ def rwkv6(path: Path, qtype: Q = Q.F16) -> Path:
     return write_model(path, m, tensors)
 
 
+def qwen3next(path: Path, qtype: Q = Q.F16, *, split_qkvz: bool = False) -> Path:
+    """Qwen3-Next: gated delta net (linear attention) layers and, every 4th layer, gated
+    attention (Q doubled for the output gate, Q/K norms); MoE with a gated shared expert.
+    The linear layers take one ``ssm_in`` projection, or with ``split_qkvz`` the newer
+    ``attn_qkv`` + ``attn_gate`` pair."""
+    d_state, n_k, n_v, n_exp, n_ff = 64, 2, 4, 8, 128
+    key, value = d_state * n_k, d_state * n_v
+    tensors = _base(0)
+    for il in range(4):
+        p = f"blk.{il}."
+        tensors += [(p + "attn_norm.weight", (E,)), (p + "post_attention_norm.weight", (E,))]
+        if il == 3:
+            tensors += [
+                (p + "attn_q.weight", (E, 2 * H * D)),
+                (p + "attn_k.weight", (E, KV * D)),
+                (p + "attn_v.weight", (E, KV * D)),
+                (p + "attn_output.weight", (H * D, E)),
+                (p + "attn_q_norm.weight", (D,)),
+                (p + "attn_k_norm.weight", (D,)),
+            ]
+        else:
+            if split_qkvz:
+                tensors += [(p + "attn_qkv.weight", (E, 2 * key + value))]
+                tensors += [(p + "attn_gate.weight", (E, value))]
+            else:
+                tensors += [(p + "ssm_in.weight", (E, 2 * key + 2 * value))]
+            tensors += [
+                (p + "ssm_conv1d.weight", (4, 2 * key + value)),
+                (p + "ssm_dt.bias", (n_v,)),
+                (p + "ssm_a", (n_v,)),
+                (p + "ssm_ba.weight", (E, 2 * n_v)),
+                (p + "ssm_norm.weight", (d_state,)),
+                (p + "ssm_out.weight", (value, E)),
+            ]
+        tensors += [
+            (p + "ffn_gate_inp.weight", (E, n_exp)),
+            (p + "ffn_gate_exps.weight", (E, n_ff, n_exp)),
+            (p + "ffn_up_exps.weight", (E, n_ff, n_exp)),
+            (p + "ffn_down_exps.weight", (n_ff, E, n_exp)),
+            (p + "ffn_gate_inp_shexp.weight", (E,)),
+            (p + "ffn_gate_shexp.weight", (E, n_ff)),
+            (p + "ffn_up_shexp.weight", (E, n_ff)),
+            (p + "ffn_down_shexp.weight", (n_ff, E)),
+        ]
+    extra = {
+        "{arch}.ssm.conv_kernel": 4,
+        "{arch}.ssm.inner_size": value,
+        "{arch}.ssm.state_size": d_state,
+        "{arch}.ssm.time_step_rank": n_v,
+        "{arch}.ssm.group_count": n_k,
+        "{arch}.full_attention_interval": 4,
+        "{arch}.expert_count": n_exp,
+        "{arch}.expert_used_count": 2,
+        "{arch}.expert_feed_forward_length": n_ff,
+        "{arch}.expert_shared_feed_forward_length": n_ff,
+    }
+    m = _tiny("qwen3next", 4, n_head_kv=KV, matrix_type=qtype, extra=extra)
+    return write_model(path, m, tensors)
+
+
 def lfm2(path: Path, qtype: Q = Q.F16) -> Path:
     """LFM2: short-convolution layers (L_cache 3) and attention layers with Q/K norms."""
     kv = (0, 0, KV, 0, KV, 0)
@@ -446,6 +506,8 @@ ARCHS: dict[str, Callable[..., Path]] = {
     "lfm2": lfm2,
     "falcon-h1": falcon_h1,
     "rwkv6": rwkv6,
+    "qwen3next": qwen3next,
+    "qwen3next-qkv": lambda path, qtype=Q.F16: qwen3next(path, qtype, split_qkvz=True),
     "granitehybrid": granitehybrid,
     "phi3": phi3,
     "gpt-oss": gpt_oss,

@@ -9,6 +9,7 @@ checks every architecture and setting against a live llama.cpp.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from membudget.model import ModelSpec
 from membudget.readers.catalog import catalog_spec
 from tests.accuracy import GRID
 from tests.arch_models import ARCHS, SMALL_VOCAB
+from tests.ggufs import Tiny, write_model
 
 MIB = 1 << 20
 
@@ -71,12 +73,19 @@ def test_equals_llama_cpp_report(
     assert est.compute_bytes / MIB == pytest.approx(mib, abs=0.00005)
 
 
-def test_every_test_architecture_is_simulated() -> None:
-    assert set(ARCHS) <= set(simulated_architectures())
+def test_every_test_architecture_is_simulated(models: dict[str, ModelSpec]) -> None:
+    assert {spec.architecture for spec in models.values()} <= set(simulated_architectures())
+
+
+@pytest.mark.parametrize(
+    "name", ["bonsai-8b", "qwen3-next-80b-a3b", "deepseek-v3", "gpt-oss-120b", "mamba-2.8b"]
+)
+def test_catalogue_models_are_simulated(name: str) -> None:
+    assert estimate_llamacpp(catalog_spec(name)).compute_method == "simulated"
 
 
 def test_unknown_architecture_falls_back_to_the_phase_model() -> None:
-    spec = catalog_spec("qwen3-next-80b-a3b")
+    spec = replace(catalog_spec("llama-3.2-1b"), architecture="olmo2")
     assert graph_compute_bytes(spec, _settings()) is None
     est = estimate_llamacpp(spec, LlamaCppSettings(n_ctx=8192))
     assert est.compute_method == "phase model"
@@ -145,7 +154,8 @@ def test_plan_json_and_explain_name_the_method(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["engine_rules"]["compute_method"] == "simulated"
-    result = runner.invoke(app, ["plan", "qwen3-next-80b-a3b", "--memory", "64GiB", "--json"])
+    other = write_model(tmp_path / "olmo2.gguf", Tiny(arch="olmo2", n_layer=2))
+    result = runner.invoke(app, ["plan", str(other), "--memory", "8GiB", "--json"])
     assert json.loads(result.stdout)["engine_rules"]["compute_method"] == "phase model"
     result = runner.invoke(app, ["plan", "bonsai-8b", "--memory", "16GiB", "--explain"])
     assert "ggml-alloc replayed" in " ".join(result.stdout.split())

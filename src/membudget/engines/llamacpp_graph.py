@@ -4,9 +4,11 @@
 up to a multiple of the sequence count), one output per token, over the whole cache, and lets
 ggml-alloc place it; the compute buffer is what that placement needs. For the architectures
 registered here, :func:`graph_compute_bytes` builds the same graph in the same order
-(``src/models/<arch>.cpp`` of llama.cpp 0c1e570, with the pieces in :mod:`.llamacpp_ops`) and
-replays ggml-alloc over it (:func:`membudget.engines.ggml_graph.allocate`). Measured against
-llama.cpp's CPU build (``benchmarks/accuracy.py``) the result equals llama.cpp's report. Other
+(``src/models/<arch>.cpp`` of llama.cpp 0c1e570, with the pieces in :mod:`.llamacpp_ops` and
+:mod:`.llamacpp_recurrent`) and replays ggml-alloc over it
+(:func:`membudget.engines.ggml_graph.allocate`). Measured against llama.cpp's CPU build
+(``benchmarks/accuracy.py``: every registered architecture, with realistic and with tiny
+vocabularies, eight settings each) the result equals llama.cpp's report. Other
 architectures get ``None``, and the caller falls back to the phase model of
 :mod:`.llamacpp_compute`.
 """
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from membudget.engines.ggml_graph import Tensor, allocate
-from membudget.engines.llamacpp_ops import GraphSettings, has_tensor
+from membudget.engines.llamacpp_ops import GraphSettings, has_tensor, tensor_width
 from membudget.engines.llamacpp_recurrent import RecurrentBuilder
 from membudget.model import ModelSpec
 
@@ -88,6 +90,12 @@ class _Decoder:
         b.output(inp, final_softcap=self.final_softcap)
 
 
+def _shared_ff(spec: ModelSpec, il: int) -> int:
+    """The shared expert's FFN width: from its stored gate, else experts x shared count."""
+    default = (spec.n_ff_expert or spec.n_ff) * max(spec.n_expert_shared, 1)
+    return tensor_width(spec, f"blk.{il}.ffn_gate_shexp.weight", default)
+
+
 def _deepseek2(b: RecurrentBuilder) -> None:
     """DeepSeek V2/V3 with the compressed MLA cache: Q's no-RoPE part absorbed into the
     latent, K cached as latent + RoPE dims, V read from the same cache (``build_attn_inp_k``)."""
@@ -139,8 +147,7 @@ def _deepseek2(b: RecurrentBuilder) -> None:
         if layer.moe:
             moe = b.moe_ffn(cur, norm_w=v3, gating="sigmoid" if v3 else "softmax", bias=v3)
             if spec.n_expert_shared:
-                n_shared = (spec.n_ff_expert or spec.n_ff) * spec.n_expert_shared
-                moe = g.same("ADD", moe, b.ffn(cur, n_shared))
+                moe = g.same("ADD", moe, b.ffn(cur, _shared_ff(spec, il)))
             cur = moe
         else:
             cur = b.ffn(cur, spec.n_ff)
@@ -284,6 +291,50 @@ def _rwkv6(b: RecurrentBuilder) -> None:
     b.output(inp, layer_norm=True)
 
 
+def _qwen3next(b: RecurrentBuilder) -> None:
+    """Qwen3-Next (``qwen3next.cpp``): gated delta net layers and gated attention layers (Q
+    doubled for a sigmoid gate on the heads, Q/K norms), each followed by a MoE with a
+    sigmoid-gated shared expert; the output rows are picked after the final norm."""
+    g, spec = b.g, b.spec
+    inp = b.inp_embd()
+    b.rs_input()
+    b.attn_inputs()
+    pos = b.inp_pos()
+    out_ids = b.out_ids()
+    n_tok = b.n_tokens
+    for il, layer in enumerate(spec.layers):
+        cur = b.norm(inp)
+        g.expand(cur)
+        if layer.recurrent:
+            cur = b.gated_delta_net(cur)
+        else:
+            d, h, kv = layer.head_dim_k, layer.n_head, layer.n_head_kv
+            q_full = g.reshape(b.linear(cur, 2 * d * h), 2 * d, h, n_tok, 1)
+            k = g.reshape(b.linear(cur, d * kv), d, kv, n_tok)
+            v = g.reshape(b.linear(cur, d * kv), d, kv, n_tok)
+            q = g.view(q_full, (d, h, n_tok, 1), q_full.nb[1:4])
+            gate = g.view(q_full, (d, h, n_tok, 1), q_full.nb[1:4])
+            q = g.same("ROPE", b.norm(q), pos, None)
+            k = g.same("ROPE", b.norm(k), pos, None)
+            cur = b.attention(layer, q, k, v, project=False)
+            gate = g.same("UNARY", g.cont(gate, d * h, n_tok))  # sigmoid
+            cur = b.linear(g.same("MUL", cur, gate), spec.n_embd, d * h)
+        residual = g.same("ADD", cur, inp)
+        post = b.norm(residual)
+        moe = b.moe_ffn(post)
+        shared = b.ffn(post, _shared_ff(spec, il))
+        shared = g.same("MUL", shared, g.same("UNARY", b.linear(post, 1)))
+        cur = g.same("ADD", moe, shared)
+        inp = g.same("ADD", cur, residual)
+    cur = b.norm(inp)
+    cur.flags.add("output")  # t_h_nextn
+    rows = g.get_rows(cur, out_ids)
+    rows.flags.add("output")  # t_embd
+    logits = b.linear(rows, spec.n_vocab)
+    logits.flags.add("output")
+    g.expand(logits)
+
+
 # Architectures whose graph is rebuilt here, keyed by GGUF general.architecture. Each one is
 # checked against llama.cpp by tests/test_llamacpp_accuracy.py (tests/arch_models.py).
 _BUILDERS: dict[str, Build] = {
@@ -303,6 +354,7 @@ _BUILDERS: dict[str, Build] = {
     "granitehybrid": _Hybrid(),
     "falcon-h1": _falcon_h1,
     "rwkv6": _rwkv6,
+    "qwen3next": _qwen3next,
     "jamba": _Hybrid(rope=False, residual_first=True, moe_norm_w=False),
     "lfm2": _Hybrid(qk_norm=True, residual_first=True),
 }
@@ -320,6 +372,8 @@ def _supported(spec: ModelSpec) -> bool:
         return spec.mla is not None and spec.mla.compressed_cache
     if spec.recurrent is not None:
         r = spec.recurrent
+        if r.kind == "gated_delta_net":
+            return spec.architecture == "qwen3next"
         if r.kind == "rwkv6":  # the separate-lerp layout, not the fused one
             return r.head_dim > 0 and not has_tensor(spec, ".time_mix_lerp_fused.weight")
         return r.kind == "shortconv" or (r.kind in ("mamba", "mamba2") and r.n_head > 0)

@@ -44,6 +44,14 @@ def has_tensor(spec: ModelSpec, suffix: str) -> bool:
     return any(t.name.endswith(suffix) for t in spec.tensors)
 
 
+def tensor_width(spec: ModelSpec, name: str, default: int = 0) -> int:
+    """The output width (second dimension) of a stored matrix, or ``default`` if absent."""
+    for t in spec.tensors:
+        if t.name == name and len(t.shape) >= 2:
+            return t.shape[1]
+    return default
+
+
 def row_size(t: Tensor, n: int) -> int:
     """``ggml_row_size``: bytes of ``n`` elements of ``t``'s type."""
     block, size = type_size(t.type)
@@ -163,10 +171,18 @@ class GraphBuilder:
         return g.reshape(g.mul_mat(rot, flat), *x.ne)
 
     def attention(
-        self, layer: LayerSpec, q: Tensor, k: Tensor, v: Tensor, *, softcap: bool = False
+        self,
+        layer: LayerSpec,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        softcap: bool = False,
+        project: bool = True,
     ) -> Tensor:
         """``build_attn`` over a KV cache: rotate, store K and V (``cpy_k``, ``cpy_v``),
-        attend over the cache views (``get_k``, ``get_v``), project."""
+        attend over the cache views (``get_k``, ``get_v``), project (unless ``project`` is
+        off: Qwen3-Next gates the heads before its output projection)."""
         g, s, n_tok = self.g, self.s, self.n_tokens
         prefix = "swa_" if layer.is_swa else ""
         n_kv = s.n_swa_kv if layer.is_swa else s.n_kv
@@ -210,7 +226,7 @@ class GraphBuilder:
         cur = self.mha(q, k_view, v_view, self.inputs[prefix + "mask"], softcap=softcap)
         if v_rot is not None:
             cur = self.hadamard(cur, v_rot)
-        return self.linear(cur, self.spec.n_embd)
+        return self.linear(cur, self.spec.n_embd) if project else cur
 
     def mha(
         self,

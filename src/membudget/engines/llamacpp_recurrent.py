@@ -9,18 +9,16 @@ writes the new state back with a copy into the external state tensor.
 from __future__ import annotations
 
 from membudget.engines.ggml_graph import Tensor
-from membudget.engines.llamacpp_ops import GraphBuilder, GraphSettings, has_tensor, row_size
+from membudget.engines.llamacpp_ops import (
+    GraphBuilder,
+    GraphSettings,
+    has_tensor,
+    row_size,
+    tensor_width,
+)
 from membudget.model import ModelSpec, RecurrentSpec
 
 __all__ = ["RecurrentBuilder"]
-
-
-def _width(spec: ModelSpec, name: str) -> int:
-    """The output width of a stored matrix (its second dimension), 0 if absent."""
-    for t in spec.tensors:
-        if t.name == name and len(t.shape) >= 2:
-            return t.shape[1]
-    return 0
 
 
 class RecurrentBuilder(GraphBuilder):
@@ -28,8 +26,8 @@ class RecurrentBuilder(GraphBuilder):
 
     def __init__(self, spec: ModelSpec, settings: GraphSettings) -> None:
         super().__init__(spec, settings)
-        self.w1_dim = _width(spec, "blk.0.time_mix_w1.weight")
-        self.decay_dim = _width(spec, "blk.0.time_mix_decay_w1.weight")
+        self.w1_dim = tensor_width(spec, "blk.0.time_mix_w1.weight")
+        self.decay_dim = tensor_width(spec, "blk.0.time_mix_decay_w1.weight")
 
     def rs_input(self) -> None:
         """``build_rs_inp``: one state-copy index per recurrent cell (a cell per sequence)."""
@@ -226,3 +224,86 @@ class RecurrentBuilder(GraphBuilder):
         if has_tensor(spec, ".ssm_norm.weight"):
             y = self.norm(g.reshape(y, d_inner // n_group, n_group, per_seq, n))
         return self.linear(g.reshape(y, d_inner, n_tok), spec.n_embd, d_inner)
+
+    def gated_delta_net(self, x: Tensor) -> Tensor:
+        """Qwen3-Next's ``build_layer_attn_linear`` (``build_qkvz`` in either layout): q/k/v/z
+        and beta/alpha projections, a causal conv over the cached window, L2-normed q and k
+        repeated to the value heads, the fused gated delta net over the cached state (the CPU
+        backend's fused op), a norm gated by z, the output projection."""
+        g, n_tok, n = self.g, self.n_tokens, self.s.n_seqs
+        r = self.recurrent()
+        hk, n_k, n_v = r.d_state, r.n_group, r.n_head
+        hv, per_seq = r.d_inner // n_v, n_tok // n
+        per_k = n_v // n_k
+        if has_tensor(self.spec, ".attn_gate.weight"):  # separate qkv and z projections
+            mixed = g.reshape(
+                self.linear(x, 2 * hk * n_k + hv * n_v), 2 * hk * n_k + hv * n_v, per_seq, n
+            )
+            z = self.linear(x, hv * n_v)
+        else:  # one ssm_in projection, regrouped per key head
+            qkvz = self.linear(x, 2 * hk * n_k + 2 * hv * n_v)
+            split = g.reshape(qkvz, 2 * hk + 2 * hv * per_k, n_k, per_seq, n)
+            stride = split.nb[1:4]
+            query = g.view(split, (hk, n_k, per_seq, n), stride)
+            key = g.view(split, (hk, n_k, per_seq, n), stride)
+            value = g.view(split, (hv * per_k, n_k, per_seq, n), stride)
+            z = g.cont(g.view(split, (hv * per_k, n_k, per_seq, n), stride))
+            flat_q = g.cont(query, hk * n_k, per_seq, n)
+            flat_k = g.cont(key, hk * n_k, per_seq, n)
+            mixed = g.f32("CONCAT", (2 * hk * n_k, per_seq, n), flat_q, flat_k)
+            flat_v = g.cont(value, hv * n_v, per_seq, n)
+            mixed = g.f32("CONCAT", (2 * hk * n_k + hv * n_v, per_seq, n), mixed, flat_v)
+        ba = g.reshape(self.linear(x, 2 * n_v), 2 * per_k, n_k, per_seq, n)
+        beta = g.same("UNARY", g.cont(g.view(ba, (per_k, n_k, per_seq, n), ba.nb[1:4])))
+        alpha = g.cont(g.view(ba, (per_k, n_k, per_seq, n), ba.nb[1:4]), n_v, per_seq, n)
+        gate = g.same("ADD", alpha, g.external("F32", n_v))
+        gate = g.same("MUL", g.same("UNARY", gate), g.external("F32", n_v))  # softplus, x A
+        beta = g.reshape(beta, 1, n_v, per_seq, n)
+        gate = g.reshape(gate, 1, n_v, per_seq, n)
+        channels = mixed.ne[0]
+        conv = self.conv_window(channels)
+        conv_in = g.f32("CONCAT", (r.d_conv - 1 + per_seq, channels, n), conv, g.transpose(mixed))
+        last = g.view(conv_in, (r.d_conv - 1, channels, n), conv_in.nb[1:3])
+        g.expand(g.copy_into(last, g.external("F32", (r.d_conv - 1) * channels, n)))
+        n_state = hv * hv * n_v
+        srows, smain = self.rs_rows(n_state)
+        state = g.get_rows(srows, smain)
+        g.expand(state)
+        self.rs_extra(srows)
+        state = g.reshape(state, hv, hv, n_v, n)
+        conv_out = g.f32(
+            "SSM_CONV", (channels, per_seq, n), conv_in, g.external("F32", r.d_conv, channels)
+        )
+        conv_out = g.same("UNARY", conv_out)  # SiLU
+        row = row_size(conv_out, channels)
+        heads = (row_size(conv_out, hk), row, row * per_seq)
+        q = g.same("SCALE", g.same("RMS_NORM", g.view(conv_out, (hk, n_k, per_seq, n), heads)))
+        k = g.same("SCALE", g.same("RMS_NORM", g.view(conv_out, (hk, n_k, per_seq, n), heads)))
+        v = g.view(conv_out, (hv, n_v, per_seq, n), (row_size(conv_out, hv), row, row * per_seq))
+        if n_k != n_v:
+            q, k = (
+                g.reshape(
+                    g.f32("REPEAT", (hk, per_k, n_k, n_tok), g.reshape(t, hk, 1, n_k, n_tok)),
+                    hk,
+                    n_v,
+                    per_seq,
+                    n,
+                )
+                for t in (q, k)
+            )
+        out = g.f32("GATED_DELTA_NET", (hv * n_v, per_seq * n + hv * n), q, k, v, gate, beta, state)
+        y = g.view(
+            out,
+            (hv, n_v, per_seq, n),
+            (row_size(out, hv), row_size(out, hv * n_v), row_size(out, hv * n_v * per_seq)),
+        )
+        new_state = g.view(
+            out,
+            (hv, hv, n_v, n),
+            (row_size(out, hv), row_size(out, hv * hv), row_size(out, n_state)),
+        )
+        g.expand(g.copy_into(new_state, g.external("F32", n_state, n)))
+        gated = g.same("UNARY", g.reshape(z, hv, n_v, per_seq, n))  # SiLU of z
+        y = g.same("MUL", self.norm(y), gated)
+        y = self.linear(g.reshape(y, hv * n_v, per_seq, n), self.spec.n_embd, hv * n_v)
+        return g.reshape(y, self.spec.n_embd, n_tok)
