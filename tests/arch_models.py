@@ -326,6 +326,72 @@ def rwkv6(path: Path, qtype: Q = Q.F16) -> Path:
     return write_model(path, m, tensors)
 
 
+def qwen35(path: Path, qtype: Q = Q.F16, *, moe: bool = False) -> Path:
+    """Qwen3.5 (dense) and Qwen3.5-MoE: Qwen3-Next's layout with separate beta and alpha
+    projections and multi-section RoPE."""
+    d_state, n_k, n_v, n_exp, n_ff = 64, 2, 4, 8, 128
+    key, value = d_state * n_k, d_state * n_v
+    tensors = _base(0)
+    for il in range(4):
+        p = f"blk.{il}."
+        tensors += [(p + "attn_norm.weight", (E,)), (p + "post_attention_norm.weight", (E,))]
+        if il == 3:
+            tensors += [
+                (p + "attn_q.weight", (E, 2 * H * D)),
+                (p + "attn_k.weight", (E, KV * D)),
+                (p + "attn_v.weight", (E, KV * D)),
+                (p + "attn_output.weight", (H * D, E)),
+                (p + "attn_q_norm.weight", (D,)),
+                (p + "attn_k_norm.weight", (D,)),
+            ]
+        else:
+            tensors += [
+                (p + "attn_qkv.weight", (E, 2 * key + value)),
+                (p + "attn_gate.weight", (E, value)),
+                (p + "ssm_conv1d.weight", (4, 2 * key + value)),
+                (p + "ssm_dt.bias", (n_v,)),
+                (p + "ssm_a", (n_v,)),
+                (p + "ssm_beta.weight", (E, n_v)),
+                (p + "ssm_alpha.weight", (E, n_v)),
+                (p + "ssm_norm.weight", (d_state,)),
+                (p + "ssm_out.weight", (value, E)),
+            ]
+        if moe:
+            tensors += [
+                (p + "ffn_gate_inp.weight", (E, n_exp)),
+                (p + "ffn_gate_exps.weight", (E, n_ff, n_exp)),
+                (p + "ffn_up_exps.weight", (E, n_ff, n_exp)),
+                (p + "ffn_down_exps.weight", (n_ff, E, n_exp)),
+                (p + "ffn_gate_inp_shexp.weight", (E,)),
+                (p + "ffn_gate_shexp.weight", (E, n_ff)),
+                (p + "ffn_up_shexp.weight", (E, n_ff)),
+                (p + "ffn_down_shexp.weight", (n_ff, E)),
+            ]
+        else:
+            tensors += [(name, shape) for name, shape in _ffn(p) if "ffn_norm" not in name]
+    extra: dict[str, object] = {
+        "{arch}.ssm.conv_kernel": 4,
+        "{arch}.ssm.inner_size": value,
+        "{arch}.ssm.state_size": d_state,
+        "{arch}.ssm.time_step_rank": n_v,
+        "{arch}.ssm.group_count": n_k,
+        "{arch}.full_attention_interval": 4,
+        "{arch}.rope.dimension_sections": [11, 11, 10, 0],
+    }
+    if moe:
+        extra.update(
+            {
+                "{arch}.expert_count": n_exp,
+                "{arch}.expert_used_count": 2,
+                "{arch}.expert_feed_forward_length": n_ff,
+                "{arch}.expert_shared_feed_forward_length": n_ff,
+            }
+        )
+    arch = "qwen35moe" if moe else "qwen35"
+    m = _tiny(arch, 4, n_head_kv=KV, matrix_type=qtype, extra=extra)
+    return write_model(path, m, tensors)
+
+
 def qwen3next(path: Path, qtype: Q = Q.F16, *, split_qkvz: bool = False) -> Path:
     """Qwen3-Next: gated delta net (linear attention) layers and, every 4th layer, gated
     attention (Q doubled for the output gate, Q/K norms); MoE with a gated shared expert.
@@ -508,6 +574,8 @@ ARCHS: dict[str, Callable[..., Path]] = {
     "rwkv6": rwkv6,
     "qwen3next": qwen3next,
     "qwen3next-qkv": lambda path, qtype=Q.F16: qwen3next(path, qtype, split_qkvz=True),
+    "qwen35": qwen35,
+    "qwen35moe": lambda path, qtype=Q.F16: qwen35(path, qtype, moe=True),
     "granitehybrid": granitehybrid,
     "phi3": phi3,
     "gpt-oss": gpt_oss,

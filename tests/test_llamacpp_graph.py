@@ -92,6 +92,13 @@ def test_unknown_architecture_falls_back_to_the_phase_model() -> None:
     assert est.compute_bytes > 0
 
 
+def test_recurrent_layers_without_geometry_fall_back(models: dict[str, ModelSpec]) -> None:
+    """A file whose recurrent layers the reader found but could not size gets the phase model,
+    never an exception."""
+    spec = replace(models["qwen35"], recurrent=None)
+    assert graph_compute_bytes(spec, _settings()) is None
+
+
 def test_the_rules_switch_the_simulation_off(models: dict[str, ModelSpec]) -> None:
     spec = models["llama"]
     on = estimate_llamacpp(spec, GRID[0])

@@ -189,7 +189,10 @@ class FalconH1(ArchRule, arch="falcon-h1"):
     parallel_hybrid = True
 
 
-class Qwen3Next(ArchRule, arch="qwen3next"):
+class Qwen3Next(ArchRule, arch=("qwen3next", "qwen35", "qwen35moe")):
+    """Qwen3-Next and Qwen3.5: gated delta net layers, full attention every 4th layer unless
+    ``full_attention_interval`` says otherwise (llama.cpp ``qwen3next.cpp``, ``qwen35.cpp``)."""
+
     recurrent = "gated_delta_net"
     default_full_attention_interval = 4
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from membudget.engines.ggml_graph import Tensor, allocate
-from membudget.engines.llamacpp_ops import GraphSettings, has_tensor, tensor_width
+from membudget.engines.llamacpp_ops import GraphSettings, has_tensor, row_size, tensor_width
 from membudget.engines.llamacpp_recurrent import RecurrentBuilder
 from membudget.model import ModelSpec
 
@@ -291,48 +291,60 @@ def _rwkv6(b: RecurrentBuilder) -> None:
     b.output(inp, layer_norm=True)
 
 
-def _qwen3next(b: RecurrentBuilder) -> None:
-    """Qwen3-Next (``qwen3next.cpp``): gated delta net layers and gated attention layers (Q
-    doubled for a sigmoid gate on the heads, Q/K norms), each followed by a MoE with a
-    sigmoid-gated shared expert; the output rows are picked after the final norm."""
-    g, spec = b.g, b.spec
-    inp = b.inp_embd()
-    b.rs_input()
-    b.attn_inputs()
-    pos = b.inp_pos()
-    out_ids = b.out_ids()
-    n_tok = b.n_tokens
-    for il, layer in enumerate(spec.layers):
+@dataclass(frozen=True, slots=True)
+class _GatedDeltaNet:
+    """Qwen3-Next (``qwen3next.cpp``) and Qwen3.5 (``qwen35.cpp``, ``qwen35moe.cpp``): gated
+    delta net layers and gated attention layers (Q doubled for a sigmoid gate on the heads, Q/K
+    norms), each followed by a dense FFN or a MoE with a sigmoid-gated shared expert; the
+    output rows are picked after the final norm."""
+
+    mrope: bool = False
+    """Multi-section RoPE: four positions per token (Qwen3.5)."""
+    repeat_heads: bool = True
+    """Q and K repeated to the value heads before the fused op (Qwen3-Next)."""
+
+    def __call__(self, b: RecurrentBuilder) -> None:
+        g, spec, n_tok = b.g, b.spec, b.n_tokens
+        inp = b.inp_embd()
+        b.rs_input()
+        b.attn_inputs()
+        pos = g.input("I32", n_tok * 4, name="inp_pos") if self.mrope else b.inp_pos()
+        out_ids = b.out_ids()
+        for il, layer in enumerate(spec.layers):
+            cur = b.norm(inp)
+            g.expand(cur)
+            if layer.recurrent:
+                cur = b.gated_delta_net(cur, repeat=self.repeat_heads)
+            else:
+                d, h, kv = layer.head_dim_k, layer.n_head, layer.n_head_kv
+                q_full = b.linear(cur, 2 * d * h)
+                k = g.reshape(b.linear(cur, d * kv), d, kv, n_tok)
+                v = g.reshape(b.linear(cur, d * kv), d, kv, n_tok)
+                heads = (row_size(q_full, 2 * d), row_size(q_full, 2 * d * h))
+                q = g.view(q_full, (d, h, n_tok), heads)
+                gate = g.view(q_full, (d, h, n_tok), heads)
+                q = g.same("ROPE", b.norm(q), pos, None)
+                k = g.same("ROPE", b.norm(k), pos, None)
+                cur = b.attention(layer, q, k, v, project=False)
+                gate = g.same("UNARY", g.cont(gate, d * h, n_tok))  # sigmoid
+                cur = b.linear(g.same("MUL", cur, gate), spec.n_embd, d * h)
+            residual = g.same("ADD", cur, inp)
+            post = b.norm(residual)
+            if layer.moe:
+                moe = b.moe_ffn(post)
+                shared = b.ffn(post, _shared_ff(spec, il))
+                shared = g.same("MUL", shared, g.same("UNARY", b.linear(post, 1)))
+                cur = g.same("ADD", moe, shared)
+            else:
+                cur = b.ffn(post, spec.n_ff)
+            inp = g.same("ADD", cur, residual)
         cur = b.norm(inp)
-        g.expand(cur)
-        if layer.recurrent:
-            cur = b.gated_delta_net(cur)
-        else:
-            d, h, kv = layer.head_dim_k, layer.n_head, layer.n_head_kv
-            q_full = g.reshape(b.linear(cur, 2 * d * h), 2 * d, h, n_tok, 1)
-            k = g.reshape(b.linear(cur, d * kv), d, kv, n_tok)
-            v = g.reshape(b.linear(cur, d * kv), d, kv, n_tok)
-            q = g.view(q_full, (d, h, n_tok, 1), q_full.nb[1:4])
-            gate = g.view(q_full, (d, h, n_tok, 1), q_full.nb[1:4])
-            q = g.same("ROPE", b.norm(q), pos, None)
-            k = g.same("ROPE", b.norm(k), pos, None)
-            cur = b.attention(layer, q, k, v, project=False)
-            gate = g.same("UNARY", g.cont(gate, d * h, n_tok))  # sigmoid
-            cur = b.linear(g.same("MUL", cur, gate), spec.n_embd, d * h)
-        residual = g.same("ADD", cur, inp)
-        post = b.norm(residual)
-        moe = b.moe_ffn(post)
-        shared = b.ffn(post, _shared_ff(spec, il))
-        shared = g.same("MUL", shared, g.same("UNARY", b.linear(post, 1)))
-        cur = g.same("ADD", moe, shared)
-        inp = g.same("ADD", cur, residual)
-    cur = b.norm(inp)
-    cur.flags.add("output")  # t_h_nextn
-    rows = g.get_rows(cur, out_ids)
-    rows.flags.add("output")  # t_embd
-    logits = b.linear(rows, spec.n_vocab)
-    logits.flags.add("output")
-    g.expand(logits)
+        cur.flags.add("output")  # t_h_nextn
+        rows = g.get_rows(cur, out_ids)
+        rows.flags.add("output")  # t_embd
+        logits = b.linear(rows, spec.n_vocab)
+        logits.flags.add("output")
+        g.expand(logits)
 
 
 # Architectures whose graph is rebuilt here, keyed by GGUF general.architecture. Each one is
@@ -354,7 +366,9 @@ _BUILDERS: dict[str, Build] = {
     "granitehybrid": _Hybrid(),
     "falcon-h1": _falcon_h1,
     "rwkv6": _rwkv6,
-    "qwen3next": _qwen3next,
+    "qwen3next": _GatedDeltaNet(),
+    "qwen35": _GatedDeltaNet(mrope=True, repeat_heads=False),
+    "qwen35moe": _GatedDeltaNet(mrope=True, repeat_heads=False),
     "jamba": _Hybrid(rope=False, residual_first=True, moe_norm_w=False),
     "lfm2": _Hybrid(qk_norm=True, residual_first=True),
 }
@@ -370,14 +384,14 @@ def _supported(spec: ModelSpec) -> bool:
         return False
     if spec.architecture == "deepseek2":  # older files cache full heads: another graph
         return spec.mla is not None and spec.mla.compressed_cache
-    if spec.recurrent is not None:
-        r = spec.recurrent
-        if r.kind == "gated_delta_net":
-            return spec.architecture == "qwen3next"
-        if r.kind == "rwkv6":  # the separate-lerp layout, not the fused one
-            return r.head_dim > 0 and not has_tensor(spec, ".time_mix_lerp_fused.weight")
-        return r.kind == "shortconv" or (r.kind in ("mamba", "mamba2") and r.n_head > 0)
-    return True
+    r = spec.recurrent
+    if r is None:  # recurrent layers need their geometry
+        return not any(layer.recurrent for layer in spec.layers)
+    if r.kind == "gated_delta_net":
+        return spec.architecture in ("qwen3next", "qwen35", "qwen35moe")
+    if r.kind == "rwkv6":  # the separate-lerp layout, not the fused one
+        return r.head_dim > 0 and not has_tensor(spec, ".time_mix_lerp_fused.weight")
+    return r.kind == "shortconv" or (r.kind in ("mamba", "mamba2") and r.n_head > 0)
 
 
 def graph_compute_bytes(spec: ModelSpec, settings: GraphSettings) -> int | None:

@@ -225,11 +225,12 @@ class RecurrentBuilder(GraphBuilder):
             y = self.norm(g.reshape(y, d_inner // n_group, n_group, per_seq, n))
         return self.linear(g.reshape(y, d_inner, n_tok), spec.n_embd, d_inner)
 
-    def gated_delta_net(self, x: Tensor) -> Tensor:
+    def gated_delta_net(self, x: Tensor, *, repeat: bool = True) -> Tensor:
         """Qwen3-Next's ``build_layer_attn_linear`` (``build_qkvz`` in either layout): q/k/v/z
         and beta/alpha projections, a causal conv over the cached window, L2-normed q and k
-        repeated to the value heads, the fused gated delta net over the cached state (the CPU
-        backend's fused op), a norm gated by z, the output projection."""
+        repeated to the value heads (Qwen3-Next; ``repeat`` off for Qwen3.5, whose fused op
+        broadcasts them), the fused gated delta net over the cached state (the CPU backend's
+        fused op), a norm gated by z, the output projection."""
         g, n_tok, n = self.g, self.n_tokens, self.s.n_seqs
         r = self.recurrent()
         hk, n_k, n_v = r.d_state, r.n_group, r.n_head
@@ -253,12 +254,16 @@ class RecurrentBuilder(GraphBuilder):
             mixed = g.f32("CONCAT", (2 * hk * n_k, per_seq, n), flat_q, flat_k)
             flat_v = g.cont(value, hv * n_v, per_seq, n)
             mixed = g.f32("CONCAT", (2 * hk * n_k + hv * n_v, per_seq, n), mixed, flat_v)
-        ba = g.reshape(self.linear(x, 2 * n_v), 2 * per_k, n_k, per_seq, n)
-        beta = g.same("UNARY", g.cont(g.view(ba, (per_k, n_k, per_seq, n), ba.nb[1:4])))
-        alpha = g.cont(g.view(ba, (per_k, n_k, per_seq, n), ba.nb[1:4]), n_v, per_seq, n)
+        if has_tensor(self.spec, ".ssm_beta.weight"):  # Qwen3.5: separate projections
+            beta = g.same("UNARY", g.reshape(self.linear(x, n_v), 1, n_v, per_seq, n))
+            alpha = g.reshape(self.linear(x, n_v), n_v, per_seq, n)
+        else:  # Qwen3-Next: one projection, regrouped per key head
+            ba = g.reshape(self.linear(x, 2 * n_v), 2 * per_k, n_k, per_seq, n)
+            beta = g.same("UNARY", g.cont(g.view(ba, (per_k, n_k, per_seq, n), ba.nb[1:4])))
+            beta = g.reshape(beta, 1, n_v, per_seq, n)
+            alpha = g.cont(g.view(ba, (per_k, n_k, per_seq, n), ba.nb[1:4]), n_v, per_seq, n)
         gate = g.same("ADD", alpha, g.external("F32", n_v))
         gate = g.same("MUL", g.same("UNARY", gate), g.external("F32", n_v))  # softplus, x A
-        beta = g.reshape(beta, 1, n_v, per_seq, n)
         gate = g.reshape(gate, 1, n_v, per_seq, n)
         channels = mixed.ne[0]
         conv = self.conv_window(channels)
@@ -280,7 +285,7 @@ class RecurrentBuilder(GraphBuilder):
         q = g.same("SCALE", g.same("RMS_NORM", g.view(conv_out, (hk, n_k, per_seq, n), heads)))
         k = g.same("SCALE", g.same("RMS_NORM", g.view(conv_out, (hk, n_k, per_seq, n), heads)))
         v = g.view(conv_out, (hv, n_v, per_seq, n), (row_size(conv_out, hv), row, row * per_seq))
-        if n_k != n_v:
+        if n_k != n_v and repeat:
             q, k = (
                 g.reshape(
                     g.f32("REPEAT", (hk, per_k, n_k, n_tok), g.reshape(t, hk, 1, n_k, n_tok)),
