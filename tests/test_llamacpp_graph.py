@@ -99,6 +99,41 @@ def test_recurrent_layers_without_geometry_fall_back(models: dict[str, ModelSpec
     assert graph_compute_bytes(spec, _settings()) is None
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    arch=st.sampled_from(["mamba", "mamba2", "jamba", "lfm2", "rwkv6", "qwen3next", "qwen35moe"]),
+    geometry=st.tuples(*[st.integers(0, 5)] * 6),
+    tokens=st.integers(1, 64),
+    seqs=st.integers(1, 4),
+)
+def test_odd_geometry_never_raises(
+    arch: str,
+    geometry: tuple[int, int, int, int, int, int],
+    tokens: int,
+    seqs: int,
+    models: dict[str, ModelSpec],
+) -> None:
+    """Whatever recurrent geometry a file claims, the simulation gives a size or declines
+    (the phase model then answers); it never raises."""
+    spec = models[arch]
+    assert spec.recurrent is not None
+    d_conv, d_inner, d_state, n_group, n_head, head_dim = geometry
+    odd = replace(
+        spec.recurrent,
+        d_conv=d_conv,
+        d_inner=d_inner * 16,
+        d_state=d_state * 8,
+        n_group=n_group,
+        n_head=n_head,
+        head_dim=head_dim * 16,
+    )
+    n = tokens * seqs
+    got = graph_compute_bytes(
+        replace(spec, recurrent=odd), _settings(n_tokens=n, n_outputs=n, n_seqs=seqs)
+    )
+    assert got is None or got > 0
+
+
 def test_the_rules_switch_the_simulation_off(models: dict[str, ModelSpec]) -> None:
     spec = models["llama"]
     on = estimate_llamacpp(spec, GRID[0])

@@ -384,14 +384,32 @@ def _supported(spec: ModelSpec) -> bool:
         return False
     if spec.architecture == "deepseek2":  # older files cache full heads: another graph
         return spec.mla is not None and spec.mla.compressed_cache
+    for layer in spec.layers:  # a geometry llama.cpp itself would refuse
+        if layer.has_kv and min(layer.n_head, layer.head_dim_k, layer.head_dim_v) <= 0:
+            return False
+    if spec.is_moe and not 0 < spec.n_expert_used <= spec.n_expert:
+        return False
     r = spec.recurrent
     if r is None:  # recurrent layers need their geometry
         return not any(layer.recurrent for layer in spec.layers)
+    if r.d_conv < 2 and r.kind != "rwkv6":
+        return False
     if r.kind == "gated_delta_net":
-        return spec.architecture in ("qwen3next", "qwen35", "qwen35moe")
+        return (
+            spec.architecture in ("qwen3next", "qwen35", "qwen35moe")
+            and min(r.n_head, r.n_group, r.d_state) > 0
+            and r.n_head % r.n_group == 0
+            and r.d_inner % r.n_head == 0
+        )
     if r.kind == "rwkv6":  # the separate-lerp layout, not the fused one
-        return r.head_dim > 0 and not has_tensor(spec, ".time_mix_lerp_fused.weight")
-    return r.kind == "shortconv" or (r.kind in ("mamba", "mamba2") and r.n_head > 0)
+        return (
+            r.head_dim > 0
+            and spec.n_embd % r.head_dim == 0
+            and not has_tensor(spec, ".time_mix_lerp_fused.weight")
+        )
+    if r.kind in ("mamba", "mamba2"):
+        return r.n_head > 0 and r.d_inner % r.n_head == 0 and (r.kind == "mamba" or r.n_group > 0)
+    return r.kind == "shortconv"
 
 
 def graph_compute_bytes(spec: ModelSpec, settings: GraphSettings) -> int | None:
