@@ -124,22 +124,22 @@ class Graph:
     def __init__(self) -> None:
         self.nodes: list[Tensor] = []
         self.leafs: list[Tensor] = []
-        self._seen: set[int] = set()
+        self._seen: set[Tensor] = set()
 
     # -- ordering ---------------------------------------------------------------------------
     def expand(self, t: Tensor) -> None:
         """``ggml_build_forward_expand``: depth-first over sources, post-order."""
         stack: list[tuple[Tensor, int]] = [(t, 0)]
-        if id(t) in self._seen:
+        if t in self._seen:
             return
-        self._seen.add(id(t))
+        self._seen.add(t)
         while stack:
             node, i = stack.pop()
             if i < len(node.src):
                 stack.append((node, i + 1))
                 s = node.src[i]
-                if s is not None and id(s) not in self._seen:
-                    self._seen.add(id(s))
+                if s is not None and s not in self._seen:
+                    self._seen.add(s)
                     stack.append((s, 0))
                 continue
             (self.leafs if node.op == "NONE" else self.nodes).append(node)
