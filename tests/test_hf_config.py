@@ -117,6 +117,37 @@ def test_hybrid_layer_types(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("model_type", "arch"), [("qwen3_5", "qwen35"), ("qwen3_5_moe", "qwen35moe")]
+)
+def test_qwen35_is_a_gated_delta_net_hybrid(tmp_path: Path, model_type: str, arch: str) -> None:
+    """Qwen3.5 (text_config nested, per transformers' Qwen3_5Config): linear-attention layers
+    keep recurrent state, full-attention layers a KV cache whose Q projects a gate too."""
+    text = {
+        **LLAMA,
+        "model_type": f"{model_type}_text",
+        "head_dim": 32,
+        "layer_types": ["linear_attention"] * 3 + ["full_attention"],
+        "linear_num_key_heads": 2,
+        "linear_num_value_heads": 4,
+        "linear_key_head_dim": 32,
+        "linear_value_head_dim": 32,
+        "linear_conv_kernel_dim": 4,
+    }
+    spec = load_model(_write(tmp_path, {"model_type": model_type, "text_config": text}))
+    assert spec.architecture == arch
+    assert [layer.recurrent for layer in spec.layers] == [True, True, True, False]
+    assert spec.recurrent is not None
+    assert (spec.recurrent.kind, spec.recurrent.n_group, spec.recurrent.n_head) == (
+        "gated_delta_net",
+        2,
+        4,
+    )
+    q = next(t for t in spec.tensors if t.name == "blk.3.attn_q.weight")
+    assert q.shape == (256, 2 * 8 * 32)
+    assert any(t.name == "blk.0.ssm_beta.weight" for t in spec.tensors)
+
+
+@pytest.mark.parametrize(
     ("qcfg", "bits"),
     [
         pytest.param(

@@ -47,6 +47,12 @@ _ARCH_BY_MODEL_TYPE: dict[str, str] = {
     "qwen3": "qwen3",
     "qwen3_moe": "qwen3moe",
     "qwen3_next": "qwen3next",
+    # Qwen3.5 nests its text model in text_config (model_type "qwen3_5_text" there), per
+    # transformers' Qwen3_5Config / Qwen3_5TextConfig
+    "qwen3_5": "qwen35",
+    "qwen3_5_text": "qwen35",
+    "qwen3_5_moe": "qwen35moe",
+    "qwen3_5_moe_text": "qwen35moe",
     "gemma": "gemma",
     "gemma2": "gemma2",
     "gemma3": "gemma3",
@@ -67,6 +73,8 @@ _ARCH_BY_MODEL_TYPE: dict[str, str] = {
 _DTYPE_BITS = {"bfloat16": 16, "float16": 16, "float32": 32, "half": 16, "float": 32, "bf16": 16}
 _SWA_LAYER_TYPES = {"sliding_attention", "sliding_window_attention", "local_attention"}
 _RECURRENT_LAYER_TYPES = {"mamba", "linear_attention", "conv", "ssm", "mamba2"}
+# Gated delta net hybrids: Q projects twice the heads (a sigmoid output gate per head).
+_GATED_DELTA_NET = ("qwen3next", "qwen35", "qwen35moe")
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +286,7 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
     elif arch == "lfm2" and f.list("full_attn_idxs") is not None:
         idxs = {int(i) for i in f.list("full_attn_idxs") or [] if isinstance(i, int)}
         recurrent_flags = tuple(il not in idxs for il in range(n_layer))
-    elif arch == "qwen3next":
+    elif arch in _GATED_DELTA_NET:
         interval = f.int("full_attention_interval", default=4, minimum=1)
         recurrent_flags = tuple((il + 1) % interval != 0 for il in range(n_layer))
     elif arch in ("mamba", "mamba2"):
@@ -334,7 +342,7 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
             n_head=n_rec_head,
             head_dim=head if kind == "mamba2" else 0,
         )
-    elif arch == "qwen3next":
+    elif arch in _GATED_DELTA_NET:
         n_k = f.int("linear_num_key_heads", default=16)
         n_v = f.int("linear_num_value_heads", default=32)
         dk = f.int("linear_key_head_dim", default=128)
@@ -396,7 +404,7 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         n_ctx_train=n_ctx,
         tied=bool(cfg.get("tie_word_embeddings", arch in ("gemma", "gemma2", "gemma3"))),
         attention_bias=bool(cfg.get("attention_bias", arch in ("qwen2", "gpt-oss"))),
-        qk_norm=arch in ("qwen3", "qwen3moe", "gemma3", "qwen3next"),
+        qk_norm=arch in ("qwen3", "qwen3moe", "gemma3", *_GATED_DELTA_NET),
         sandwich_norm=arch in ("gemma2", "gemma3"),
         n_swa=n_swa,
         swa_flags=swa_flags,
@@ -461,8 +469,9 @@ def _attention(g: Geometry, p: str, n_kv: int) -> list[tuple[str, tuple[int, ...
             (p + "attn_output.weight", (h * m.v_head_dim, e)),
         ]
     d, dv = g.head_dim, g.head_dim_v
+    q_width = h * d * (2 if g.arch in _GATED_DELTA_NET else 1)
     out = [
-        (p + "attn_q.weight", (e, h * d)),
+        (p + "attn_q.weight", (e, q_width)),
         (p + "attn_k.weight", (e, n_kv * d)),
         (p + "attn_v.weight", (e, n_kv * dv)),
         (p + "attn_output.weight", (h * dv, e)),
@@ -517,7 +526,7 @@ def _ffn(g: Geometry, p: str, moe: bool) -> list[tuple[str, tuple[int, ...]]]:
             (p + "ffn_up_shexp.weight", (e, s)),
             (p + "ffn_down_shexp.weight", (s, e)),
         ]
-        if g.arch in ("qwen3next", "qwen2moe"):
+        if g.arch in ("qwen3next", "qwen35moe", "qwen2moe"):
             out.append((p + "ffn_gate_inp_shexp.weight", (e,)))
     return out
 
@@ -560,7 +569,11 @@ def _recurrent(g: Geometry, p: str) -> list[tuple[str, tuple[int, ...]]]:
         return [
             (p + "attn_qkv.weight", (e, conv_dim)),
             (p + "attn_gate.weight", (e, value_dim)),
-            (p + "ssm_ba.weight", (e, 2 * r.n_head)),
+            *(
+                [(p + "ssm_beta.weight", (e, r.n_head)), (p + "ssm_alpha.weight", (e, r.n_head))]
+                if g.arch in ("qwen35", "qwen35moe")
+                else [(p + "ssm_ba.weight", (e, 2 * r.n_head))]
+            ),
             (p + "ssm_conv1d.weight", (r.d_conv, conv_dim)),
             (p + "ssm_dt.bias", (r.n_head,)),
             (p + "ssm_a", (r.n_head,)),
