@@ -2,7 +2,8 @@
 
 Tensor names and shapes follow llama.cpp's loaders (``src/models/<arch>.cpp``). Sizes are small
 (256-wide, a few layers) but the vocabulary is realistic (8192) so logits and attention both
-matter in the compute buffer, as they do for real models.
+matter in the compute buffer, as they do for real models. ``SMALL_VOCAB`` holds the same models
+with 512 tokens, where the layers' own working set dominates instead.
 """
 
 from __future__ import annotations
