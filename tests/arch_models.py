@@ -157,11 +157,13 @@ def gemma3(path: Path, qtype: Q = Q.F16) -> Path:
     return _gemma("gemma3", path, 8, True, qtype)
 
 
-def deepseek2(path: Path, qtype: Q = Q.F16) -> Path:
-    """MLA with a compressed (K-only) cache, one dense layer then MoE with a shared expert."""
+def deepseek2(path: Path, qtype: Q = Q.F16, *, mtp: bool = False) -> Path:
+    """MLA with a compressed (K-only) cache, one dense layer then MoE with a shared expert.
+    With ``mtp`` a fifth, multi-token-prediction block follows, which llama.cpp skips."""
     kv_lora, rope, nope, v_dim = 128, 32, 64, 64
     tensors = _base(0)
-    for il in range(4):
+    n_block = 5 if mtp else 4
+    for il in range(n_block):
         p = f"blk.{il}."
         tensors += [
             (p + "attn_norm.weight", (E,)),
@@ -173,7 +175,15 @@ def deepseek2(path: Path, qtype: Q = Q.F16) -> Path:
             (p + "attn_output.weight", (H * v_dim, E)),
         ]
         tensors += _ffn(p) if il == 0 else _moe(p, 8, 128, shared=1)
+        if il == 4:
+            tensors += [
+                (p + "nextn.eh_proj.weight", (2 * E, E)),
+                (p + "nextn.enorm.weight", (E,)),
+                (p + "nextn.hnorm.weight", (E,)),
+                (p + "nextn.shared_head_norm.weight", (E,)),
+            ]
     extra = {
+        "{arch}.nextn_predict_layers": 1 if mtp else 0,
         "{arch}.leading_dense_block_count": 1,
         "{arch}.attention.q_lora_rank": 0,
         "{arch}.attention.kv_lora_rank": kv_lora,
@@ -187,7 +197,7 @@ def deepseek2(path: Path, qtype: Q = Q.F16) -> Path:
     }
     m = _tiny(
         "deepseek2",
-        4,
+        n_block,
         n_head_kv=1,
         head_dim=kv_lora + rope,
         head_dim_v=kv_lora,
@@ -567,6 +577,7 @@ ARCHS: dict[str, Callable[..., Path]] = {
     "gemma2": gemma2,
     "gemma3": gemma3,
     "deepseek2": deepseek2,
+    "deepseek2-mtp": lambda path, qtype=Q.F16: deepseek2(path, qtype, mtp=True),
     "mamba": mamba,
     "mamba2": mamba2,
     "jamba": jamba,

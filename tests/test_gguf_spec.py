@@ -137,3 +137,19 @@ def test_wrongly_typed_key(tmp_path: Path) -> None:
     path = write_model(tmp_path / "m.gguf", Tiny(extra={"{arch}.expert_count": "eight"}))
     with pytest.raises(GGUFError, match="expert_count is 'eight'"):
         load_model(path)
+
+
+def test_mtp_blocks_stay_out_of_the_trunk(tmp_path: Path) -> None:
+    """nextn_predict_layers blocks follow the trunk: the file's weights count them, the layers
+    (KV cache, graph) do not, as llama.cpp does unless it drafts with them."""
+    m = Tiny(n_layer=3, extra={"{arch}.nextn_predict_layers": 1})
+    spec = load_model(write_model(tmp_path / "m.gguf", m))
+    assert (spec.n_layer, spec.n_layer_mtp) == (2, 1)
+    assert len(spec.weights.layers) == 3  # the file holds three blocks
+    assert "nextn_predict_layers" in spec.source_of("n_layer")
+
+
+def test_mtp_blocks_must_leave_a_trunk(tmp_path: Path) -> None:
+    m = Tiny(n_layer=2, extra={"{arch}.nextn_predict_layers": 2})
+    with pytest.raises(GGUFError, match="nextn_predict_layers is 2, but the file has only 2"):
+        load_model(write_model(tmp_path / "m.gguf", m))

@@ -177,6 +177,10 @@ class ModelSpec:
     tied_embeddings: bool = False
     embedding_only: bool = False
     tensors: tuple[TensorSpec, ...] = field(default=(), repr=False)
+    n_layer_mtp: int = 0
+    """Multi-token-prediction blocks stored after the trunk (GGUF ``{arch}.nextn_predict_layers``).
+    ``layers`` holds the trunk only: llama.cpp loads, caches and runs these blocks only for MTP
+    drafting, which is off by default (``llama_model_params.load_mtp``)."""
     notes: tuple[str, ...] = ()
     """Where facts came from, and anything that was guessed."""
     provenance: tuple[tuple[str, str], ...] = field(default=(), repr=False)
@@ -223,6 +227,7 @@ class ModelSpec:
             "source_kind": self.source_kind,
             "n_params": self.n_params,
             "n_layer": self.n_layer,
+            "n_layer_mtp": self.n_layer_mtp,
             "n_embd": self.n_embd,
             "n_ff": self.n_ff,
             "n_vocab": self.n_vocab,

@@ -24,6 +24,7 @@ version-dependent ones switchable:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -244,6 +245,17 @@ def _repack_bytes(tensors: list[TensorSpec], types: frozenset[str], alignment: i
     return total
 
 
+_BLOCK_INDEX = re.compile(r"blk\.(\d+)\.")
+
+
+def _mtp_block(name: str, spec: ModelSpec) -> bool:
+    """Whether tensor ``name`` belongs to a multi-token-prediction block after the trunk."""
+    if not spec.n_layer_mtp:
+        return False
+    m = _BLOCK_INDEX.match(name)
+    return m is not None and int(m[1]) >= spec.n_layer
+
+
 def _model_buffers(
     spec: ModelSpec, s: LlamaCppSettings, r: LlamaCppRules, slots: list[str]
 ) -> list[Buffer]:
@@ -252,6 +264,8 @@ def _model_buffers(
     per_device: dict[str, int] = {}
     on_cpu: list[TensorSpec] = []
     for t in spec.tensors:
+        if _mtp_block(t.name, spec):
+            continue  # llama.cpp skips the MTP blocks' tensors (TENSOR_SKIP) unless drafting
         dev = tensor_device(t.name, slots, s.n_cpu_moe)
         if dev == CPU:
             on_cpu.append(t)

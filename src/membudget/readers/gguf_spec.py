@@ -136,6 +136,20 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
         else 0,
     )
     layers = build_layers(hyper)
+    # Multi-token-prediction blocks follow the trunk; llama.cpp skips them unless asked to
+    # draft with them (llama-model.cpp: n_layer() = n_layer_all - n_layer_nextn).
+    n_mtp = m.get_int(Keys.LLM.NEXTN_PREDICT_LAYERS, 0)
+    if n_mtp >= n_layer > 0:
+        raise GGUFError(
+            f.path,
+            f"{m.key(Keys.LLM.NEXTN_PREDICT_LAYERS)} is {n_mtp}, but the file has only "
+            f"{n_layer} blocks",
+        )
+    layers = layers[: n_layer - n_mtp]
+    mtp_note = (
+        f"{n_mtp} multi-token-prediction block(s) after the {n_layer - n_mtp}-block trunk: "
+        "counted in the file's weights, not in what llama.cpp loads by default"
+    )
 
     mla = None
     kv_lora = m.get_int(Keys.Attention.KV_LORA_RANK, 0)
@@ -191,7 +205,10 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
             vocab_from = "shape of tensor 'token_embd.weight'"
     head_default = f"n_embd / n_head = {n_embd // max_head if max_head else 0}"
     provenance: dict[str, str] = {
-        "n_layer": m.where(Keys.LLM.BLOCK_COUNT),
+        "n_layer": m.where(Keys.LLM.BLOCK_COUNT)
+        if not n_mtp
+        else f"{m.where(Keys.LLM.BLOCK_COUNT)} ({n_layer}) less "
+        f"{m.where(Keys.LLM.NEXTN_PREDICT_LAYERS)} ({n_mtp} MTP block(s))",
         "n_embd": m.where(Keys.LLM.EMBEDDING_LENGTH),
         "n_head": m.where(Keys.Attention.HEAD_COUNT, 0),
         "n_head_kv": m.where(Keys.Attention.HEAD_COUNT_KV, "n_head"),
@@ -244,7 +261,11 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
         tied_embeddings="output.weight" not in names,
         embedding_only=pooling > 0,
         tensors=tensors,
-        notes=(f"read from the GGUF header ({len(f.parts)} part(s), version {f.version})",),
+        n_layer_mtp=n_mtp,
+        notes=(
+            f"read from the GGUF header ({len(f.parts)} part(s), version {f.version})",
+            *([mtp_note] if n_mtp else []),
+        ),
         provenance=tuple(provenance.items()),
     )
 
