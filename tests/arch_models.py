@@ -208,6 +208,43 @@ def deepseek2(path: Path, qtype: Q = Q.F16, *, mtp: bool = False) -> Path:
     return write_model(path, m, tensors)
 
 
+def glm4moe(path: Path, qtype: Q = Q.F16) -> Path:
+    """GLM-4.5 style: biased Q/K/V with Q/K norms, one dense layer then MoE with sigmoid
+    gating, a selection bias, renormalised weights and a shared expert; an MTP block last."""
+    n_exp, n_ff = 8, 128
+    tensors = _base(0)
+    for il in range(5):
+        p = f"blk.{il}."
+        tensors += _attn(p, qk_norm=True)
+        tensors += [(p + "attn_q.bias", (H * D,)), (p + "attn_k.bias", (KV * D,))]
+        tensors += [(p + "attn_v.bias", (KV * D,))]
+        tensors += [(p + "post_attention_norm.weight", (E,))]
+        if il == 0:
+            tensors += [(n, sh) for n, sh in _ffn(p) if "ffn_norm" not in n]
+        else:
+            tensors += [(n, sh) for n, sh in _moe(p, n_exp, n_ff, shared=1) if "ffn_norm" not in n]
+            tensors += [(p + "exp_probs_b.bias", (n_exp,))]
+        if il == 4:
+            tensors += [
+                (p + "nextn.eh_proj.weight", (2 * E, E)),
+                (p + "nextn.enorm.weight", (E,)),
+                (p + "nextn.hnorm.weight", (E,)),
+            ]
+    extra: dict[str, object] = {
+        "{arch}.leading_dense_block_count": 1,
+        "{arch}.expert_count": n_exp,
+        "{arch}.expert_used_count": 2,
+        "{arch}.expert_shared_count": 1,
+        "{arch}.expert_feed_forward_length": n_ff,
+        "{arch}.expert_weights_norm": True,
+        "{arch}.expert_weights_scale": 2.5,
+        "{arch}.expert_gating_func": 2,
+        "{arch}.nextn_predict_layers": 1,
+    }
+    m = _tiny("glm4moe", 5, n_head_kv=KV, matrix_type=qtype, extra=extra)
+    return write_model(path, m, tensors)
+
+
 def mamba(path: Path, qtype: Q = Q.F16) -> Path:
     """Mamba 1: d_inner 512 (2 x n_embd, as llama.cpp requires), d_state 16, dt_rank 16."""
     d_inner, d_state, dt_rank = 2 * E, 16, 16
@@ -578,6 +615,7 @@ ARCHS: dict[str, Callable[..., Path]] = {
     "gemma3": gemma3,
     "deepseek2": deepseek2,
     "deepseek2-mtp": lambda path, qtype=Q.F16: deepseek2(path, qtype, mtp=True),
+    "glm4moe": glm4moe,
     "mamba": mamba,
     "mamba2": mamba2,
     "jamba": jamba,

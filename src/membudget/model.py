@@ -172,6 +172,13 @@ class ModelSpec:
     n_expert_used: int = 0
     n_expert_shared: int = 0
     n_ff_expert: int = 0
+    expert_gating: int = 0
+    """llama.cpp's expert gating function (GGUF ``{arch}.expert_gating_func``): 0 when the file
+    does not say (the architecture's default applies), 1 softmax, 2 sigmoid, 3 softmax over
+    the chosen experts only."""
+    expert_weights_norm: bool = False
+    """Whether the chosen experts' weights are renormalised (GGUF ``{arch}.expert_weights_norm``);
+    some architectures renormalise regardless."""
     mla: MLASpec | None = None
     recurrent: RecurrentSpec | None = None
     tied_embeddings: bool = False

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from membudget.engines.ggml_graph import Tensor, allocate
-from membudget.engines.llamacpp_ops import GraphSettings, has_tensor, row_size, tensor_width
+from membudget.engines.llamacpp_ops import Gating, GraphSettings, has_tensor, row_size, tensor_width
 from membudget.engines.llamacpp_recurrent import RecurrentBuilder
 from membudget.model import ModelSpec
 
@@ -47,9 +47,17 @@ class _Decoder:
     residual_first: bool = False
     """The FFN residual is the first operand of its add (Phi-3), which decides which of the
     two ggml-alloc reuses in place."""
+    qk_norm_if_stored: bool = False
+    """Q/K norms where the file stores them (GLM-4.5)."""
+    routing_from_file: bool = False
+    """MoE routing as the file says (gating function, renormalisation, selection bias; sigmoid
+    by default) and shared experts added (GLM-4.5); otherwise softmax and renormalised."""
 
     def __call__(self, b: RecurrentBuilder) -> None:
         g, spec = b.g, b.spec
+        qk_norm = self.qk_norm or (
+            self.qk_norm_if_stored and has_tensor(spec, ".attn_q_norm.weight")
+        )
         inp = b.inp_embd()
         if self.embd_scale:
             inp = g.same("SCALE", inp)
@@ -61,10 +69,10 @@ class _Decoder:
         for il, layer in enumerate(spec.layers):
             cur = b.norm(inp)
             q, k, v = b.qkv(layer, cur)
-            if self.qk_norm:
+            if qk_norm:
                 q = b.norm(q)
             q = g.same("ROPE", q, pos, None)
-            if self.qk_norm:
+            if qk_norm:
                 k = b.norm(k)
             k = g.same("ROPE", k, pos, None)
             if self.q_scale:
@@ -77,7 +85,13 @@ class _Decoder:
                 cur = b.norm(cur)
             ffn_inp = g.same("ADD", cur, residual)
             cur = b.norm(ffn_inp)
-            if layer.moe:
+            if layer.moe and self.routing_from_file:
+                gating, norm_w, bias = _routing(spec, "sigmoid")
+                moe = b.moe_ffn(cur, norm_w=norm_w, gating=gating, bias=bias)
+                if spec.n_expert_shared:
+                    moe = g.same("ADD", moe, b.ffn(cur, _shared_ff(spec, il)))
+                cur = moe
+            elif layer.moe:
                 cur = b.moe_ffn(cur)
             elif self.fused_up:
                 act = g.f32("GLU", (spec.n_ff, cur.ne[1]), b.linear(cur, 2 * spec.n_ff))
@@ -88,6 +102,19 @@ class _Decoder:
                 cur = b.norm(cur)
             inp = g.same("ADD", *((ffn_inp, cur) if self.residual_first else (cur, ffn_inp)))
         b.output(inp, final_softcap=self.final_softcap)
+
+
+_GATING: dict[int, Gating] = {1: "softmax", 2: "sigmoid", 3: "softmax_weight"}
+
+
+def _routing(spec: ModelSpec, default: Gating) -> tuple[Gating, bool, bool]:
+    """(gating, renormalise, selection bias) of the file's MoE layers, as its keys and tensors
+    say; ``default`` where ``expert_gating_func`` is unset."""
+    return (
+        _GATING.get(spec.expert_gating, default),
+        spec.expert_weights_norm,
+        has_tensor(spec, ".exp_probs_b.bias"),
+    )
 
 
 def _shared_ff(spec: ModelSpec, il: int) -> int:
@@ -104,8 +131,16 @@ def _deepseek2(b: RecurrentBuilder) -> None:
     if mla is None:
         raise ValueError(f"{spec.name}: deepseek2 without MLA geometry")
     rank, rope, nope = mla.kv_lora_rank, mla.qk_rope_head_dim, mla.qk_nope_head_dim
-    # DeepSeek V3 gates with a sigmoid plus a selection bias and normalises the weights
-    v3 = has_tensor(spec, ".exp_probs_b.bias")
+    # DeepSeek V3 gates with a sigmoid plus a selection bias and renormalises. A GGUF says so
+    # in its keys; unset, llama.cpp takes softmax (sigmoid for GLM 4.7 Lite, which it knows by
+    # 47 or 48 layers and a 154,880-token vocabulary). A config.json is taken as V3 when the
+    # selection bias is there, as V2 (softmax, no renormalisation) otherwise.
+    if spec.source_kind == "gguf":
+        lite = spec.n_layer in (47, 48) and spec.n_vocab == 154_880
+        gating, norm_w, bias = _routing(spec, "sigmoid" if lite else "softmax")
+    else:
+        v3 = has_tensor(spec, ".exp_probs_b.bias")
+        gating, norm_w, bias = ("sigmoid", True, True) if v3 else ("softmax", False, False)
     inp = b.inp_embd()
     pos = b.inp_pos()
     b.attn_inputs(k_only=True)
@@ -145,7 +180,7 @@ def _deepseek2(b: RecurrentBuilder) -> None:
         ffn_inp = g.same("ADD", cur, residual)
         cur = b.norm(ffn_inp)
         if layer.moe:
-            moe = b.moe_ffn(cur, norm_w=v3, gating="sigmoid" if v3 else "softmax", bias=v3)
+            moe = b.moe_ffn(cur, norm_w=norm_w, gating=gating, bias=bias)
             if spec.n_expert_shared:
                 moe = g.same("ADD", moe, b.ffn(cur, _shared_ff(spec, il)))
             cur = moe
@@ -359,6 +394,7 @@ _BUILDERS: dict[str, Build] = {
         post_norms=True, embd_scale=True, q_scale=True, attn_softcap=True, final_softcap=True
     ),
     "gemma3": _Decoder(qk_norm=True, post_norms=True, embd_scale=True, q_scale=True),
+    "glm4moe": _Decoder(qk_norm_if_stored=True, routing_from_file=True),
     "deepseek2": _deepseek2,
     "gpt-oss": _gpt_oss,
     "mamba": _Hybrid(),

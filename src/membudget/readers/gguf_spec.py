@@ -256,6 +256,8 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
         n_expert_used=m.get_int(Keys.LLM.EXPERT_USED_COUNT, 0),
         n_expert_shared=m.get_int(Keys.LLM.EXPERT_SHARED_COUNT, 0),
         n_ff_expert=m.get_int(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH, 0),
+        expert_gating=m.get_int(Keys.LLM.EXPERT_GATING_FUNC, 0),
+        expert_weights_norm=m.raw(Keys.LLM.EXPERT_WEIGHTS_NORM) is True,
         mla=mla,
         recurrent=recurrent,
         tied_embeddings="output.weight" not in names,
