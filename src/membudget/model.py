@@ -179,6 +179,8 @@ class ModelSpec:
     expert_weights_norm: bool = False
     """Whether the chosen experts' weights are renormalised (GGUF ``{arch}.expert_weights_norm``);
     some architectures renormalise regardless."""
+    expert_weights_scale: float = 0.0
+    """Factor on the chosen experts' weights (GGUF ``{arch}.expert_weights_scale``; 0 unset)."""
     mla: MLASpec | None = None
     recurrent: RecurrentSpec | None = None
     tied_embeddings: bool = False

@@ -299,6 +299,8 @@ class GraphBuilder:
             flat = g.reshape(weights, n_used, n_tok)
             total = g.same("CLAMP", g.f32("SUM_ROWS", (1, n_tok), flat))
             weights = g.reshape(g.same("DIV", flat, total), 1, n_used, n_tok)
+        if spec.expert_weights_scale not in (0.0, 1.0):
+            weights = g.same("SCALE", weights)
         g.expand(weights)
         cur = g.reshape(x, e, 1, n_tok)
 

@@ -6,6 +6,7 @@ Key names are gguf-py's templates (``Keys.Attention.HEAD_COUNT_KV`` is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -81,6 +82,14 @@ def _file_type_name(value: MetadataValue | None) -> str:
         except ValueError:
             return f"unknown({value})"
     return "unknown"
+
+
+def _float(value: MetadataValue | None) -> float:
+    """A float key's value, 0.0 when absent or not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    number = float(value)
+    return number if math.isfinite(number) else 0.0
 
 
 def spec_from_gguf(f: GGUFFile) -> ModelSpec:
@@ -258,6 +267,7 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
         n_ff_expert=m.get_int(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH, 0),
         expert_gating=m.get_int(Keys.LLM.EXPERT_GATING_FUNC, 0),
         expert_weights_norm=m.raw(Keys.LLM.EXPERT_WEIGHTS_NORM) is True,
+        expert_weights_scale=_float(m.raw(Keys.LLM.EXPERT_WEIGHTS_SCALE)),
         mla=mla,
         recurrent=recurrent,
         tied_embeddings="output.weight" not in names,
