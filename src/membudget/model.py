@@ -23,10 +23,19 @@ __all__ = [
     "SourceKind",
     "TensorSpec",
     "WeightBytes",
+    "block_index",
 ]
 
 SourceKind = Literal["gguf", "safetensors", "config", "catalogue"]
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
+
+
+def block_index(tensor_name: str) -> int | None:
+    """The block a GGUF tensor belongs to (``blk.N.``), or ``None`` for model-level tensors."""
+    m = _BLOCK_RE.match(tensor_name)
+    return int(m[1]) if m is not None else None
+
+
 RecurrentKind = Literal["mamba", "mamba2", "rwkv6", "rwkv7", "gated_delta_net", "shortconv"]
 
 
@@ -115,9 +124,9 @@ class WeightBytes:
         experts = [0] * n_layer
         token_embd = output = other = 0
         for t in tensors:
-            m = _BLOCK_RE.match(t.name)
-            if m is not None and int(m[1]) < n_layer:
-                il = int(m[1])
+            il_or_none = block_index(t.name)
+            if il_or_none is not None and il_or_none < n_layer:
+                il = il_or_none
                 if "_exps" in t.name:
                     experts[il] += t.n_bytes
                 else:

@@ -24,7 +24,6 @@ version-dependent ones switchable:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -33,7 +32,7 @@ from membudget.engines.llamacpp_devices import CPU, cuda_alloc_bytes, layer_devi
 from membudget.engines.llamacpp_graph import GraphSettings, graph_compute_bytes
 from membudget.errors import InvalidArgumentError
 from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
-from membudget.model import ModelSpec, TensorSpec
+from membudget.model import ModelSpec, TensorSpec, block_index
 
 __all__ = [
     "Buffer",
@@ -245,15 +244,12 @@ def _repack_bytes(tensors: list[TensorSpec], types: frozenset[str], alignment: i
     return total
 
 
-_BLOCK_INDEX = re.compile(r"blk\.(\d+)\.")
-
-
 def _mtp_block(name: str, spec: ModelSpec) -> bool:
     """Whether tensor ``name`` belongs to a multi-token-prediction block after the trunk."""
     if not spec.n_layer_mtp:
         return False
-    m = _BLOCK_INDEX.match(name)
-    return m is not None and int(m[1]) >= spec.n_layer
+    il = block_index(name)
+    return il is not None and il >= spec.n_layer
 
 
 def _model_buffers(

@@ -17,10 +17,9 @@ CUDA allocates each quantised matrix with its last row padded to 512 values
 from __future__ import annotations
 
 import bisect
-import re
 from collections.abc import Sequence
 
-from membudget.model import TensorSpec
+from membudget.model import TensorSpec, block_index
 from membudget.quant import ggml_type_by_name
 
 __all__ = ["CPU", "cuda_alloc_bytes", "layer_devices", "tensor_device"]
@@ -28,7 +27,6 @@ __all__ = ["CPU", "cuda_alloc_bytes", "layer_devices", "tensor_device"]
 CPU = "CPU"
 CUDA_ALIGNMENT = 128  # ggml-cuda.cu, ggml_backend_cuda_buffer_type_get_alignment
 MATRIX_ROW_PADDING = 512  # ggml-cuda/common.cuh
-_BLOCK = re.compile(r"^blk\.(\d+)\.")
 
 
 def layer_devices(
@@ -63,9 +61,8 @@ def tensor_device(name: str, slots: Sequence[str], n_cpu_moe: int = 0) -> str:
     """The device a weight tensor is loaded to."""
     if name.startswith(("token_embd", "token_types", "position_embd")):
         return CPU
-    m = _BLOCK.match(name)
-    if m is not None:
-        il = int(m[1])
+    il = block_index(name)
+    if il is not None:
         if il < n_cpu_moe and "_exps" in name:
             return CPU
         return slots[il] if il < len(slots) - 1 else slots[-1]

@@ -55,9 +55,8 @@ class _Decoder:
 
     def __call__(self, b: RecurrentBuilder) -> None:
         g, spec = b.g, b.spec
-        qk_norm = self.qk_norm or (
-            self.qk_norm_if_stored and has_tensor(spec, ".attn_q_norm.weight")
-        )
+        qk_norm = self.qk_norm or (self.qk_norm_if_stored and b.stores(".attn_q_norm.weight"))
+        gating, norm_w, bias = _routing(spec, "sigmoid")
         inp = b.inp_embd()
         if self.embd_scale:
             inp = g.same("SCALE", inp)
@@ -86,7 +85,6 @@ class _Decoder:
             ffn_inp = g.same("ADD", cur, residual)
             cur = b.norm(ffn_inp)
             if layer.moe and self.routing_from_file:
-                gating, norm_w, bias = _routing(spec, "sigmoid")
                 moe = b.moe_ffn(cur, norm_w=norm_w, gating=gating, bias=bias)
                 if spec.n_expert_shared:
                     moe = g.same("ADD", moe, b.ffn(cur, _shared_ff(spec, il)))

@@ -83,8 +83,16 @@ class GraphBuilder:
         self.v_trans = not settings.flash_attn  # the V cache is transposed without FA
         self.v_gqa_max = max((la.n_head_kv * la.head_dim_v for la in attn), default=0)
         self.iswa = any(la.is_swa for la in attn)
-        self.fused_qkv = has_tensor(spec, ".attn_qkv.weight")
+        self._stored: dict[str, bool] = {}
+        self.fused_qkv = self.stores(".attn_qkv.weight")
         self.inputs: dict[str, Tensor] = {}
+
+    def stores(self, suffix: str) -> bool:
+        """Whether the file stores a tensor whose name ends with ``suffix`` (asked once)."""
+        found = self._stored.get(suffix)
+        if found is None:
+            found = self._stored[suffix] = has_tensor(self.spec, suffix)
+        return found
 
     # -- inputs --------------------------------------------------------------------------------
     def inp_embd(self) -> Tensor:

@@ -12,7 +12,6 @@ from membudget.engines.ggml_graph import Tensor
 from membudget.engines.llamacpp_ops import (
     GraphBuilder,
     GraphSettings,
-    has_tensor,
     row_size,
     tensor_width,
 )
@@ -156,7 +155,7 @@ class RecurrentBuilder(GraphBuilder):
         group = (row_size(x_db, d_state), *x_db.nb[1:3])
         bs = g.view(x_db, (d_state, 1, per_seq, n), group)
         cs = g.view(x_db, (d_state, 1, per_seq, n), group)
-        if has_tensor(spec, ".ssm_dt_norm.weight"):
+        if self.stores(".ssm_dt_norm.weight"):
             dt, bs, cs = self.norm(dt), self.norm(bs), self.norm(cs)
         else:
             dt = g.cont(dt)
@@ -221,7 +220,7 @@ class RecurrentBuilder(GraphBuilder):
         )
         y = g.same("ADD", y, g.same("MUL", xs, g.external("F32", 1, n_head)))
         y = g.same("GLU", g.cont(z), y)
-        if has_tensor(spec, ".ssm_norm.weight"):
+        if self.stores(".ssm_norm.weight"):
             y = self.norm(g.reshape(y, d_inner // n_group, n_group, per_seq, n))
         return self.linear(g.reshape(y, d_inner, n_tok), spec.n_embd, d_inner)
 
@@ -236,7 +235,7 @@ class RecurrentBuilder(GraphBuilder):
         hk, n_k, n_v = r.d_state, r.n_group, r.n_head
         hv, per_seq = r.d_inner // n_v, n_tok // n
         per_k = n_v // n_k
-        if has_tensor(self.spec, ".attn_gate.weight"):  # separate qkv and z projections
+        if self.stores(".attn_gate.weight"):  # separate qkv and z projections
             mixed = g.reshape(
                 self.linear(x, 2 * hk * n_k + hv * n_v), 2 * hk * n_k + hv * n_v, per_seq, n
             )
@@ -254,7 +253,7 @@ class RecurrentBuilder(GraphBuilder):
             mixed = g.f32("CONCAT", (2 * hk * n_k, per_seq, n), flat_q, flat_k)
             flat_v = g.cont(value, hv * n_v, per_seq, n)
             mixed = g.f32("CONCAT", (2 * hk * n_k + hv * n_v, per_seq, n), mixed, flat_v)
-        if has_tensor(self.spec, ".ssm_beta.weight"):  # Qwen3.5: separate projections
+        if self.stores(".ssm_beta.weight"):  # Qwen3.5: separate projections
             beta = g.same("UNARY", g.reshape(self.linear(x, n_v), 1, n_v, per_seq, n))
             alpha = g.reshape(self.linear(x, n_v), n_v, per_seq, n)
         else:  # Qwen3-Next: one projection, regrouped per key head
