@@ -374,9 +374,14 @@ def rwkv6(path: Path, qtype: Q = Q.F16) -> Path:
     return write_model(path, m, tensors)
 
 
-def qwen35(path: Path, qtype: Q = Q.F16, *, moe: bool = False) -> Path:
-    """Qwen3.5 (dense) and Qwen3.5-MoE: Qwen3-Next's layout with separate beta and alpha
-    projections and multi-section RoPE."""
+def _gated_delta_net(
+    path: Path, qtype: Q, arch: str, *, qkvz: str, moe: bool, mrope: bool = False
+) -> Path:
+    """Qwen3-Next and Qwen3.5: gated delta net (linear attention) layers and, every 4th layer,
+    gated attention (Q doubled for the output gate, Q/K norms); a dense FFN or a MoE with a
+    sigmoid-gated shared expert. ``qkvz`` picks the linear layers' projections: ``"ssm_in"``
+    (one, Qwen3-Next's first layout), ``"split"`` (``attn_qkv`` + ``attn_gate``, beta and alpha
+    in ``ssm_ba``) or ``"separate"`` (Qwen3.5: ``ssm_beta`` and ``ssm_alpha`` too)."""
     d_state, n_k, n_v, n_exp, n_ff = 64, 2, 4, 8, 128
     key, value = d_state * n_k, d_state * n_v
     tensors = _base(0)
@@ -393,30 +398,27 @@ def qwen35(path: Path, qtype: Q = Q.F16, *, moe: bool = False) -> Path:
                 (p + "attn_k_norm.weight", (D,)),
             ]
         else:
+            if qkvz == "ssm_in":
+                tensors += [(p + "ssm_in.weight", (E, 2 * key + 2 * value))]
+            else:
+                tensors += [(p + "attn_qkv.weight", (E, 2 * key + value))]
+                tensors += [(p + "attn_gate.weight", (E, value))]
+            if qkvz == "separate":
+                tensors += [(p + "ssm_beta.weight", (E, n_v)), (p + "ssm_alpha.weight", (E, n_v))]
+            else:
+                tensors += [(p + "ssm_ba.weight", (E, 2 * n_v))]
             tensors += [
-                (p + "attn_qkv.weight", (E, 2 * key + value)),
-                (p + "attn_gate.weight", (E, value)),
                 (p + "ssm_conv1d.weight", (4, 2 * key + value)),
                 (p + "ssm_dt.bias", (n_v,)),
                 (p + "ssm_a", (n_v,)),
-                (p + "ssm_beta.weight", (E, n_v)),
-                (p + "ssm_alpha.weight", (E, n_v)),
                 (p + "ssm_norm.weight", (d_state,)),
                 (p + "ssm_out.weight", (value, E)),
             ]
         if moe:
-            tensors += [
-                (p + "ffn_gate_inp.weight", (E, n_exp)),
-                (p + "ffn_gate_exps.weight", (E, n_ff, n_exp)),
-                (p + "ffn_up_exps.weight", (E, n_ff, n_exp)),
-                (p + "ffn_down_exps.weight", (n_ff, E, n_exp)),
-                (p + "ffn_gate_inp_shexp.weight", (E,)),
-                (p + "ffn_gate_shexp.weight", (E, n_ff)),
-                (p + "ffn_up_shexp.weight", (E, n_ff)),
-                (p + "ffn_down_shexp.weight", (n_ff, E)),
-            ]
+            tensors += [(n, sh) for n, sh in _moe(p, n_exp, n_ff, shared=1) if "ffn_norm" not in n]
+            tensors += [(p + "ffn_gate_inp_shexp.weight", (E,))]
         else:
-            tensors += [(name, shape) for name, shape in _ffn(p) if "ffn_norm" not in name]
+            tensors += [(n, sh) for n, sh in _ffn(p) if "ffn_norm" not in n]
     extra: dict[str, object] = {
         "{arch}.ssm.conv_kernel": 4,
         "{arch}.ssm.inner_size": value,
@@ -424,80 +426,30 @@ def qwen35(path: Path, qtype: Q = Q.F16, *, moe: bool = False) -> Path:
         "{arch}.ssm.time_step_rank": n_v,
         "{arch}.ssm.group_count": n_k,
         "{arch}.full_attention_interval": 4,
-        "{arch}.rope.dimension_sections": [11, 11, 10, 0],
     }
+    if mrope:
+        extra["{arch}.rope.dimension_sections"] = [11, 11, 10, 0]
     if moe:
-        extra.update(
-            {
-                "{arch}.expert_count": n_exp,
-                "{arch}.expert_used_count": 2,
-                "{arch}.expert_feed_forward_length": n_ff,
-                "{arch}.expert_shared_feed_forward_length": n_ff,
-            }
-        )
-    arch = "qwen35moe" if moe else "qwen35"
+        extra["{arch}.expert_count"] = n_exp
+        extra["{arch}.expert_used_count"] = 2
+        extra["{arch}.expert_feed_forward_length"] = n_ff
+        extra["{arch}.expert_shared_feed_forward_length"] = n_ff
     m = _tiny(arch, 4, n_head_kv=KV, matrix_type=qtype, extra=extra)
     return write_model(path, m, tensors)
 
 
 def qwen3next(path: Path, qtype: Q = Q.F16, *, split_qkvz: bool = False) -> Path:
-    """Qwen3-Next: gated delta net (linear attention) layers and, every 4th layer, gated
-    attention (Q doubled for the output gate, Q/K norms); MoE with a gated shared expert.
-    The linear layers take one ``ssm_in`` projection, or with ``split_qkvz`` the newer
-    ``attn_qkv`` + ``attn_gate`` pair."""
-    d_state, n_k, n_v, n_exp, n_ff = 64, 2, 4, 8, 128
-    key, value = d_state * n_k, d_state * n_v
-    tensors = _base(0)
-    for il in range(4):
-        p = f"blk.{il}."
-        tensors += [(p + "attn_norm.weight", (E,)), (p + "post_attention_norm.weight", (E,))]
-        if il == 3:
-            tensors += [
-                (p + "attn_q.weight", (E, 2 * H * D)),
-                (p + "attn_k.weight", (E, KV * D)),
-                (p + "attn_v.weight", (E, KV * D)),
-                (p + "attn_output.weight", (H * D, E)),
-                (p + "attn_q_norm.weight", (D,)),
-                (p + "attn_k_norm.weight", (D,)),
-            ]
-        else:
-            if split_qkvz:
-                tensors += [(p + "attn_qkv.weight", (E, 2 * key + value))]
-                tensors += [(p + "attn_gate.weight", (E, value))]
-            else:
-                tensors += [(p + "ssm_in.weight", (E, 2 * key + 2 * value))]
-            tensors += [
-                (p + "ssm_conv1d.weight", (4, 2 * key + value)),
-                (p + "ssm_dt.bias", (n_v,)),
-                (p + "ssm_a", (n_v,)),
-                (p + "ssm_ba.weight", (E, 2 * n_v)),
-                (p + "ssm_norm.weight", (d_state,)),
-                (p + "ssm_out.weight", (value, E)),
-            ]
-        tensors += [
-            (p + "ffn_gate_inp.weight", (E, n_exp)),
-            (p + "ffn_gate_exps.weight", (E, n_ff, n_exp)),
-            (p + "ffn_up_exps.weight", (E, n_ff, n_exp)),
-            (p + "ffn_down_exps.weight", (n_ff, E, n_exp)),
-            (p + "ffn_gate_inp_shexp.weight", (E,)),
-            (p + "ffn_gate_shexp.weight", (E, n_ff)),
-            (p + "ffn_up_shexp.weight", (E, n_ff)),
-            (p + "ffn_down_shexp.weight", (n_ff, E)),
-        ]
-    extra = {
-        "{arch}.ssm.conv_kernel": 4,
-        "{arch}.ssm.inner_size": value,
-        "{arch}.ssm.state_size": d_state,
-        "{arch}.ssm.time_step_rank": n_v,
-        "{arch}.ssm.group_count": n_k,
-        "{arch}.full_attention_interval": 4,
-        "{arch}.expert_count": n_exp,
-        "{arch}.expert_used_count": 2,
-        "{arch}.expert_feed_forward_length": n_ff,
-        "{arch}.expert_shared_feed_forward_length": n_ff,
-    }
-    m = _tiny("qwen3next", 4, n_head_kv=KV, matrix_type=qtype, extra=extra)
-    return write_model(path, m, tensors)
+    """Qwen3-Next, with its first (``ssm_in``) or its newer (``attn_qkv`` + ``attn_gate``)
+    layout of the linear layers' projections."""
+    layout = "split" if split_qkvz else "ssm_in"
+    return _gated_delta_net(path, qtype, "qwen3next", qkvz=layout, moe=True)
+
+
+def qwen35(path: Path, qtype: Q = Q.F16, *, moe: bool = False) -> Path:
+    """Qwen3.5 (dense) and Qwen3.5-MoE: separate beta and alpha projections, multi-section
+    RoPE."""
+    arch = "qwen35moe" if moe else "qwen35"
+    return _gated_delta_net(path, qtype, arch, qkvz="separate", moe=moe, mrope=True)
 
 
 def lfm2(path: Path, qtype: Q = Q.F16) -> Path:
