@@ -48,18 +48,18 @@ def _attn(p: str, n_kv: int = KV, qk_norm: bool = False) -> Tensors:
     return out
 
 
-def _ffn(p: str, n_ff: int = F) -> Tensors:
+def _ffn(p: str, n_ff: int = F, *, norm: bool = True) -> Tensors:
     return [
-        (p + "ffn_norm.weight", (E,)),
+        *([(p + "ffn_norm.weight", (E,))] if norm else []),
         (p + "ffn_gate.weight", (E, n_ff)),
         (p + "ffn_up.weight", (E, n_ff)),
         (p + "ffn_down.weight", (n_ff, E)),
     ]
 
 
-def _moe(p: str, n_exp: int, n_ff: int, shared: int = 0) -> Tensors:
+def _moe(p: str, n_exp: int, n_ff: int, shared: int = 0, *, norm: bool = True) -> Tensors:
     out: Tensors = [
-        (p + "ffn_norm.weight", (E,)),
+        *([(p + "ffn_norm.weight", (E,))] if norm else []),
         (p + "ffn_gate_inp.weight", (E, n_exp)),
         (p + "ffn_gate_exps.weight", (E, n_ff, n_exp)),
         (p + "ffn_up_exps.weight", (E, n_ff, n_exp)),
@@ -86,6 +86,52 @@ def _mamba2(p: str, d_inner: int, d_state: int, n_head: int) -> Tensors:
         (p + "ssm_d", (1, n_head)),
         (p + "ssm_norm.weight", (d_inner, 1)),
         (p + "ssm_out.weight", (d_inner, E)),
+    ]
+
+
+# The Mamba 1 geometry both Mamba 1 test models share: d_inner 512 (2 x n_embd, as llama.cpp
+# requires), d_state 16, dt_rank 16.
+_M1_INNER, _M1_STATE, _M1_RANK = 2 * E, 16, 16
+_MAMBA1_KEYS: dict[str, object] = {
+    "{arch}.ssm.conv_kernel": 4,
+    "{arch}.ssm.inner_size": _M1_INNER,
+    "{arch}.ssm.state_size": _M1_STATE,
+    "{arch}.ssm.time_step_rank": _M1_RANK,
+}
+
+
+def _mamba1(p: str, *, norms: bool = False) -> Tensors:
+    """A Mamba 1 block; ``norms`` adds Jamba's dt/B/C RMS norms."""
+    d_inner, d_state, rank = _M1_INNER, _M1_STATE, _M1_RANK
+    norm_dt: Tensors = [(p + "ssm_dt_norm.weight", (rank,))] if norms else []
+    norm_bc: Tensors = (
+        [(p + "ssm_b_norm.weight", (d_state,)), (p + "ssm_c_norm.weight", (d_state,))]
+        if norms
+        else []
+    )
+    return [
+        (p + "attn_norm.weight", (E,)),
+        (p + "ssm_in.weight", (E, 2 * d_inner)),
+        (p + "ssm_conv1d.weight", (4, d_inner)),
+        (p + "ssm_conv1d.bias", (d_inner,)),
+        (p + "ssm_x.weight", (d_inner, rank + 2 * d_state)),
+        *norm_dt,
+        (p + "ssm_dt.weight", (rank, d_inner)),
+        (p + "ssm_dt.bias", (d_inner,)),
+        *norm_bc,
+        (p + "ssm_a", (d_state, d_inner)),
+        (p + "ssm_d", (d_inner,)),
+        (p + "ssm_out.weight", (d_inner, E)),
+    ]
+
+
+def _nextn(p: str) -> Tensors:
+    """The extra tensors of a multi-token-prediction block (DeepSeek, GLM)."""
+    return [
+        (p + "nextn.eh_proj.weight", (2 * E, E)),
+        (p + "nextn.enorm.weight", (E,)),
+        (p + "nextn.hnorm.weight", (E,)),
+        (p + "nextn.shared_head_norm.weight", (E,)),
     ]
 
 
@@ -176,12 +222,7 @@ def deepseek2(path: Path, qtype: Q = Q.F16, *, mtp: bool = False) -> Path:
         ]
         tensors += _ffn(p) if il == 0 else _moe(p, 8, 128, shared=1)
         if il == 4:
-            tensors += [
-                (p + "nextn.eh_proj.weight", (2 * E, E)),
-                (p + "nextn.enorm.weight", (E,)),
-                (p + "nextn.hnorm.weight", (E,)),
-                (p + "nextn.shared_head_norm.weight", (E,)),
-            ]
+            tensors += _nextn(p)
     extra = {
         "{arch}.nextn_predict_layers": 1 if mtp else 0,
         "{arch}.leading_dense_block_count": 1,
@@ -220,16 +261,12 @@ def glm4moe(path: Path, qtype: Q = Q.F16) -> Path:
         tensors += [(p + "attn_v.bias", (KV * D,))]
         tensors += [(p + "post_attention_norm.weight", (E,))]
         if il == 0:
-            tensors += [(n, sh) for n, sh in _ffn(p) if "ffn_norm" not in n]
+            tensors += _ffn(p, norm=False)
         else:
-            tensors += [(n, sh) for n, sh in _moe(p, n_exp, n_ff, shared=1) if "ffn_norm" not in n]
+            tensors += _moe(p, n_exp, n_ff, shared=1, norm=False)
             tensors += [(p + "exp_probs_b.bias", (n_exp,))]
         if il == 4:
-            tensors += [
-                (p + "nextn.eh_proj.weight", (2 * E, E)),
-                (p + "nextn.enorm.weight", (E,)),
-                (p + "nextn.hnorm.weight", (E,)),
-            ]
+            tensors += _nextn(p)
     extra: dict[str, object] = {
         "{arch}.leading_dense_block_count": 1,
         "{arch}.expert_count": n_exp,
@@ -246,29 +283,11 @@ def glm4moe(path: Path, qtype: Q = Q.F16) -> Path:
 
 
 def mamba(path: Path, qtype: Q = Q.F16) -> Path:
-    """Mamba 1: d_inner 512 (2 x n_embd, as llama.cpp requires), d_state 16, dt_rank 16."""
-    d_inner, d_state, dt_rank = 2 * E, 16, 16
+    """Mamba 1 (the geometry of ``_mamba1``)."""
     tensors = _base(0)
     for il in range(4):
-        p = f"blk.{il}."
-        tensors += [
-            (p + "attn_norm.weight", (E,)),
-            (p + "ssm_in.weight", (E, 2 * d_inner)),
-            (p + "ssm_conv1d.weight", (4, d_inner)),
-            (p + "ssm_conv1d.bias", (d_inner,)),
-            (p + "ssm_x.weight", (d_inner, dt_rank + 2 * d_state)),
-            (p + "ssm_dt.weight", (dt_rank, d_inner)),
-            (p + "ssm_dt.bias", (d_inner,)),
-            (p + "ssm_a", (d_state, d_inner)),
-            (p + "ssm_d", (d_inner,)),
-            (p + "ssm_out.weight", (d_inner, E)),
-        ]
-    extra = {
-        "{arch}.ssm.conv_kernel": 4,
-        "{arch}.ssm.inner_size": d_inner,
-        "{arch}.ssm.state_size": d_state,
-        "{arch}.ssm.time_step_rank": dt_rank,
-    }
+        tensors += _mamba1(f"blk.{il}.")
+    extra = dict(_MAMBA1_KEYS)
     return write_model(
         path, _tiny("mamba", 4, n_head=0, n_head_kv=0, matrix_type=qtype, extra=extra), tensors
     )
@@ -276,38 +295,14 @@ def mamba(path: Path, qtype: Q = Q.F16) -> Path:
 
 def jamba(path: Path, qtype: Q = Q.F16) -> Path:
     """Jamba: Mamba 1 layers with dt/B/C norms, one attention layer, MoE on odd layers."""
-    d_inner, d_state, dt_rank, n_exp = 2 * E, 16, 16, 8
+    n_exp = 8
     kv = (0, 0, KV, 0)
     tensors = _base(0)
     for il in range(4):
         p = f"blk.{il}."
-        if kv[il]:
-            tensors += _attn(p)
-        else:
-            tensors += [
-                (p + "attn_norm.weight", (E,)),
-                (p + "ssm_in.weight", (E, 2 * d_inner)),
-                (p + "ssm_conv1d.weight", (4, d_inner)),
-                (p + "ssm_conv1d.bias", (d_inner,)),
-                (p + "ssm_x.weight", (d_inner, dt_rank + 2 * d_state)),
-                (p + "ssm_dt_norm.weight", (dt_rank,)),
-                (p + "ssm_dt.weight", (dt_rank, d_inner)),
-                (p + "ssm_dt.bias", (d_inner,)),
-                (p + "ssm_b_norm.weight", (d_state,)),
-                (p + "ssm_c_norm.weight", (d_state,)),
-                (p + "ssm_a", (d_state, d_inner)),
-                (p + "ssm_d", (d_inner,)),
-                (p + "ssm_out.weight", (d_inner, E)),
-            ]
+        tensors += _attn(p) if kv[il] else _mamba1(p, norms=True)
         tensors += _moe(p, n_exp, F) if il % 2 else _ffn(p)
-    extra = {
-        "{arch}.ssm.conv_kernel": 4,
-        "{arch}.ssm.inner_size": d_inner,
-        "{arch}.ssm.state_size": d_state,
-        "{arch}.ssm.time_step_rank": dt_rank,
-        "{arch}.expert_count": n_exp,
-        "{arch}.expert_used_count": 2,
-    }
+    extra = {**_MAMBA1_KEYS, "{arch}.expert_count": n_exp, "{arch}.expert_used_count": 2}
     return write_model(
         path, _tiny("jamba", 4, n_head_kv=kv, matrix_type=qtype, extra=extra), tensors
     )
@@ -319,7 +314,7 @@ def falcon_h1(path: Path, qtype: Q = Q.F16) -> Path:
     for il in range(4):
         p = f"blk.{il}."
         tensors += _attn(p) + _mamba2(p, 512, 64, 8)[1:]
-        tensors += [(name, shape) for name, shape in _ffn(p) if "ffn_norm" not in name]
+        tensors += _ffn(p, norm=False)
         tensors += [(p + "ffn_norm", (E,))]  # llama.cpp names it without ".weight"
     extra = dict(_SSM_KEYS)
     return write_model(
@@ -415,10 +410,10 @@ def _gated_delta_net(
                 (p + "ssm_out.weight", (value, E)),
             ]
         if moe:
-            tensors += [(n, sh) for n, sh in _moe(p, n_exp, n_ff, shared=1) if "ffn_norm" not in n]
+            tensors += _moe(p, n_exp, n_ff, shared=1, norm=False)
             tensors += [(p + "ffn_gate_inp_shexp.weight", (E,))]
         else:
-            tensors += [(n, sh) for n, sh in _ffn(p) if "ffn_norm" not in n]
+            tensors += _ffn(p, norm=False)
     extra: dict[str, object] = {
         "{arch}.ssm.conv_kernel": 4,
         "{arch}.ssm.inner_size": value,
