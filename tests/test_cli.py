@@ -209,7 +209,7 @@ def test_plan_json_has_the_contract_fields(capsys: pytest.CaptureFixture[str]) -
     assert code == 0
     assert err == ""
     data = json.loads(out)
-    assert data["schema"] == "membudget/plan/1"
+    assert data["schema"] == "membudget/plan/2"
     mem = data["memory"]
     for key in (
         "weights_bytes",

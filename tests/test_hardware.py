@@ -103,8 +103,8 @@ def test_nvml_missing_is_a_note_not_an_error() -> None:
     ("wired", "expected", "source"),
     [
         pytest.param("49152", 48 * GIB, "iogpu.wired_limit_mb", id="explicit wired limit"),
-        pytest.param("0", 12 * GIB, "75%", id="unset: three quarters of RAM"),
-        pytest.param(None, 12 * GIB, "75%", id="no sysctl answer"),
+        pytest.param("0", 16 * GIB * 2 // 3, "two thirds", id="unset: two thirds of 16 GiB"),
+        pytest.param(None, 16 * GIB * 2 // 3, "two thirds", id="no sysctl answer"),
     ],
 )
 def test_apple_silicon(wired: str | None, expected: int, source: str) -> None:
@@ -144,6 +144,14 @@ def test_real_probes_on_this_machine() -> None:
     assert hw.to_dict()["cpu"]["arch"]
 
 
+def test_apple_working_set_rule() -> None:
+    from membudget.hardware import apple_working_set
+
+    assert apple_working_set(64 * GIB)[0] == 48 * GIB, "three quarters above 36 GB"
+    assert apple_working_set(16 * GIB)[0] == 16 * GIB * 2 // 3
+    assert apple_working_set(16 * GIB, 14336) == (14 * GIB, "iogpu.wired_limit_mb = 14336")
+
+
 def test_apple_budget_is_the_metal_working_set() -> None:
     from membudget.plan import budget_for
 
@@ -151,5 +159,6 @@ def test_apple_budget_is_the_metal_working_set() -> None:
         files({}), system=lambda: "Darwin", machine=lambda: "arm64", sysctl=lambda name: "8192"
     )
     b = budget_for(None, detect(p))
-    assert b.raw_bytes == 8 * GIB
-    assert "Metal" in b.source
+    assert b.gpus == (("MTL0", 8 * GIB - GIB),), "the Metal device, its working set less the margin"
+    assert b.pool_bytes == b.memory_bytes, "the CPU and Metal share one pool"
+    assert "unified" in b.source

@@ -10,8 +10,15 @@ from hypothesis import strategies as st
 
 from membudget import load_model
 from membudget.engines.llamacpp import LlamaCppRules, LlamaCppSettings, estimate_llamacpp
-from membudget.engines.llamacpp_devices import CPU, cuda_alloc_bytes, layer_devices, tensor_device
+from membudget.engines.llamacpp_devices import (
+    CPU,
+    cuda_alloc_bytes,
+    layer_devices,
+    split_counts,
+    tensor_device,
+)
 from membudget.model import TensorSpec
+from membudget.placement import Pins
 from membudget.plan import Budget, fits, make_plan, min_gpus, offload
 from membudget.presets import apply_preset
 from membudget.units import GIB
@@ -109,6 +116,35 @@ def test_partial_offload_for_a_dense_model() -> None:
     assert worse.by_device()["CUDA0"] > 24 * GIB
 
 
+def test_two_gpus_get_whole_layer_counts_that_llama_cpp_reproduces() -> None:
+    spec = apply_preset(load_model("llama-3.1-70b"), "Q4_K_M")
+    b = Budget(64 * GIB, 64 * GIB, 0, "t", (("CUDA0", 24 * GIB), ("CUDA1", 16 * GIB)))
+    plan = make_plan(spec, LlamaCppSettings(n_ctx=8192), b, R, extras=False)
+    s = plan.estimate.settings
+    assert all(float(x).is_integer() for x in s.tensor_split)
+    counts = [int(x) for x in s.tensor_split]
+    slots = layer_devices(spec.n_layer, s.n_gpu_layers, s.gpus, s.tensor_split)
+    assert [slots.count(d) for d in s.gpus] == counts
+    assert plan.fits
+    ts = plan.command[plan.command.index("-ts") + 1]
+    assert ts == ",".join(str(c) for c in counts)
+
+
+@pytest.mark.parametrize(
+    ("n_slots", "ngl", "shares", "expected"),
+    [
+        pytest.param(81, 81, (40.0, 41.0), (40, 41), id="whole counts are exact"),
+        pytest.param(81, 99, (0.0, 81.0), (0, 81), id="a zero share gets nothing"),
+        pytest.param(33, 33, (3.0, 1.0), (25, 8), id="-ts 3,1 as llama.cpp rounds it"),
+        pytest.param(33, 10, (1.0, 1.0), (5, 5), id="partial offload"),
+    ],
+)
+def test_split_counts(
+    n_slots: int, ngl: int, shares: tuple[float, ...], expected: tuple[int, ...]
+) -> None:
+    assert split_counts(n_slots, ngl, shares) == expected
+
+
 def test_min_gpus() -> None:
     spec = apply_preset(load_model("llama-3.1-70b"), "Q4_K_M")
     assert min_gpus(spec, LlamaCppSettings(n_ctx=8192), 24 * GIB, 32 * GIB, R) == 2
@@ -120,7 +156,7 @@ def test_best_preset_is_the_largest_that_fits() -> None:
 
     spec = load_model("qwen3-8b")
     b = Budget(8 * GIB, 8 * GIB, 0, "t")
-    chosen = best_preset(spec, LlamaCppSettings(n_ctx=8192), b, R)
+    chosen = best_preset(spec, LlamaCppSettings(n_ctx=8192), b, R).with_offload
     assert chosen is not None
     i = PRESET_LADDER.index(chosen)
     assert fits(estimate_llamacpp(apply_preset(spec, chosen), LlamaCppSettings(n_ctx=8192), R), b)
@@ -129,11 +165,21 @@ def test_best_preset_is_the_largest_that_fits() -> None:
         assert not fits(estimate_llamacpp(bigger, LlamaCppSettings(n_ctx=8192), R), b)
 
 
+def test_best_preset_on_the_gpus_alone_and_with_offload() -> None:
+    from membudget.plan import best_preset
+
+    spec = load_model("qwen3-8b")
+    b = Budget(64 * GIB, 64 * GIB, 0, "t", (("CUDA0", 6 * GIB),))
+    best = best_preset(spec, LlamaCppSettings(n_ctx=8192), b, R)
+    assert best.with_offload == "F16", "64 GiB of RAM holds F16 with layers on the CPU"
+    assert best.gpu_only in ("Q4_K_M", "Q3_K_M"), best
+
+
 def test_rpc_workers_are_devices() -> None:
     from membudget.plan import budget_for, rpc_commands
 
     b = budget_for(32 * GIB, None, None, (24 * GIB,), (24 * GIB,))
-    assert dict(b.gpus) == {"CUDA0": 24 * GIB, "RPC0": 24 * GIB}
+    assert [d for d, _ in b.gpus] == ["RPC0", "CUDA0"]
     spec = apply_preset(load_model("llama-3.1-70b"), "Q4_K_M")
     plan = make_plan(spec, LlamaCppSettings(n_ctx=8192), b, R)
     assert plan.fits
@@ -141,6 +187,17 @@ def test_rpc_workers_are_devices() -> None:
     cmds = rpc_commands(plan.estimate)
     assert cmds[0][0] == "rpc-server"
     assert "--rpc" in cmds[-1]
+    assert any("0.0.0.0" in w for w in plan.warnings)
+
+
+def test_a_single_rpc_node_is_rpc0() -> None:
+    from membudget.plan import budget_for, rpc_commands
+
+    b = budget_for(16 * GIB, None, None, None, (24 * GIB,))
+    spec = apply_preset(load_model("qwen3-8b"), "Q4_K_M")
+    plan = make_plan(spec, LlamaCppSettings(n_ctx=8192), b, R)
+    assert plan.estimate.settings.gpus == ("RPC0",)
+    assert len(rpc_commands(plan.estimate)) == 2
 
 
 def test_repacked_weights_are_reclaimable() -> None:
@@ -155,14 +212,9 @@ def test_repacked_weights_are_reclaimable() -> None:
     assert e.resident_bytes == plain.total_bytes, "resident: the mapped copies can be dropped"
 
 
-def test_suggests_layers_on_cpu_when_ngl_is_pinned() -> None:
-    from membudget.plan import suggestions
-
+def test_pinned_placement_is_honoured() -> None:
     spec = apply_preset(load_model("llama-3.1-70b"), "Q4_K_M")
     b = Budget(64 * GIB, 64 * GIB, 0, "t", (("CUDA0", 24 * GIB),))
-    pinned = LlamaCppSettings(n_ctx=8192, gpus=("CUDA0",), n_gpu_layers=81)
-    assert not fits(estimate_llamacpp(spec, pinned, R), b)
-    found = suggestions(spec, pinned, b, R)
-    layer_fix = [x for x in found if "on the CPU" in x.change]
-    assert layer_fix
-    assert layer_fix[0].flags[:1] == ("-ngl",)
+    plan = make_plan(spec, LlamaCppSettings(n_ctx=8192), b, R, pins=Pins(n_gpu_layers=81))
+    assert plan.estimate.settings.n_gpu_layers == 81
+    assert not plan.fits

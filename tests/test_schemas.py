@@ -46,8 +46,8 @@ def test_unknown_schema_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_schema_command_prints_a_schema(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["schema", "plan/1"]) == 0
-    assert json.loads(capsys.readouterr().out)["$id"] == "urn:membudget:schema:plan:1"
+    assert main(["schema", "plan/2"]) == 0
+    assert json.loads(capsys.readouterr().out)["$id"] == "urn:membudget:schema:plan:2"
     run_json(capsys, "schema")
 
 

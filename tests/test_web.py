@@ -171,7 +171,7 @@ def test_openapi_documents_the_endpoints(client: TestClient) -> None:
     )
     plan = doc["paths"]["/api/plan"]["post"]
     schema = plan["responses"]["200"]["content"]["application/json"]["schema"]
-    assert schema["$id"] == "urn:membudget:schema:plan:1"
+    assert schema["$id"] == "urn:membudget:schema:plan:2"
 
 
 def test_page_and_static_files(client: TestClient) -> None:

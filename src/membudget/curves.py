@@ -132,10 +132,8 @@ def _limit(spec: ModelSpec, request: PlanRequest, best: int) -> int:
 def _settings_and_budget(
     request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]
 ) -> tuple[LlamaCppSettings, Budget]:
-    settings = llamacpp_settings(request, spec)
     budget = request_budget(request, probe)
-    if budget.gpus and not settings.gpus:
-        settings = offload(spec, settings, budget)
+    settings = offload(spec, llamacpp_settings(request), budget, pins=request.pins)
     return settings, budget
 
 
@@ -150,7 +148,7 @@ def memory_curve(
     if request.engine != "llama.cpp":
         raise InvalidArgumentError("--engine", request.engine, "must be llama.cpp or vllm to plot")
     settings, budget = _settings_and_budget(request, spec, probe)
-    best = max_context(spec, settings, budget)
+    best = max_context(spec, settings, budget, pins=request.pins)
     contexts = context_grid(_limit(spec, request, best))
     devices = [CPU, *(dev for dev, _ in budget.gpus)]
     values: dict[tuple[str, str], list[int]] = {
@@ -238,7 +236,7 @@ def compare(
             CompareBar(
                 label,
                 tuple(p for p in parts if p[1]),
-                max_context(s, settings, budget),
+                max_context(s, settings, budget, pins=r.pins),
                 fits(e, budget),
             )
         )

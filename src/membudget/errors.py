@@ -40,13 +40,17 @@ class MembudgetError(ValueError):
 class InvalidArgumentError(MembudgetError):
     """Raised when a function argument has the wrong type or an impossible value.
 
-    The message names the argument and shows the value with ``!r``.
+    The message names the argument and shows the value with ``!r`` (unless the value is
+    :attr:`NO_VALUE`, for a flag that is wrong to give at all).
     """
+
+    NO_VALUE: object = object()
 
     def __init__(self, name: str, value: object, problem: str) -> None:
         self.name = name
         self.value = value
-        super().__init__(f"{name} {problem}, got {value!r}")
+        shown = "" if value is InvalidArgumentError.NO_VALUE else f", got {value!r}"
+        super().__init__(f"{name} {problem}{shown}")
 
 
 class SizeParseError(MembudgetError):

@@ -15,11 +15,21 @@ from typing import Any
 
 from membudget.budget import MemoryBudget
 from membudget.engines.llamacpp import LlamaCppEstimate
+from membudget.engines.llamacpp_devices import split_counts
 from membudget.engines.vllm import VllmEstimate
 from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
 from membudget.model import ModelSpec
+from membudget.plan import Plan
 
-__all__ = ["Input", "Step", "explain_llamacpp", "explain_reference", "explain_vllm", "to_dicts"]
+__all__ = [
+    "Input",
+    "Step",
+    "explain_llamacpp",
+    "explain_placement",
+    "explain_reference",
+    "explain_vllm",
+    "to_dicts",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,3 +428,68 @@ def explain_reference(
             f"total - weights - overhead (never negative) = {b.kv_cache_budget:,} (SPEC.md)",
         ),
     )
+
+
+def explain_placement(plan: Plan) -> tuple[Step, ...]:
+    """Why the layers went where they did, and each device's budget against its needs."""
+    e, b, pins = plan.estimate, plan.budget, plan.pins
+    s = e.settings
+    steps: list[Step] = []
+    if s.gpus:
+        n_slots = e.spec.n_layer + 1
+        counts = split_counts(n_slots, s.n_gpu_layers, list(s.tensor_split) or [1.0] * len(s.gpus))
+        blocks = ", ".join(f"{d} {n}" for d, n in zip(s.gpus, counts, strict=True))
+        chosen = (
+            "pinned on the command line"
+            if pins.pinned
+            else "chosen by membudget: of every -ngl, every split into consecutive blocks and "
+            "(for experts) every --n-cpu-moe, the placement that fits with the fewest weight "
+            "bytes on the CPU, its blocks spread so each device keeps the same share free"
+        )
+        steps.append(
+            Step(
+                "placement",
+                None,
+                f"-ngl {s.n_gpu_layers} of {n_slots} slots ({e.spec.n_layer} layers + output): "
+                f"{n_slots - sum(counts)} on the CPU, then {blocks} (devices in llama.cpp's order, "
+                f"RPC servers first); --n-cpu-moe {s.n_cpu_moe}",
+                (
+                    Input("-ngl / -ts / --n-cpu-moe", "", chosen),
+                    Input(
+                        "split rule",
+                        "",
+                        f"llama.cpp {e.rules.version} llama_model::load_tensors: offloaded slot j "
+                        "of N goes to the first device whose cumulative share exceeds j / N",
+                    ),
+                ),
+            )
+        )
+    needs = plan.needs
+    for dev, limit in b.devices:
+        parts: dict[str, int] = {}
+        for buf in e.buffers:
+            if buf.device == dev:
+                parts[buf.kind] = parts.get(buf.kind, 0) + buf.n_bytes - buf.reclaimable_bytes
+        sum_text = " + ".join(f"{k} {n:,}" for k, n in parts.items()) or "0"
+        raw = limit + b.margin_bytes
+        steps.append(
+            Step(
+                f"{dev} budget",
+                needs[dev],
+                f"needs {sum_text} = {needs[dev]:,} {'<=' if needs[dev] <= limit else '>'} "
+                f"budget {raw:,} - margin {b.margin_bytes:,} = {limit:,}",
+                (
+                    Input(
+                        "budget",
+                        f"{raw:,}",
+                        b.source if dev == "CPU" else "--gpu / --rpc-node or the detected device",
+                    ),
+                    Input(
+                        "resident",
+                        "",
+                        "memory-mapped pages that CPU_REPACK copies replace are not counted",
+                    ),
+                ),
+            )
+        )
+    return tuple(steps)

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from membudget.units import MIB
+from membudget.units import GIB, MIB
 
 __all__ = [
     "AppleInfo",
@@ -27,6 +27,7 @@ __all__ = [
     "Hardware",
     "Probes",
     "RamInfo",
+    "apple_working_set",
     "cpu_flags",
     "detect",
     "machine_arch",
@@ -35,9 +36,30 @@ __all__ = [
 
 # cgroup v1 reports "no limit" as a page-rounded 2**63 - 1; anything this large is unlimited.
 _UNLIMITED = 1 << 60
-# Apple's Metal working set when iogpu.wired_limit_mb is unset: about three quarters of RAM
-# (Apple's recommendedMaxWorkingSetSize on machines with more than 36 GB; two thirds below).
-_APPLE_DEFAULT_FRACTION = (3, 4)
+# Apple's Metal working set when iogpu.wired_limit_mb is unset: MTLDevice's
+# recommendedMaxWorkingSetSize, which llama.cpp's Metal backend logs at start-up
+# (ggml-metal-device.m, "recommendedMaxWorkingSetSize"): about three quarters of RAM on machines
+# with more than 36 GB, about two thirds on smaller ones.
+_APPLE_LARGE_FRACTION = (3, 4)
+_APPLE_SMALL_FRACTION = (2, 3)
+_APPLE_LARGE_BYTES = 36 * GIB
+
+
+def apple_working_set(unified_bytes: int, wired_limit_mb: int | None = None) -> tuple[int, str]:
+    """The Metal working set of an Apple Silicon machine with ``unified_bytes`` of memory, and
+    where the figure comes from: ``iogpu.wired_limit_mb`` when the user raised it, else
+    recommendedMaxWorkingSetSize's share of RAM."""
+    if wired_limit_mb:
+        return wired_limit_mb * MIB, f"iogpu.wired_limit_mb = {wired_limit_mb}"
+    if unified_bytes > _APPLE_LARGE_BYTES:
+        num, den = _APPLE_LARGE_FRACTION
+        share = "about 75%"
+    else:
+        num, den = _APPLE_SMALL_FRACTION
+        share = "about two thirds"
+    return unified_bytes * num // den, (
+        f"{share} of RAM (recommendedMaxWorkingSetSize; iogpu.wired_limit_mb unset)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,15 +317,7 @@ def detect(probes: Probes | None = None) -> Hardware:
     apple = None
     gpus: list[GpuInfo] = []
     if system == "Darwin" and arch == "arm64":
-        wired = _int(p.sysctl("iogpu.wired_limit_mb"))
-        if wired:
-            working, source = wired * MIB, "iogpu.wired_limit_mb"
-        else:
-            num, den = _APPLE_DEFAULT_FRACTION
-            working, source = (
-                ram.total_bytes * num // den,
-                "about 75% of RAM (iogpu.wired_limit_mb unset)",
-            )
+        working, source = apple_working_set(ram.total_bytes, _int(p.sysctl("iogpu.wired_limit_mb")))
         apple = AppleInfo(ram.total_bytes, working, source)
         gpus.append(
             GpuInfo(

@@ -1,16 +1,21 @@
-"""Solvers: does it fit, the largest context, the most parallel sequences, and the cheapest
-single change when it does not fit.
+"""Solvers: does it fit, the largest context, the most parallel sequences, the best preset and
+the fewest GPUs, each the best over every placement the planner may choose.
 
-All solvers search llama.cpp's own grid (contexts are padded to 256 per sequence), by bisection
-over an estimate that never shrinks as the context or the number of sequences grows, so the
-answers are exact for the engine profile: the returned context fits and the next step does not.
+The placement (``-ngl``, ``-ts``, ``--n-cpu-moe``) comes from :class:`membudget.placement.Placer`,
+which is exact over the planner's choices for one context. The solvers here search llama.cpp's
+grid (contexts are padded to 256 per sequence) for the largest value at which *some* placement
+fits. Fitting only gets harder as the context or the number of sequences grows, and only easier
+as any device gets more memory, so the answers are exact: the returned context fits and the next
+step does not fit under any placement, and more memory never lowers them.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
+from typing import Literal
 
 from membudget.engines.llamacpp import (
     LlamaCppEstimate,
@@ -20,20 +25,23 @@ from membudget.engines.llamacpp import (
 )
 from membudget.engines.llamacpp_devices import CPU
 from membudget.errors import InvalidArgumentError, MembudgetError
-from membudget.hardware import Hardware
+from membudget.hardware import AppleInfo, Hardware, apple_working_set
 from membudget.model import ModelSpec
+from membudget.placement import Pins, Placer
 from membudget.presets import apply_preset
-from membudget.units import GIB, format_bytes
+from membudget.units import GIB, format_bytes, parse_size
 
 __all__ = [
     "DEFAULT_MARGIN_BYTES",
     "LLAMA_MAX_SEQ",
     "PRESET_LADDER",
     "Budget",
+    "ContextLimit",
     "Plan",
-    "Suggestion",
+    "apple_target",
     "best_preset",
     "budget_for",
+    "check_pins",
     "fits",
     "llamacpp_flags",
     "make_plan",
@@ -42,41 +50,54 @@ __all__ = [
     "min_gpus",
     "offload",
     "rpc_commands",
-    "suggestions",
 ]
 
 # llama.cpp's own fitting (common/fit.cpp, --fit) leaves 1 GiB free per device; a budget taken
 # from detection keeps the same margin. An explicit --memory is used as given.
 DEFAULT_MARGIN_BYTES = GIB
-LLAMA_MAX_SEQ = 256  # llama.h: the most sequences one context can hold
-_CTX_STEP = 256
+LLAMA_MAX_SEQ = 256  # llama.h LLAMA_MAX_SEQ: the most sequences one context can hold
+_CTX_STEP = 256  # llama-context.cpp pads n_ctx (per sequence) to 256
 _CTX_CAP = 1 << 21  # no model trains past two million tokens yet; the search needs a ceiling
+RPC_PORT = 50052  # ggml-rpc: rpc-server's default port
+PRESET_LADDER = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
+
+ContextLimit = Literal["memory", "n_ctx_train"]
 
 
 @dataclass(frozen=True, slots=True)
 class Budget:
     """The memory a plan may use: ``memory_bytes`` of RAM after the margin is taken off, and
-    each GPU's budget (also after the margin) in ``gpus``."""
+    each device's budget (also after the margin) in ``gpus``, in llama.cpp's device order:
+    RPC servers first (``src/llama.cpp``, "add RPC servers at the front of the list"), then
+    local GPUs."""
 
     memory_bytes: int
     raw_bytes: int
     margin_bytes: int
     source: str
     gpus: tuple[tuple[str, int], ...] = ()
+    pool_bytes: int | None = None
+    """Unified memory (Apple Silicon): the CPU and the devices together must fit in it."""
 
     def limit(self, device: str) -> int:
         if device == CPU:
             return self.memory_bytes
         return dict(self.gpus).get(device, 0)
 
+    @property
+    def devices(self) -> tuple[tuple[str, int], ...]:
+        """Every budgeted device, the CPU first."""
+        return ((CPU, self.memory_bytes), *self.gpus)
+
 
 def fits(estimate: LlamaCppEstimate, budget: Budget) -> bool:
-    """Every device's resident buffers fit its budget (a single pool when there are no GPUs).
-    Memory-mapped weight pages that were copied to CPU_REPACK buffers do not count: the OS
-    drops them under pressure."""
-    if not budget.gpus:
-        return estimate.resident_bytes <= budget.memory_bytes
-    return all(n <= budget.limit(dev) for dev, n in estimate.by_device(resident=True).items())
+    """Every device's resident buffers fit its budget. Memory-mapped weight pages that were
+    copied to CPU_REPACK buffers do not count: the OS drops them under pressure."""
+    used = estimate.by_device(resident=True)
+    known = dict(budget.devices)
+    if budget.pool_bytes is not None and sum(used.values()) > budget.pool_bytes:
+        return False
+    return all(dev in known and n <= known[dev] for dev, n in used.items())
 
 
 def budget_for(
@@ -85,26 +106,42 @@ def budget_for(
     margin_bytes: int | None = None,
     gpu_bytes: tuple[int, ...] | None = None,
     rpc_bytes: tuple[int, ...] = (),
+    apple: AppleInfo | None = None,
 ) -> Budget:
     """A budget from explicit sizes, or from this machine: available RAM and each NVIDIA GPU's
-    free memory, each less the margin (llama.cpp's own fitting keeps 1 GiB per device)."""
+    free memory, each less the margin (llama.cpp's own fitting keeps 1 GiB per device).
+
+    Apple Silicon (``apple``, or detected) is one pool of unified memory: the Metal device
+    ``MTL0`` may take up to the GPU working set, and the CPU and Metal together the pool."""
+    detected_apple = hardware.apple if hardware is not None and memory_bytes is None else None
+    target = apple or detected_apple
+    if target is not None:
+        explicit = apple is not None or memory_bytes is not None
+        margin = (0 if explicit else DEFAULT_MARGIN_BYTES) if margin_bytes is None else margin_bytes
+        raw = target.unified_bytes
+        if memory_bytes is not None:
+            raw = memory_bytes
+        elif apple is None and hardware is not None:
+            raw = hardware.ram.available_bytes
+        pool = max(0, raw - margin)
+        metal = max(0, min(target.gpu_working_set_bytes, raw) - margin)
+        source = (
+            f"unified memory of {'the target' if apple is not None else 'this'} Apple Silicon "
+            f"machine; Metal's working set {target.gpu_working_set_bytes:,} bytes ({target.source})"
+        )
+        rpc = tuple((f"RPC{i}", max(0, n - margin)) for i, n in enumerate(rpc_bytes))
+        return Budget(pool, raw, margin, source, (*rpc, ("MTL0", metal)), pool_bytes=pool)
     if memory_bytes is not None:
         margin = 0 if margin_bytes is None else margin_bytes
         ram, raw, source = max(0, memory_bytes - margin), memory_bytes, "--memory"
-    elif hardware is not None and hardware.apple is not None:
-        # Apple Silicon: Metal holds the model in unified memory, up to the GPU working set.
-        margin = DEFAULT_MARGIN_BYTES if margin_bytes is None else margin_bytes
-        raw = min(hardware.ram.available_bytes, hardware.apple.gpu_working_set_bytes)
-        ram, source = (
-            max(0, raw - margin),
-            f"unified memory within the Metal working set ({hardware.apple.source})",
-        )
     elif hardware is not None:
         margin = DEFAULT_MARGIN_BYTES if margin_bytes is None else margin_bytes
         raw = hardware.ram.available_bytes
         ram, source = max(0, raw - margin), f"available RAM ({hardware.ram.source})"
     else:
-        raise InvalidArgumentError("budget", None, "needs --memory or a detected machine")
+        raise InvalidArgumentError(
+            "budget", InvalidArgumentError.NO_VALUE, "needs --memory or a detected machine"
+        )
     if gpu_bytes is not None:
         gpus = tuple((f"CUDA{i}", max(0, n - margin)) for i, n in enumerate(gpu_bytes))
     elif hardware is not None and memory_bytes is None:
@@ -115,16 +152,81 @@ def budget_for(
         )
     else:
         gpus = ()
-    # Worker nodes of llama.cpp's RPC backend are devices too, each with its own memory.
-    gpus += tuple((f"RPC{i}", max(0, n - margin)) for i, n in enumerate(rpc_bytes))
-    return Budget(ram, raw, margin, source, gpus)
+    # Worker nodes of llama.cpp's RPC backend are devices too, each with its own memory, and
+    # llama.cpp lists them before the local GPUs.
+    rpc = tuple((f"RPC{i}", max(0, n - margin)) for i, n in enumerate(rpc_bytes))
+    return Budget(ram, raw, margin, source, rpc + gpus)
 
 
-Estimator = Callable[[LlamaCppSettings], LlamaCppEstimate]
+_APPLE_NAME = re.compile(r"^m(?P<gen>[1-9])(?:-(?P<tier>pro|max|ultra))?-(?P<gb>[0-9]+)gb$")
 
 
-def _estimator(spec: ModelSpec, rules: LlamaCppRules | None) -> Estimator:
-    return lambda s: estimate_llamacpp(spec, s, rules)
+def apple_target(text: str, wired_limit_mb: int | None = None) -> AppleInfo:
+    """An Apple Silicon machine to plan for: its unified memory as a size (``16GiB``) or a
+    name such as ``m3-16gb`` or ``m2-max-96gb`` (Apple's "GB" of unified memory are GiB)."""
+    m = _APPLE_NAME.match(text.strip().lower())
+    if m is not None:
+        unified = int(m["gb"]) * GIB
+    else:
+        try:
+            unified = parse_size(text)
+        except InvalidArgumentError:
+            raise InvalidArgumentError(
+                "--apple", text, "must be a size such as 16GiB or a name such as m3-16gb"
+            ) from None
+    if unified <= 0:
+        raise InvalidArgumentError("--apple", text, "must be more than 0 bytes")
+    working, source = apple_working_set(unified, wired_limit_mb)
+    return AppleInfo(unified, working, source)
+
+
+def check_pins(spec: ModelSpec, budget: Budget, pins: Pins) -> None:
+    """Refuse offload flags llama.cpp could not honour on these devices."""
+    names = [name for name, _ in budget.gpus]
+    for flag, value in (("--n-gpu-layers", pins.n_gpu_layers), ("--n-cpu-moe", pins.n_cpu_moe)):
+        if value is not None and value < 0:
+            raise InvalidArgumentError(flag, value, "must be 0 or more")
+    if pins.tensor_split and len(pins.tensor_split) > len(names):
+        have = f"{len(names)} ({', '.join(names)})" if names else "none"
+        raise InvalidArgumentError(
+            "--tensor-split",
+            ",".join(f"{x:g}" for x in pins.tensor_split),
+            f"has {len(pins.tensor_split)} shares but the devices given or detected are {have}",
+        )
+    if not names:
+        if pins.n_gpu_layers:
+            raise InvalidArgumentError(
+                "--n-gpu-layers",
+                pins.n_gpu_layers,
+                "needs a GPU or RPC device (--gpu, --rpc-node); none was given or detected",
+            )
+        if pins.n_cpu_moe:
+            raise InvalidArgumentError(
+                "--n-cpu-moe",
+                pins.n_cpu_moe,
+                "keeps experts on the CPU instead of a GPU, and no GPU or RPC device was given or detected",
+            )
+    if pins.n_cpu_moe and not spec.is_moe:
+        raise InvalidArgumentError(
+            "--n-cpu-moe", pins.n_cpu_moe, f"needs a mixture of experts; {spec.name} is dense"
+        )
+
+
+def placer_for(
+    spec: ModelSpec,
+    settings: LlamaCppSettings,
+    budget: Budget,
+    rules: LlamaCppRules | None = None,
+    pins: Pins | None = None,
+) -> Placer:
+    return Placer(
+        spec, settings, budget.memory_bytes, budget.gpus, rules, pins, pool=budget.pool_bytes
+    )
+
+
+def _grid_context(kv_unified: bool, n_parallel: int, steps: int) -> int:
+    per_seq = steps * _CTX_STEP
+    return per_seq if kv_unified else per_seq * max(1, n_parallel)
 
 
 def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
@@ -140,271 +242,126 @@ def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
     return lo
 
 
-def _context_for(settings: LlamaCppSettings, steps: int) -> int:
-    per_seq = steps * _CTX_STEP
-    return per_seq if settings.kv_unified else per_seq * max(1, settings.n_parallel)
+def _guided_largest(
+    lo: int, hi: int, ok: Callable[[int], bool], guess: Callable[[int], bool]
+) -> int:
+    """The largest k in [lo, hi] with ``ok(k)`` (``ok`` true, then false; lo - 1 if none),
+    asking ``ok`` as rarely as the cheap ``guess`` allows.
+
+    Every answer rests on ``ok`` alone: ``guess`` only picks where to ask next. The bracket
+    (a, b) has ``ok(a)`` true (or a = lo - 1) and ``ok(b)`` false (or b = hi + 1); each probe is
+    the largest k the guess says fits (or the midpoint, when the last probe did not halve the
+    bracket), so a close guess settles it with two calls to ``ok``."""
+    a, b = lo - 1, hi + 1
+    halve = False
+    while b - a > 1:
+        if halve:
+            k = (a + b) // 2
+        else:
+            k = _largest(a + 1, b - 1, guess)
+            k = min(max(k, a + 1), b - 1)
+        width = b - a
+        if ok(k):
+            a = k
+        else:
+            b = k
+        halve = not halve and (b - a) * 2 > width
+    return a
+
+
+def _interpolated(points: dict[int, int], x: int) -> int:
+    """A guess of the compute buffer at ``x`` from the ones simulated: linear between (or past)
+    the two nearest points."""
+    xs = sorted(points)
+    if len(xs) == 1:
+        return points[xs[0]]
+    nearest = sorted(xs, key=lambda p: (abs(p - x), p))[:2]
+    x0, x1 = sorted(nearest)
+    y0, y1 = points[x0], points[x1]
+    return max(0, y0 + (y1 - y0) * (x - x0) // (x1 - x0))
+
+
+def context_search(
+    placer: Placer, n_parallel: int, kv_unified: bool
+) -> tuple[int, int, ContextLimit]:
+    """(``-c``, tokens per sequence, what limits it): the largest context on llama.cpp's
+    256-token grid at which some placement fits, each sequence getting at most the trained
+    context (two million tokens when the model does not say). (0, 0, "memory") if none fits."""
+    train = placer.spec.n_ctx_train
+    hi = max(1, (train or _CTX_CAP) // _CTX_STEP)
+
+    def ctx(steps: int) -> int:
+        return _grid_context(kv_unified, n_parallel, steps)
+
+    def ok(steps: int) -> bool:
+        return placer.fits(ctx(steps), n_parallel)
+
+    def guess(steps: int) -> bool:
+        known = {c: v for (c, n), v in placer.computed.items() if n == n_parallel}
+        if not known:
+            return ok(steps)
+        return placer.fits_with(ctx(steps), n_parallel, _interpolated(known, ctx(steps)))
+
+    best = _guided_largest(1, hi, ok, guess)
+    if best < 1:
+        return 0, 0, "memory"
+    limit: ContextLimit = "n_ctx_train" if train and best == hi else "memory"
+    return ctx(best), best * _CTX_STEP, limit
+
+
+def parallel_search(placer: Placer, per_seq: int, kv_unified: bool) -> int:
+    """The most sequences (up to llama.cpp's 256) that fit when each gets ``per_seq`` tokens,
+    over every placement (0 if not even one does)."""
+
+    def ctx(n: int) -> int:
+        return per_seq if kv_unified else per_seq * n
+
+    def ok(n: int) -> bool:
+        return placer.fits(ctx(n), n)
+
+    def guess(n: int) -> bool:
+        known = {m: v for (c, m), v in placer.computed.items() if c == ctx(m)}
+        if not known:
+            return ok(n)
+        return placer.fits_with(ctx(n), n, _interpolated(known, n))
+
+    return max(0, _guided_largest(1, LLAMA_MAX_SEQ, ok, guess))
 
 
 def max_context(
-    spec: ModelSpec, settings: LlamaCppSettings, budget: Budget, rules: LlamaCppRules | None = None
-) -> int:
-    """The largest ``-c`` that fits (0 if none does), on llama.cpp's 256-token grid per
-    sequence, each sequence getting at most the trained context (or two million tokens when the
-    model does not say)."""
-    est = _estimator(spec, rules)
-    # The trained context bounds each sequence's context, not their sum.
-    hi = max(1, (spec.n_ctx_train or _CTX_CAP) // _CTX_STEP)
-
-    def ok(steps: int) -> bool:
-        return fits(est(replace(settings, n_ctx=_context_for(settings, steps))), budget)
-
-    best = _largest(1, hi, ok)
-    return 0 if best < 1 else _context_for(settings, best)
-
-
-def max_parallel(
-    spec: ModelSpec, settings: LlamaCppSettings, budget: Budget, rules: LlamaCppRules | None = None
-) -> int:
-    """The most sequences that fit when each gets ``settings.n_ctx`` tokens (0 if none)."""
-    est = _estimator(spec, rules)
-    per_seq = max(1, settings.n_ctx)
-
-    def ok(n: int) -> bool:
-        n_ctx = per_seq if settings.kv_unified else per_seq * n
-        return fits(est(replace(settings, n_parallel=n, n_ctx=n_ctx)), budget)
-
-    return max(0, _largest(1, LLAMA_MAX_SEQ, ok))
-
-
-@dataclass(frozen=True, slots=True)
-class Suggestion:
-    """One change that makes the plan fit, with the memory it then needs."""
-
-    change: str
-    total_bytes: int
-    flags: tuple[str, ...]
-
-
-_SMALLER_PRESETS = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
-
-
-def suggestions(
-    spec: ModelSpec, settings: LlamaCppSettings, budget: Budget, rules: LlamaCppRules | None = None
-) -> list[Suggestion]:
-    """Single changes that make it fit, cheapest in quality first: a smaller KV-cache type, a
-    shorter context, fewer parallel sequences, a smaller quantisation."""
-    out: list[Suggestion] = []
-    est = _estimator(spec, rules)
-    for kv in ("q8_0", "q4_0"):
-        if settings.cache_type_k == kv and settings.cache_type_v == kv:
-            continue
-        s = replace(settings, cache_type_k=kv, cache_type_v=kv, flash_attn="on")
-        e = est(s)
-        total = e.total_bytes
-        if fits(e, budget):
-            out.append(
-                Suggestion(
-                    f"quantise the KV cache to {kv}", total, ("-ctk", kv, "-ctv", kv, "-fa", "on")
-                )
-            )
-            break
-    if settings.gpus and budget.gpus:
-        placed = offload(
-            spec, replace(settings, gpus=(), tensor_split=(), n_cpu_moe=0), budget, rules
-        )
-        e = est(placed)
-        if fits(e, budget) and (placed.n_gpu_layers, placed.n_cpu_moe) != (
-            settings.n_gpu_layers,
-            settings.n_cpu_moe,
-        ):
-            on_cpu = spec.n_layer + 1 - placed.n_gpu_layers
-            what = (
-                f"keep the experts of {placed.n_cpu_moe} layers on the CPU"
-                if placed.n_cpu_moe
-                else f"keep {on_cpu} layer(s) on the CPU"
-            )
-            flags = ("-ngl", str(placed.n_gpu_layers)) + (
-                ("--n-cpu-moe", str(placed.n_cpu_moe)) if placed.n_cpu_moe else ()
-            )
-            out.append(Suggestion(what, e.resident_bytes, flags))
-    ctx = max_context(spec, settings, budget, rules)
-    if 0 < ctx < est(settings).n_ctx:
-        total = est(replace(settings, n_ctx=ctx)).total_bytes
-        out.append(Suggestion(f"shorten the context to {ctx} tokens", total, ("-c", str(ctx))))
-    if settings.n_parallel > 1:
-        per_seq = max(1, settings.n_ctx // (1 if settings.kv_unified else settings.n_parallel))
-        n = max_parallel(spec, replace(settings, n_ctx=per_seq), budget, rules)
-        if 0 < n < settings.n_parallel:
-            n_ctx = per_seq if settings.kv_unified else per_seq * n
-            total = est(replace(settings, n_parallel=n, n_ctx=n_ctx)).total_bytes
-            out.append(
-                Suggestion(
-                    f"serve {n} parallel sequence(s)", total, ("-np", str(n), "-c", str(n_ctx))
-                )
-            )
-    if spec.tensors:
-        current = spec.weights.total
-        for preset in _SMALLER_PRESETS:
-            smaller = apply_preset(spec, preset)
-            if smaller.weights.total >= current:
-                continue
-            e = estimate_llamacpp(smaller, settings, rules)
-            total = e.total_bytes
-            if fits(e, budget):
-                out.append(Suggestion(f"requantise the weights to {preset}", total, ()))
-                break
-    return out
-
-
-def llamacpp_flags(estimate: LlamaCppEstimate, model_path: str | None = None) -> list[str]:
-    """``llama-server`` arguments that reproduce ``estimate``'s settings."""
-    s = estimate.settings
-    flags = ["llama-server", "-m", model_path or "MODEL.gguf", "-c", str(estimate.n_ctx)]
-    if estimate.n_seq_max > 1:
-        flags += ["-np", str(estimate.n_seq_max)]
-    if s.kv_unified:
-        flags.append("--kv-unified")
-    flags += ["-b", str(s.n_batch), "-ub", str(s.n_ubatch)]
-    if s.cache_type_k != "f16" or s.cache_type_v != "f16":
-        flags += ["-ctk", s.cache_type_k, "-ctv", s.cache_type_v]
-    flags += [
-        "-fa",
-        "on" if estimate.flash_attn else "off",
-        "-ngl",
-        str(s.n_gpu_layers if s.gpus else 0),
-    ]
-    if len(s.gpus) > 1 and s.tensor_split:
-        top = max(s.tensor_split)
-        flags += ["-ts", ",".join(f"{x / top:.3g}" for x in s.tensor_split)]
-    if s.n_cpu_moe:
-        flags += ["--n-cpu-moe", str(s.n_cpu_moe)]
-    if s.swa_full:
-        flags.append("--swa-full")
-    if not s.repack:
-        flags.append("--no-repack")
-    return flags
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """A deployment plan: what the engine allocates, against a budget."""
-
-    estimate: LlamaCppEstimate
-    budget: Budget
-    max_context: int
-    max_parallel: int
-    suggestions: tuple[Suggestion, ...]
-    command: tuple[str, ...]
-    best_quant: str | None = None
-    min_gpus: int | None = None
-    """The fewest GPUs of the first budgeted GPU's size that hold the whole model."""
-
-    @property
-    def fits(self) -> bool:
-        return fits(self.estimate, self.budget)
-
-    @property
-    def headroom_bytes(self) -> int:
-        """The tightest device's spare bytes (negative when it does not fit)."""
-        if not self.budget.gpus:
-            return self.budget.memory_bytes - self.estimate.resident_bytes
-        used = self.estimate.by_device(resident=True)
-        devices = {CPU, *dict(self.budget.gpus)}
-        return min(self.budget.limit(d) - used.get(d, 0) for d in devices)
-
-    @property
-    def command_line(self) -> str:
-        return shlex.join(self.command)
-
-    def verdict(self) -> str:
-        e, b = self.estimate, self.budget
-        if b.gpus:
-            used = e.by_device(resident=True)
-            parts = [
-                f"{d} {format_bytes(used.get(d, 0))} of {format_bytes(b.limit(d))}"
-                for d in (CPU, *dict(b.gpus))
-            ]
-            return ("fits: " if self.fits else "does NOT fit: ") + ", ".join(parts)
-        need = format_bytes(e.resident_bytes)
-        if self.fits:
-            return f"fits: needs {need} of {format_bytes(b.memory_bytes)}"
-        short = format_bytes(-self.headroom_bytes)
-        return f"does NOT fit: needs {need} of {format_bytes(b.memory_bytes)} ({short} short)"
-
-
-def make_plan(
     spec: ModelSpec,
     settings: LlamaCppSettings,
     budget: Budget,
     rules: LlamaCppRules | None = None,
-    model_path: str | None = None,
-) -> Plan:
-    """Estimate, check against the budget, solve for the limits, and suggest fixes."""
-    if settings.n_parallel > LLAMA_MAX_SEQ:
-        raise MembudgetError(
-            f"--parallel {settings.n_parallel} is more than llama.cpp's {LLAMA_MAX_SEQ} sequences."
-        )
-    if budget.gpus and not settings.gpus:
-        settings = offload(spec, settings, budget, rules)
-    estimate = estimate_llamacpp(spec, settings, rules)
-    per_seq = estimate.n_ctx_seq
-    ok = fits(estimate, budget)
-    return Plan(
-        estimate=estimate,
-        budget=budget,
-        max_context=max_context(spec, settings, budget, rules),
-        max_parallel=max_parallel(spec, replace(settings, n_ctx=per_seq), budget, rules),
-        suggestions=() if ok else tuple(suggestions(spec, settings, budget, rules)),
-        command=tuple(llamacpp_flags(estimate, model_path)),
-        best_quant=best_preset(spec, settings, budget, rules) if spec.tensors else None,
-        min_gpus=(
-            min_gpus(
-                spec,
-                replace(settings, gpus=(), tensor_split=(), n_cpu_moe=0),
-                budget.gpus[0][1],
-                budget.memory_bytes,
-                rules,
-            )
-            if budget.gpus
-            else None
-        ),
-    )
+    pins: Pins | None = None,
+) -> int:
+    """The largest ``-c`` that fits under some placement (0 if none does)."""
+    placer = placer_for(spec, settings, budget, rules, pins)
+    return context_search(placer, settings.n_parallel, settings.kv_unified)[0]
 
 
-def _gpu_fit(e: LlamaCppEstimate, budget: Budget) -> bool:
-    return all(n <= budget.limit(dev) for dev, n in e.by_device().items() if dev != CPU)
+def max_parallel(
+    spec: ModelSpec,
+    settings: LlamaCppSettings,
+    budget: Budget,
+    rules: LlamaCppRules | None = None,
+    pins: Pins | None = None,
+) -> int:
+    """The most sequences that fit when each gets ``settings.n_ctx`` tokens (0 if none)."""
+    placer = placer_for(spec, settings, budget, rules, pins)
+    return parallel_search(placer, max(1, settings.n_ctx), settings.kv_unified)
 
 
 def offload(
-    spec: ModelSpec, settings: LlamaCppSettings, budget: Budget, rules: LlamaCppRules | None = None
+    spec: ModelSpec,
+    settings: LlamaCppSettings,
+    budget: Budget,
+    rules: LlamaCppRules | None = None,
+    pins: Pins | None = None,
 ) -> LlamaCppSettings:
-    """Place the model on the budget's GPUs the way a careful user would: everything on the
-    GPUs if it fits; else, for a mixture of experts, the fewest layers' experts on the CPU
-    (``--n-cpu-moe``); else the most layers on the GPUs (``-ngl``). GPUs share the layers in
-    proportion to their budgets (``-ts``), as llama.cpp splits by free memory."""
-    names = tuple(name for name, _ in budget.gpus)
-    split = tuple(float(n) for _, n in budget.gpus)
-    slots = spec.n_layer + 1
-    base = replace(settings, gpus=names, tensor_split=split if len(names) > 1 else ())
-    est = _estimator(spec, rules)
-    full = replace(base, n_gpu_layers=slots)
-    if _gpu_fit(est(full), budget):
-        return full
-    if spec.is_moe:
-        k = (
-            _largest(
-                0, spec.n_layer, lambda k: not _gpu_fit(est(replace(full, n_cpu_moe=k)), budget)
-            )
-            + 1
-        )
-        if k <= spec.n_layer and _gpu_fit(est(replace(full, n_cpu_moe=k)), budget):
-            return replace(full, n_cpu_moe=k)
-    best = 0
-    for n in range(slots, 0, -1):
-        if _gpu_fit(est(replace(base, n_gpu_layers=n)), budget):
-            best = n
-            break
-    return replace(base, n_gpu_layers=best)
+    """``settings`` with the placement the planner chooses for its context."""
+    placer = placer_for(spec, settings, budget, rules, pins)
+    return placer.solve(settings.n_ctx, settings.n_parallel).settings
 
 
 def min_gpus(
@@ -415,47 +372,264 @@ def min_gpus(
     rules: LlamaCppRules | None = None,
     most: int = 16,
 ) -> int:
-    """The fewest GPUs of ``gpu_bytes`` each that hold the whole model (0 if ``most`` do not)."""
-    for n in range(1, most + 1):
+    """The fewest GPUs of ``gpu_bytes`` each that hold every layer and expert, with the rest
+    in ``ram_bytes`` (0 if ``most`` do not)."""
+    everything = Pins(n_gpu_layers=spec.n_layer + 1, n_cpu_moe=0)
+
+    def ok(n: int) -> bool:
         gpus = tuple((f"CUDA{i}", gpu_bytes) for i in range(n))
-        b = Budget(ram_bytes, ram_bytes, 0, "test", gpus)
-        s = replace(
-            settings,
-            gpus=tuple(name for name, _ in gpus),
-            tensor_split=(1.0,) * n if n > 1 else (),
-            n_gpu_layers=spec.n_layer + 1,
-        )
-        if fits(estimate_llamacpp(spec, s, rules), b):
+        placer = Placer(spec, settings, ram_bytes, gpus, rules, everything)
+        return placer.fits(settings.n_ctx, settings.n_parallel)
+
+    for n in (1, 2):
+        if ok(n):
             return n
-    return 0
+    lo, hi = 3, most
+    if not ok(hi):
+        return 0
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
-PRESET_LADDER = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
+@dataclass(frozen=True, slots=True)
+class BestPreset:
+    """The highest-quality llama.cpp presets that fit: on the devices alone, and with offload."""
+
+    gpu_only: str | None
+    with_offload: str | None
 
 
 def best_preset(
-    spec: ModelSpec, settings: LlamaCppSettings, budget: Budget, rules: LlamaCppRules | None = None
-) -> str | None:
-    """The highest-quality llama.cpp preset at which the model fits (offloading as
-    :func:`offload` does when the budget has GPUs), or ``None``."""
+    spec: ModelSpec,
+    settings: LlamaCppSettings,
+    budget: Budget,
+    rules: LlamaCppRules | None = None,
+    pins: Pins | None = None,
+) -> BestPreset:
+    """The highest-quality presets of :data:`PRESET_LADDER` at which the model fits, under the
+    same pins: with the planner's placement, and (with devices) every layer on them."""
     if not spec.tensors:
-        return None
+        return BestPreset(None, None)
+    pins = pins or Pins()
+    everything = Pins(n_gpu_layers=spec.n_layer + 1, n_cpu_moe=0, tensor_split=pins.tensor_split)
+    gpu_only = with_offload = None
     for preset in PRESET_LADDER:
         candidate = apply_preset(spec, preset)
-        s = offload(candidate, settings, budget, rules) if budget.gpus else settings
-        if fits(estimate_llamacpp(candidate, s, rules), budget):
-            return preset
-    return None
+        if with_offload is None and placer_for(candidate, settings, budget, rules, pins).fits(
+            settings.n_ctx, settings.n_parallel
+        ):
+            with_offload = preset
+        if (
+            budget.gpus
+            and gpu_only is None
+            and pins.n_gpu_layers in (None, spec.n_layer + 1)
+            and not pins.n_cpu_moe
+            and placer_for(candidate, settings, budget, rules, everything).fits(
+                settings.n_ctx, settings.n_parallel
+            )
+        ):
+            gpu_only = preset
+        if with_offload is not None and (gpu_only is not None or not budget.gpus):
+            break
+    return BestPreset(gpu_only, with_offload)
 
 
-def rpc_commands(estimate: LlamaCppEstimate, port: int = 50052) -> list[list[str]]:
+def _share(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _ngl(estimate: LlamaCppEstimate) -> str:
+    """-ngl as people write it: 99 for "every slot" where that is enough, else the count."""
+    s = estimate.settings
+    if not s.gpus:
+        return "0"
+    slots = estimate.spec.n_layer + 1
+    if s.n_gpu_layers >= slots and slots <= 99 and not s.tensor_split:
+        return "99"
+    return str(s.n_gpu_layers)
+
+
+def llamacpp_flags(estimate: LlamaCppEstimate, model_path: str | None = None) -> list[str]:
+    """``llama-server`` arguments that reproduce ``estimate``'s settings."""
+    s = estimate.settings
+    flags = ["llama-server", "-m", model_path or "MODEL.gguf", "-c", str(estimate.n_ctx)]
+    flags += ["-np", str(estimate.n_seq_max)]
+    if s.kv_unified:
+        flags.append("--kv-unified")
+    flags += ["-b", str(s.n_batch), "-ub", str(s.n_ubatch)]
+    if s.cache_type_k != "f16" or s.cache_type_v != "f16":
+        flags += ["-ctk", s.cache_type_k, "-ctv", s.cache_type_v]
+    flags += ["-fa", "on" if estimate.flash_attn else "off"]
+    flags += ["-ngl", _ngl(estimate)]
+    if len(s.gpus) > 1 and s.tensor_split:
+        flags += ["-ts", ",".join(_share(x) for x in s.tensor_split)]
+    if s.n_cpu_moe:
+        flags += ["--n-cpu-moe", str(s.n_cpu_moe)]
+    if s.swa_full:
+        flags.append("--swa-full")
+    if not s.repack:
+        flags.append("--no-repack")
+    return flags
+
+
+def rpc_commands(estimate: LlamaCppEstimate, port: int = RPC_PORT) -> list[list[str]]:
     """Commands for llama.cpp's RPC backend: one ``rpc-server`` a worker node, then the main
-    ``llama-server`` pointing at them (devices named ``RPC<i>`` are the workers)."""
+    ``llama-server`` pointing at them, in the order that names them ``RPC0``, ``RPC1``, ..."""
     workers = [d for d in estimate.settings.gpus if d.startswith("RPC")]
     if not workers:
         return []
-    cmds = [["rpc-server", "--host", "0.0.0.0", "-p", str(port)] for _ in workers]  # noqa: S104 - runs on the worker, by design
+    cmds = [["rpc-server", "-H", "0.0.0.0", "-p", str(port)] for _ in workers]  # noqa: S104 - runs on the worker, by design
     hosts = ",".join(f"WORKER{i}:{port}" for i in range(len(workers)))
     main = llamacpp_flags(estimate)
     cmds.append([*main, "--rpc", hosts])
     return cmds
+
+
+RPC_WARNING = (
+    "rpc-server -H 0.0.0.0 listens on every interface with no authentication: run it only on "
+    "a private network you trust (rpc-server itself warns: never expose it to an open network)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A deployment plan: what the engine allocates, against a budget, with its limits."""
+
+    estimate: LlamaCppEstimate
+    budget: Budget
+    max_context: int
+    max_context_per_sequence: int
+    max_context_limit: ContextLimit
+    max_parallel: int
+    command: tuple[str, ...]
+    pins: Pins = field(default_factory=Pins)
+    best_quant: BestPreset = field(default_factory=lambda: BestPreset(None, None))
+    min_gpus: int | None = None
+    """The fewest GPUs of the first budgeted device's size that hold the whole model."""
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def needs(self) -> dict[str, int]:
+        """Resident bytes per budgeted device (0 for a device holding nothing)."""
+        used = self.estimate.by_device(resident=True)
+        return {dev: used.get(dev, 0) for dev, _ in self.budget.devices}
+
+    @property
+    def needed_bytes(self) -> int:
+        """The one figure compared with the budget: every device's resident bytes."""
+        return self.estimate.resident_bytes
+
+    @property
+    def fits(self) -> bool:
+        return fits(self.estimate, self.budget)
+
+    @property
+    def headroom_bytes(self) -> int:
+        """The tightest device's spare bytes (negative when it does not fit)."""
+        return min(self.budget.limit(d) - n for d, n in self.needs.items())
+
+    @property
+    def command_line(self) -> str:
+        return shlex.join(self.command)
+
+    def verdict(self) -> str:
+        b = self.budget
+        verdict = "fits" if self.fits else "does NOT fit"
+        if b.gpus:
+            parts = [
+                f"{d} {format_bytes(n)} of {format_bytes(b.limit(d))}"
+                + ("" if n <= b.limit(d) else " (over)")
+                for d, n in self.needs.items()
+            ]
+            return f"{verdict}: " + ", ".join(parts)
+        need = format_bytes(self.needed_bytes)
+        if self.fits:
+            return f"fits: needs {need} of {format_bytes(b.memory_bytes)}"
+        short = format_bytes(-self.headroom_bytes)
+        return f"does NOT fit: needs {need} of {format_bytes(b.memory_bytes)} ({short} short)"
+
+
+def _warnings(spec: ModelSpec, estimate: LlamaCppEstimate, requested_ubatch: int) -> list[str]:
+    out = []
+    train = spec.n_ctx_train
+    if train and estimate.n_ctx_seq > train:
+        # llama-context.cpp: "n_ctx_seq (%u) > n_ctx_train (%u) -- possible training context
+        # overflow"
+        out.append(
+            f"{estimate.n_ctx_seq:,} tokens per sequence is past the {train:,} the model was "
+            "trained on; llama.cpp warns of a possible training context overflow"
+        )
+    s = estimate.settings
+    if requested_ubatch > s.n_batch:
+        out.append(
+            f"-ub {requested_ubatch} is larger than -b {s.n_batch}; llama.cpp uses "
+            f"-ub {estimate.n_ubatch} (the physical batch cannot exceed the logical one)"
+        )
+    if any(d.startswith("RPC") for d in s.gpus):
+        out.append(RPC_WARNING)
+    return out
+
+
+def _gpu_size(gpus: tuple[tuple[str, int], ...]) -> int:
+    """The size "these GPUs" means: the first local GPU's, else the first device's."""
+    return next((n for d, n in gpus if not d.startswith("RPC")), gpus[0][1])
+
+
+def make_plan(
+    spec: ModelSpec,
+    settings: LlamaCppSettings,
+    budget: Budget,
+    rules: LlamaCppRules | None = None,
+    model_path: str | None = None,
+    pins: Pins | None = None,
+    *,
+    extras: bool = True,
+    limits: bool = True,
+) -> Plan:
+    """Place, estimate, check against the budget and solve for the limits (``limits``), the best
+    preset and the fewest GPUs (``extras``). Suggestions are made a level up, by the request
+    layer, which knows how to apply them (:func:`membudget.request.run_plan`)."""
+    pins = pins or Pins()
+    if settings.n_parallel > LLAMA_MAX_SEQ:
+        raise MembudgetError(
+            f"--parallel {settings.n_parallel} is more than llama.cpp's {LLAMA_MAX_SEQ} sequences."
+        )
+    check_pins(spec, budget, pins)
+    placer = placer_for(spec, settings, budget, rules, pins)
+    solution = placer.solve(settings.n_ctx, settings.n_parallel)
+    estimate = estimate_llamacpp(spec, solution.settings, rules)
+    if fits(estimate, budget) != solution.fits:  # the placer and the estimate share one table
+        raise MembudgetError(
+            f"internal error: the placement of {spec.name} and its estimate disagree on fitting; "
+            "please report it"
+        )
+    if limits:
+        ctx, per_seq, limit = context_search(placer, settings.n_parallel, settings.kv_unified)
+        most = parallel_search(placer, estimate.n_ctx_seq, settings.kv_unified)
+    else:
+        ctx, per_seq, limit, most = 0, 0, "memory", 0
+    gpus = budget.gpus
+    return Plan(
+        estimate=estimate,
+        budget=budget,
+        max_context=ctx,
+        max_context_per_sequence=per_seq,
+        max_context_limit=limit,
+        max_parallel=most,
+        command=tuple(llamacpp_flags(estimate, model_path)),
+        pins=pins,
+        best_quant=best_preset(spec, settings, budget, rules, pins)
+        if extras
+        else BestPreset(None, None),
+        min_gpus=(
+            min_gpus(spec, settings, _gpu_size(gpus), budget.memory_bytes, rules)
+            if gpus and extras and budget.pool_bytes is None
+            else None
+        ),
+        warnings=tuple(_warnings(spec, estimate, settings.n_ubatch)),
+    )

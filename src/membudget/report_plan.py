@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from membudget.engines.llamacpp import LlamaCppEstimate
-from membudget.engines.llamacpp_devices import CPU
 from membudget.engines.llamacpp_validate import BufferComparison
 from membudget.engines.vllm import VllmEstimate, max_model_len, vllm_command
-from membudget.explain import Step, explain_llamacpp, explain_vllm
+from membudget.explain import Step, explain_llamacpp, explain_placement, explain_vllm
 from membudget.model import ModelSpec
 from membudget.plan import Plan, rpc_commands
 from membudget.recommend import Recommendation
 from membudget.report_bar import budget_bar
+from membudget.suggest import Suggestion
 from membudget.units import format_bytes
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ __all__ = [
     "VllmPlanReport",
 ]
 
-PLAN_SCHEMA = "membudget/plan/1"
+PLAN_SCHEMA = "membudget/plan/2"
 VALIDATE_SCHEMA = "membudget/validate/1"
 RECOMMEND_SCHEMA = "membudget/recommend/1"
 
@@ -43,6 +43,7 @@ def _model_summary(spec: ModelSpec) -> dict[str, Any]:
         "architecture": spec.architecture,
         "n_params": spec.n_params,
         "quantization": spec.quant.file_type,
+        "n_ctx_train": spec.n_ctx_train,
     }
 
 
@@ -56,36 +57,64 @@ _LABELS = {
 }
 
 
+def _share(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else x
+
+
 @dataclass(frozen=True, slots=True)
 class PlanReport:
-    """What one engine allocates for a model under given settings, against a budget."""
+    """What llama.cpp allocates for a model under given settings, against a budget."""
 
     plan: Plan
+    suggestions: tuple[Suggestion, ...] = ()
 
     @property
     def fits(self) -> bool:
         return self.plan.fits
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.plan.warnings
+
     def headline(self) -> str:
         return self.plan.verdict()
 
     def explanation(self) -> tuple[Step, ...]:
-        return explain_llamacpp(self.plan.estimate)
+        return explain_llamacpp(self.plan.estimate) + explain_placement(self.plan)
 
-    def to_dict(self) -> dict[str, Any]:
+    def _devices(self) -> list[dict[str, Any]]:
         p = self.plan
         e = p.estimate
-        s = e.settings
-        devices: dict[str, list[dict[str, Any]]] = {}
-        for b in e.buffers:
-            devices.setdefault(b.device, []).append(
+        needs = p.needs
+        out = []
+        for dev, budget in p.budget.devices:
+            bufs = [
                 {
                     "kind": b.kind,
                     "bytes": b.n_bytes,
                     "reclaimable_bytes": b.reclaimable_bytes,
                     "detail": b.detail,
                 }
+                for b in e.buffers
+                if b.device == dev
+            ]
+            out.append(
+                {
+                    "device": dev,
+                    "budget_bytes": budget,
+                    "needed_bytes": needs[dev],
+                    "fits": needs[dev] <= budget,
+                    "total_bytes": sum(b.n_bytes for b in e.buffers if b.device == dev),
+                    "buffers": bufs,
+                }
             )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.plan
+        e = p.estimate
+        s = e.settings
+        pins = p.pins
         return {
             "schema": PLAN_SCHEMA,
             "engine": "llama.cpp",
@@ -109,6 +138,14 @@ class PlanReport:
                 "swa_full": s.swa_full,
                 "kv_cells": e.kv_size,
                 "swa_cells": e.swa_size,
+                "n_gpu_layers": s.n_gpu_layers if s.gpus else 0,
+                "tensor_split": [_share(x) for x in s.tensor_split],
+                "n_cpu_moe": s.n_cpu_moe,
+                "pinned": {
+                    "n_gpu_layers": pins.n_gpu_layers is not None,
+                    "tensor_split": bool(pins.tensor_split),
+                    "n_cpu_moe": pins.n_cpu_moe is not None,
+                },
             },
             "memory": {
                 "weights_bytes": e.weights_bytes,
@@ -119,11 +156,9 @@ class PlanReport:
                 "compute_bytes": e.compute_bytes,
                 "total_bytes": e.total_bytes,
                 "resident_bytes": e.resident_bytes,
+                "needed_bytes": p.needed_bytes,
             },
-            "devices": [
-                {"device": dev, "total_bytes": sum(b["bytes"] for b in bufs), "buffers": bufs}
-                for dev, bufs in devices.items()
-            ],
+            "devices": self._devices(),
             "budget": {
                 "memory_bytes": p.budget.memory_bytes,
                 "raw_bytes": p.budget.raw_bytes,
@@ -132,14 +167,17 @@ class PlanReport:
                 "fits": p.fits,
                 "headroom_bytes": p.headroom_bytes,
                 "max_context": p.max_context,
+                "max_context_per_sequence": p.max_context_per_sequence,
+                "max_context_limit": p.max_context_limit,
                 "max_parallel": p.max_parallel,
             },
-            "suggestions": [
-                {"change": x.change, "total_bytes": x.total_bytes, "flags": list(x.flags)}
-                for x in p.suggestions
-            ],
-            "best_quant": p.best_quant,
+            "suggestions": [x.to_dict() for x in self.suggestions],
+            "best_quant": {
+                "gpu_only": p.best_quant.gpu_only,
+                "with_offload": p.best_quant.with_offload,
+            },
             "min_gpus": p.min_gpus,
+            "warnings": list(p.warnings),
             "commands": {
                 "llama.cpp": list(p.command),
                 "llama.cpp_rpc": rpc_commands(e),
@@ -175,41 +213,85 @@ class PlanReport:
             "", "total", f"{e.total_bytes:,}", f"{e.total_bytes / 2**20:,.2f}", "", style="bold"
         )
         yield t
+        repack = e.total_bytes - e.resident_bytes
+        copies = (
+            f" (llama.cpp reports {format_bytes(e.total_bytes)}: the {format_bytes(repack)} of "
+            "mapped pages its CPU_REPACK copies replace are not counted)"
+            if repack
+            else ""
+        )
         yield (
-            f"total: {format_bytes(e.total_bytes)} ({format_bytes(e.total_bytes, 'decimal')}); "
-            f"rules of llama.cpp {e.rules.version}"
+            f"needs: {format_bytes(p.needed_bytes)} ({format_bytes(p.needed_bytes, 'decimal')})"
+            f"{copies}; rules of llama.cpp {e.rules.version}"
         )
         budget = p.budget
-        devices = [CPU, *dict(budget.gpus)] if budget.gpus else [CPU]
-        for dev in devices:
+        needs = p.needs
+        for dev, limit in budget.devices:
             parts = [
                 (
                     label,
                     sum(
                         b.n_bytes - b.reclaimable_bytes
                         for b in e.buffers
-                        if b.kind == kind and (b.device == dev or not budget.gpus)
+                        if b.kind == kind and b.device == dev
                     ),
                 )
                 for kind, label in _LABELS.items()
             ]
             if budget.gpus:
-                yield f"{dev} (resident bytes):"
-            yield budget_bar(
-                parts, budget.limit(dev), width=max(10, min(60, options.max_width - 30))
-            )
+                state = "fits" if needs[dev] <= limit else "does NOT fit"
+                yield f"{dev}: {format_bytes(needs[dev])} of {format_bytes(limit)}, {state}"
+            yield budget_bar(parts, limit, width=max(10, min(60, options.max_width - 30)))
         margin = (
             f", after a {format_bytes(budget.margin_bytes)} margin" if budget.margin_bytes else ""
         )
-        yield f"budget: {format_bytes(budget.memory_bytes)} from {budget.source}{margin}"
+        yield f"budget: {format_bytes(budget.memory_bytes)} of RAM from {budget.source}{margin}"
+        s = e.settings
+        if s.gpus:
+            pinned = [
+                flag
+                for flag, on in (
+                    ("-ngl", p.pins.n_gpu_layers is not None),
+                    ("-ts", bool(p.pins.tensor_split)),
+                    ("--n-cpu-moe", p.pins.n_cpu_moe is not None),
+                )
+                if on
+            ]
+            how = f"pinned by you: {', '.join(pinned)}" if pinned else "chosen by membudget"
+            yield (
+                f"placement ({how}): -ngl {s.n_gpu_layers}"
+                + (
+                    f", -ts {','.join(str(_share(x)) for x in s.tensor_split)}"
+                    if len(s.gpus) > 1 and s.tensor_split
+                    else ""
+                )
+                + (f", --n-cpu-moe {s.n_cpu_moe}" if s.n_cpu_moe else "")
+                + f" over {', '.join(s.gpus)}"
+            )
         yield p.verdict()
-        ctx = f"{p.max_context:,} tokens" if p.max_context else "none"
-        yield f"largest context that fits: {ctx}; most parallel sequences at {e.n_ctx_seq:,} tokens each: {p.max_parallel}"
-        for x in p.suggestions:
-            extra = f"  ({' '.join(x.flags)})" if x.flags else ""
-            yield f"  to fit: {x.change}: needs {format_bytes(x.total_bytes)}{extra}"
-        if p.best_quant:
-            yield f"best llama.cpp quantisation that fits: {p.best_quant}"
+        if p.max_context:
+            limit_note = (
+                f" (the trained context, {e.spec.n_ctx_train:,} per sequence, is the limit, not memory)"
+                if p.max_context_limit == "n_ctx_train"
+                else ""
+            )
+            ctx = f"{p.max_context:,} tokens{limit_note}"
+        else:
+            ctx = "none"
+        yield (
+            f"largest context that fits: {ctx}; most parallel sequences at "
+            f"{e.n_ctx_seq:,} tokens each: {p.max_parallel}"
+        )
+        for x in self.suggestions:
+            yield f"  to fit: {x.line()}"
+        if not p.fits and not self.suggestions:
+            yield "  no single change makes it fit"
+        bq = p.best_quant
+        if bq.gpu_only and budget.gpus:
+            yield f"best llama.cpp quantisation on the devices alone: {bq.gpu_only}"
+        if bq.with_offload and bq.with_offload != bq.gpu_only:
+            where = " with offload to the CPU" if budget.gpus else ""
+            yield f"best llama.cpp quantisation that fits{where}: {bq.with_offload}"
         if p.min_gpus is not None:
             gpus = f"{p.min_gpus} of these GPUs" if p.min_gpus else "more than 16 of these GPUs"
             yield f"the whole model on GPUs needs {gpus}"
@@ -220,6 +302,15 @@ class PlanReport:
             yield f"on the main node: {' '.join(rpc[-1])}"
         else:
             yield f"run: {p.command_line}"
+        yield (
+            f"Ollama: num_ctx {e.n_ctx_seq}, OLLAMA_NUM_PARALLEL={e.n_seq_max}"
+            + (
+                f", OLLAMA_KV_CACHE_TYPE={e.settings.cache_type_k}"
+                if e.settings.cache_type_k == e.settings.cache_type_v
+                and e.settings.cache_type_k != "f16"
+                else ""
+            )
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,10 +403,25 @@ class VllmPlanReport:
 
     estimate: VllmEstimate
     model: str
+    suggestions: tuple[Suggestion, ...] = ()
 
     @property
     def fits(self) -> bool:
         return self.estimate.fits
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        e = self.estimate
+        train = e.spec.n_ctx_train
+        if train and e.max_model_len > train:
+            # vLLM refuses a max_model_len past the model's unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1
+            return (
+                (
+                    f"--max-model-len {e.max_model_len:,} is past the {train:,} tokens the model was "
+                    "trained on; vLLM refuses it unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1"
+                ),
+            )
+        return ()
 
     def headline(self) -> str:
         e = self.estimate
@@ -332,6 +438,8 @@ class VllmPlanReport:
         e = self.estimate
         s = e.settings
         longest = max_model_len(e.spec, s)
+        train = e.spec.n_ctx_train
+        ranks = s.tensor_parallel_size * s.pipeline_parallel_size
         return {
             "schema": PLAN_SCHEMA,
             "engine": "vllm",
@@ -353,6 +461,7 @@ class VllmPlanReport:
                 "non_torch_bytes": e.non_torch_bytes,
                 "cuda_graph_bytes": e.cuda_graph_bytes,
                 "kv_cache_bytes": e.kv_cache_bytes,
+                "needed_bytes": e.needed_bytes,
                 "recurrent_state_bytes": 0,
                 "output_bytes": 0,
                 "compute_bytes": e.activation_bytes + e.cuda_graph_bytes + e.non_torch_bytes,
@@ -367,13 +476,26 @@ class VllmPlanReport:
                 "max_concurrency": round(e.max_concurrency, 2),
                 "num_blocks": e.num_blocks,
             },
+            "devices": [
+                {
+                    "device": f"GPU{i}",
+                    "budget_bytes": e.requested_bytes,
+                    "needed_bytes": e.needed_bytes,
+                    "fits": e.fits,
+                }
+                for i in range(ranks)
+            ],
             "budget": {
                 "memory_bytes": e.requested_bytes,
                 "gpu_memory_bytes": s.gpu_memory_bytes,
                 "fits": e.fits,
                 "max_context": longest,
+                "max_context_per_sequence": longest,
+                "max_context_limit": "n_ctx_train" if train and longest >= train else "memory",
                 "max_parallel": int(e.max_concurrency),
             },
+            "suggestions": [x.to_dict() for x in self.suggestions],
+            "warnings": list(self.warnings),
             "nodes": {
                 "count": s.pipeline_parallel_size,
                 "gpus_per_node": s.tensor_parallel_size,
@@ -443,6 +565,10 @@ class VllmPlanReport:
             f"{verdict}: GPU KV cache size {e.kv_cache_tokens:,} tokens; maximum concurrency for "
             f"{e.max_model_len:,} tokens per request: {e.max_concurrency:.2f}x; longest max-model-len: {longest:,}"
         )
+        for x in self.suggestions:
+            yield f"  to fit: {x.line()}"
+        if not e.fits and not self.suggestions:
+            yield "  no single change makes it fit"
         yield f"run: {' '.join(vllm_command(e, self.model))}"
 
 

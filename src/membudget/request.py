@@ -9,20 +9,22 @@ report, so ``membudget plan --json`` and ``POST /api/plan`` give the same docume
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from membudget.budget import MemoryBudget
 from membudget.engines.llamacpp import FlashAttn, LlamaCppSettings
-from membudget.engines.vllm import KvCacheDtype, VllmSettings, estimate_vllm
+from membudget.engines.vllm import KvCacheDtype, VllmSettings, check_vllm_parallel, estimate_vllm
 from membudget.errors import InvalidArgumentError
 from membudget.hardware import Hardware
 from membudget.model import ModelSpec
-from membudget.plan import Budget, budget_for, make_plan
+from membudget.placement import Pins
+from membudget.plan import Budget, Plan, apple_target, budget_for, make_plan
 from membudget.presets import apply_preset
 from membudget.readers.catalog import hf_repo
 from membudget.report import EstimateReport, Geometry
 from membudget.report_plan import PlanReport, VllmPlanReport
+from membudget.suggest import llamacpp_suggestions, vllm_suggestions
 from membudget.units import MIB
 
 __all__ = [
@@ -31,9 +33,11 @@ __all__ = [
     "PlanRequest",
     "PlanResult",
     "engine_name",
+    "llamacpp_plan",
     "llamacpp_settings",
     "request_budget",
     "run_plan",
+    "vllm_settings",
 ]
 
 Engine = Literal["llama.cpp", "vllm", "reference"]
@@ -61,6 +65,35 @@ def engine_name(text: str) -> Engine:
         ) from None
 
 
+# Flags that belong to one engine: with the other they are refused, unless they map cleanly
+# (``--ctx`` with vLLM is its ``--max-model-len``). Keyed by PlanRequest field, with the flag.
+LLAMACPP_ONLY = {
+    "batch": "--batch",
+    "ubatch": "--ubatch",
+    "parallel": "--parallel",
+    "kv_unified": "--kv-unified",
+    "cache_type_k": "--cache-type-k",
+    "cache_type_v": "--cache-type-v",
+    "flash_attn": "--flash-attn",
+    "swa_full": "--swa-full",
+    "quant": "--quant",
+    "rpc_bytes": "--rpc-node",
+    "apple": "--apple",
+    "wired_limit_mb": "--wired-limit-mb",
+    "n_gpu_layers": "--n-gpu-layers",
+    "tensor_split": "--tensor-split",
+    "n_cpu_moe": "--n-cpu-moe",
+}
+VLLM_ONLY = {
+    "tensor_parallel": "--tensor-parallel-size",
+    "pipeline_parallel": "--pipeline-parallel-size",
+    "nodes": "--nodes",
+    "max_model_len": "--max-model-len",
+    "gpu_memory_utilization": "--gpu-memory-utilization",
+    "kv_cache_dtype": "--kv-cache-dtype",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class PlanRequest:
     """Everything a user may choose for one plan. Defaults are llama-server's and vLLM's."""
@@ -83,10 +116,16 @@ class PlanRequest:
     gpu_bytes: tuple[int, ...] | None = None
     """GPU budgets; ``None`` takes the detected GPUs when the RAM budget is detected too."""
     rpc_bytes: tuple[int, ...] = ()
-    n_gpu_layers: int = -1
-    """-1: solved from the GPU budgets."""
+    apple: str | None = None
+    """Plan for an Apple Silicon machine: its unified memory (``16GiB``) or name (``m3-16gb``)."""
+    wired_limit_mb: int | None = None
+    """That machine's ``iogpu.wired_limit_mb``, when raised."""
+    n_gpu_layers: int | None = None
+    """``-ngl``; ``None``: the planner chooses."""
     tensor_split: tuple[float, ...] = ()
-    n_cpu_moe: int = 0
+    """``-ts`` shares in llama.cpp's device order (RPC servers first); empty: the planner chooses."""
+    n_cpu_moe: int | None = None
+    """``--n-cpu-moe``; ``None``: the planner chooses (mixtures of experts only)."""
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     nodes: int = 1
@@ -95,6 +134,8 @@ class PlanRequest:
     kv_cache_dtype: str = "auto"
     source: str = field(default="", compare=False)
     """The name the user gave (vLLM's command names the model by it)."""
+    given: frozenset[str] = field(default=frozenset(), compare=False)
+    """Fields the user set explicitly (the command line): a flag of the other engine is refused."""
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -107,21 +148,89 @@ class PlanRequest:
             raise InvalidArgumentError(
                 "--kv-cache-dtype", self.kv_cache_dtype, "must be auto, fp8, fp8_e4m3 or fp8_e5m2"
             )
-        if self.nodes < 1:
-            raise InvalidArgumentError("--nodes", self.nodes, "must be at least 1")
+        for flag, value, least in (
+            ("--ctx", self.ctx, 0),
+            ("--batch", self.batch, 1),
+            ("--ubatch", self.ubatch, 1),
+            ("--parallel", self.parallel, 1),
+            ("--n-gpu-layers", self.n_gpu_layers, 0),
+            ("--n-cpu-moe", self.n_cpu_moe, 0),
+            ("--tensor-parallel-size", self.tensor_parallel, 1),
+            ("--pipeline-parallel-size", self.pipeline_parallel, 1),
+            ("--nodes", self.nodes, 1),
+            ("--max-model-len", self.max_model_len, 0),
+        ):
+            if value is not None and value < least:
+                raise InvalidArgumentError(flag, value, f"must be {least} or more")
         split = self.tensor_split
         if any(not x >= 0 for x in split) or (split and not sum(split) > 0):
             raise InvalidArgumentError(
-                "--tensor-split", split, "needs non-negative shares, not all zero"
+                "--tensor-split",
+                ",".join(f"{x:g}" for x in split),
+                "needs non-negative shares, not all zero",
+            )
+        if self.apple is not None and self.gpu_bytes:
+            raise InvalidArgumentError(
+                "--apple", self.apple, "plans an Apple Silicon machine, which has no --gpu"
+            )
+        if self.wired_limit_mb is not None and self.apple is None:
+            raise InvalidArgumentError(
+                "--wired-limit-mb", self.wired_limit_mb, "describes the machine given by --apple"
+            )
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise InvalidArgumentError(
+                "--gpu-memory-utilization", self.gpu_memory_utilization, "must be in (0, 1]"
+            )
+        self._check_engine_flags()
+
+    def _check_engine_flags(self) -> None:
+        if self.engine == "vllm":
+            foreign = {k: v for k, v in LLAMACPP_ONLY.items() if k in self.given}
+            if "quant" in foreign:
+                raise InvalidArgumentError(
+                    "--quant",
+                    self.quant or "",
+                    "requantises for llama.cpp; vLLM loads the checkpoint as published: name a "
+                    "pre-quantised checkpoint (AWQ, GPTQ, FP8) or plan with --engine llama.cpp",
+                )
+            if (
+                "ctx" in self.given
+                and "max_model_len" in self.given
+                and self.ctx != self.max_model_len
+            ):
+                raise InvalidArgumentError(
+                    "--ctx", self.ctx, "is vLLM's --max-model-len here; give one of them"
+                )
+        elif self.engine == "llama.cpp":
+            foreign = {k: v for k, v in VLLM_ONLY.items() if k in self.given}
+        else:
+            foreign = {k: v for k, v in (LLAMACPP_ONLY | VLLM_ONLY).items() if k in self.given}
+        if foreign:
+            flags = ", ".join(sorted(foreign.values()))
+            raise InvalidArgumentError(
+                min(foreign.values()),
+                InvalidArgumentError.NO_VALUE,
+                f"is not used by the {self.engine} engine (given: {flags}); drop it or choose "
+                "the engine it belongs to",
             )
 
+    @property
+    def pins(self) -> Pins:
+        return Pins(self.n_gpu_layers, self.tensor_split, self.n_cpu_moe)
 
-def llamacpp_settings(request: PlanRequest, spec: ModelSpec) -> LlamaCppSettings:
-    """llama.cpp's settings for ``request`` (GPU layers are left to the solver unless pinned)."""
+    def vllm_max_model_len(self) -> int:
+        """vLLM's --max-model-len: the flag, or ``--ctx`` given for vLLM (0: trained context)."""
+        if self.max_model_len:
+            return self.max_model_len
+        return self.ctx if "ctx" in self.given else 0
+
+
+def llamacpp_settings(request: PlanRequest) -> LlamaCppSettings:
+    """llama.cpp's settings for ``request``, before the placement (see :attr:`PlanRequest.pins`)."""
     fa: FlashAttn = (
         "on" if request.flash_attn == "on" else "off" if request.flash_attn == "off" else "auto"
     )
-    settings = LlamaCppSettings(
+    return LlamaCppSettings(
         n_ctx=request.ctx,
         n_batch=request.batch,
         n_ubatch=request.ubatch,
@@ -132,32 +241,27 @@ def llamacpp_settings(request: PlanRequest, spec: ModelSpec) -> LlamaCppSettings
         flash_attn=fa,
         swa_full=request.swa_full,
     )
-    if request.n_gpu_layers >= 0 or request.tensor_split or request.n_cpu_moe:
-        n_gpus = max(len(request.tensor_split), len(request.gpu_bytes or ()), 1)
-        settings = replace(
-            settings,
-            n_gpu_layers=request.n_gpu_layers if request.n_gpu_layers >= 0 else spec.n_layer + 1,
-            gpus=tuple(f"CUDA{i}" for i in range(n_gpus)),
-            tensor_split=request.tensor_split,
-            n_cpu_moe=request.n_cpu_moe,
-        )
-    return settings
 
 
 def request_budget(request: PlanRequest, probe: Callable[[], Hardware]) -> Budget:
     """The budget ``request`` asks for; ``probe`` is called only when something is detected."""
+    target = None if request.apple is None else apple_target(request.apple, request.wired_limit_mb)
+    detect = request.memory_bytes is None and target is None
     return budget_for(
         request.memory_bytes,
-        None if request.memory_bytes is not None else probe(),
+        probe() if detect else None,
         request.margin_bytes,
         request.gpu_bytes,
         request.rpc_bytes,
+        apple=target,
     )
 
 
 def _reference(request: PlanRequest, spec: ModelSpec) -> EstimateReport:
     if request.memory_bytes is None:
-        raise InvalidArgumentError("--memory", None, "is required by the reference engine")
+        raise InvalidArgumentError(
+            "--memory", InvalidArgumentError.NO_VALUE, "is required by the reference engine"
+        )
     layer = spec.layers[0] if spec.layers else None
     budget = MemoryBudget.estimate(request.memory_bytes // MIB, spec.n_params, spec.bits_per_weight)
     geometry = Geometry(
@@ -168,14 +272,18 @@ def _reference(request: PlanRequest, spec: ModelSpec) -> EstimateReport:
     )
 
 
-def _vllm(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) -> VllmPlanReport:
+def vllm_settings(
+    request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]
+) -> VllmSettings:
     if request.gpu_bytes:
         sizes = list(request.gpu_bytes)
     else:
         sizes = [g.total_bytes for g in probe().gpus if not g.unified]
         if not sizes:
             raise InvalidArgumentError(
-                "--gpu", None, "is needed: no NVIDIA GPU was detected for vLLM"
+                "--gpu",
+                InvalidArgumentError.NO_VALUE,
+                "is needed: no NVIDIA GPU was detected for vLLM",
             )
     pp = request.nodes if request.nodes > 1 else request.pipeline_parallel
     tp = request.tensor_parallel
@@ -183,29 +291,56 @@ def _vllm(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) 
         raise InvalidArgumentError(
             "--tensor-parallel-size", tp, f"times -pp needs {tp * pp} GPUs, {len(sizes)} given"
         )
+    check_vllm_parallel(spec, tp, pp)
     dtype = next(d for d in _KV_DTYPES if d == request.kv_cache_dtype)
-    settings = VllmSettings(
+    return VllmSettings(
         gpu_memory_bytes=min(sizes),
-        max_model_len=request.max_model_len,
+        max_model_len=request.vllm_max_model_len(),
         gpu_memory_utilization=request.gpu_memory_utilization,
         kv_cache_dtype=dtype,
         tensor_parallel_size=tp,
         pipeline_parallel_size=pp,
     )
+
+
+def _vllm(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) -> VllmPlanReport:
+    settings = vllm_settings(request, spec, probe)
     source = request.source or spec.name
     model = (hf_repo(source) or source) if spec.source_kind == "catalogue" else source
-    return VllmPlanReport(estimate_vllm(spec, settings), model)
+    estimate = estimate_vllm(spec, settings)
+    found = () if estimate.fits else vllm_suggestions(request, spec, probe, estimate)
+    return VllmPlanReport(estimate, model, found)
+
+
+def llamacpp_plan(
+    request: PlanRequest,
+    spec: ModelSpec,
+    probe: Callable[[], Hardware],
+    *,
+    full: bool = True,
+) -> Plan:
+    """The llama.cpp plan ``request`` asks for (``spec`` as loaded, before ``--quant``)."""
+    if request.quant is not None:
+        spec = apply_preset(spec, request.quant)
+    budget = request_budget(request, probe)
+    model_path = spec.source if spec.source_kind == "gguf" else None
+    return make_plan(
+        spec,
+        llamacpp_settings(request),
+        budget,
+        model_path=model_path,
+        pins=request.pins,
+        extras=full,
+        limits=full,
+    )
 
 
 def run_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) -> PlanResult:
     """Plan ``spec`` as ``request`` asks. ``probe`` reads this machine (only when needed)."""
-    if request.quant is not None:
-        spec = apply_preset(spec, request.quant)
     if request.engine == "reference":
         return _reference(request, spec)
     if request.engine == "vllm":
         return _vllm(request, spec, probe)
-    settings = llamacpp_settings(request, spec)
-    budget = request_budget(request, probe)
-    model_path = spec.source if spec.source_kind == "gguf" else None
-    return PlanReport(make_plan(spec, settings, budget, model_path=model_path))
+    plan = llamacpp_plan(request, spec, probe)
+    found = () if plan.fits else llamacpp_suggestions(request, spec, probe, plan)
+    return PlanReport(plan, found)

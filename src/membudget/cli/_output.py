@@ -70,6 +70,9 @@ def render(result: Report, *, as_json: bool, quiet: bool = False, explain: bool 
         emit_json(data)
         return
     console = stdout_console()
+    if not quiet:
+        for _warning in getattr(result, "warnings", ()):
+            pass
     if quiet:
         console.print(result.headline(), markup=False)
     else:

@@ -53,6 +53,20 @@ Quant = Annotated[
 ]
 
 
+# Command-line parameters and the PlanRequest fields they set, where the names differ.
+_FIELDS = {"ram": "memory", "rpc_node": "rpc_bytes", "gpu": "gpu_bytes"}
+
+
+def given_fields(ctx: typer.Context) -> frozenset[str]:
+    """The PlanRequest fields the user set on the command line (not left at their default)."""
+    out = set()
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            out.add(_FIELDS.get(name, name))
+    return frozenset(out)
+
+
 def flags_request(
     *,
     source: str,
@@ -95,9 +109,14 @@ def flags_request(
 
 @app.command()
 def plan(
+    ctx_: typer.Context,
     source: Source,
     engine: Annotated[
-        str, typer.Option(help="llama.cpp, vllm, or reference for the reference estimator.")
+        str,
+        typer.Option(
+            help="llama.cpp, vllm, or reference for the reference estimator. A flag the engine "
+            "does not use is refused; --ctx with vllm is its --max-model-len."
+        ),
     ] = "llama.cpp",
     ctx: Ctx = 4096,
     batch: Batch = 2048,
@@ -138,15 +157,27 @@ def plan(
         str, typer.Option(help="vLLM --kv-cache-dtype: auto or fp8.")
     ] = "auto",
     n_gpu_layers: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--n-gpu-layers", "-ngl", help="llama.cpp -ngl (default: solved from the GPU budgets)."
+            "--n-gpu-layers",
+            "-ngl",
+            help="llama.cpp -ngl; pinned when given (default: membudget chooses the placement).",
         ),
-    ] = -1,
-    tensor_split: Annotated[
-        str | None, typer.Option("--tensor-split", "-ts", help="llama.cpp -ts, e.g. 3,1.")
     ] = None,
-    n_cpu_moe: Annotated[int, typer.Option("--n-cpu-moe", help="llama.cpp --n-cpu-moe.")] = 0,
+    tensor_split: Annotated[
+        str | None,
+        typer.Option(
+            "--tensor-split",
+            "-ts",
+            help="llama.cpp -ts shares in its device order (RPC nodes first), e.g. 3,1; pinned when given.",
+        ),
+    ] = None,
+    n_cpu_moe: Annotated[
+        int | None,
+        typer.Option(
+            "--n-cpu-moe", help="llama.cpp --n-cpu-moe (mixtures of experts); pinned when given."
+        ),
+    ] = None,
     ram: Annotated[
         str | None, typer.Option(help="CPU RAM budget when GPUs are given (same as --memory).")
     ] = None,
@@ -157,6 +188,19 @@ def plan(
         ),
     ] = None,
     nodes: Annotated[int, typer.Option(help="vLLM: nodes (pipeline parallel across them).")] = 1,
+    apple: Annotated[
+        str | None,
+        typer.Option(
+            help="Plan for an Apple Silicon machine (Metal): its unified memory, 16GiB, or a name "
+            "such as m3-16gb or m2-max-96gb, from any machine."
+        ),
+    ] = None,
+    wired_limit_mb: Annotated[
+        int | None,
+        typer.Option(
+            help="That Mac's iogpu.wired_limit_mb, when raised (default: macOS's own limit)."
+        ),
+    ] = None,
     as_json: AsJson = False,
     quiet: Quiet = False,
     explain: Explain = False,
@@ -171,6 +215,7 @@ def plan(
             raise InvalidArgumentError("--ram", ram, "conflicts with --memory; give one of them")
         memory = ram
     request = flags_request(
+        given=given_fields(ctx_),
         source=source,
         engine=engine,
         ctx=ctx,
@@ -187,6 +232,8 @@ def plan(
         margin=margin,
         gpu=gpu,
         rpc_bytes=tuple(parse_size(n) for n in rpc_node or ()),
+        apple=apple,
+        wired_limit_mb=wired_limit_mb,
         n_gpu_layers=n_gpu_layers,
         tensor_split=parse_split(tensor_split),
         n_cpu_moe=n_cpu_moe,
@@ -242,7 +289,7 @@ def validate(
         swa_full=swa_full,
     )
     spec = load_with_progress(model, quiet=quiet)
-    settings = llamacpp_settings(request, spec)
+    settings = llamacpp_settings(request)
     if from_log is not None:
         try:
             text = from_log.read_text(encoding="utf-8", errors="replace")

@@ -14,7 +14,7 @@ from membudget.schemas import SCHEMA_IDS, load_schema
 def schema(
     schema_id: Annotated[
         str | None,
-        typer.Argument(help="A schema id such as membudget/plan/1 (or plan/1); none lists them."),
+        typer.Argument(help="A schema id such as membudget/plan/2 (or plan/2); none lists them."),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="List the ids as JSON (the schema itself is JSON).")

@@ -27,12 +27,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from membudget.engines.llamacpp_compute import compute_bytes
-from membudget.engines.llamacpp_devices import CPU, cuda_alloc_bytes, layer_devices, tensor_device
-from membudget.engines.llamacpp_graph import GraphSettings, graph_compute_bytes
+from membudget.engines.llamacpp_devices import CPU, layer_devices
+from membudget.engines.llamacpp_layout import (
+    Resolved,
+    WeightTable,
+    cache_table,
+    compute_for,
+    pad,
+    weight_table,
+)
 from membudget.errors import InvalidArgumentError
-from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
-from membudget.model import ModelSpec, TensorSpec, block_index
+from membudget.kv import cache_type
+from membudget.model import ModelSpec
 
 __all__ = [
     "Buffer",
@@ -43,17 +49,16 @@ __all__ = [
     "LlamaCppRules",
     "LlamaCppSettings",
     "estimate_llamacpp",
+    "host_compute_bytes",
+    "output_bytes",
     "repack_types_for",
+    "resolve",
 ]
 
 FlashAttn = Literal["on", "off", "auto"]
 BufferKind = Literal["model", "kv", "kv_swa", "recurrent", "output", "compute"]
 ComputeMethod = Literal["simulated", "phase model"]
 _F32 = 4
-
-
-def _pad(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,53 +234,82 @@ def repack_types_for(flags: frozenset[str], arch: str) -> frozenset[str]:
     return frozenset()
 
 
-def _repack_bytes(tensors: list[TensorSpec], types: frozenset[str], alignment: int) -> int:
-    """Matrix weights multiplied by activations (never ``token_embd``, read by row lookup)
-    whose type repacks and whose row count is a multiple of 8 are copied to CPU_REPACK."""
-    total = 0
-    for t in tensors:
-        if (
-            t.type_name in types
-            and len(t.shape) in (2, 3)
-            and t.shape[1] % 8 == 0
-            and t.name != "token_embd.weight"
-        ):
-            total += _pad(t.n_bytes, alignment)
-    return total
+def _repack_types(s: LlamaCppSettings, r: LlamaCppRules) -> frozenset[str]:
+    if not s.repack:
+        return frozenset()
+    if r.repack_types is not None:
+        return r.repack_types
+    from membudget.hardware import cpu_flags, machine_arch  # noqa: PLC0415
+
+    return repack_types_for(cpu_flags(), machine_arch())
 
 
-def _mtp_block(name: str, spec: ModelSpec) -> bool:
-    """Whether tensor ``name`` belongs to a multi-token-prediction block after the trunk."""
-    if not spec.n_layer_mtp:
-        return False
-    il = block_index(name)
-    return il is not None and il >= spec.n_layer
+def resolve(spec: ModelSpec, s: LlamaCppSettings, r: LlamaCppRules) -> Resolved:
+    """llama.cpp's context figures for ``s`` (``llama_context`` constructor and
+    ``llama_kv_cache_iswa``): padded context, streams, batch clamps, cache and window cells."""
+    fa = _resolve_flash_attn(s.flash_attn, s.cache_type_v)
+    n_seq = max(1, s.n_parallel)
+    n_ctx = pad(s.n_ctx or spec.n_ctx_train or 4096, r.ctx_pad)
+    if s.kv_unified:
+        n_ctx_seq = n_ctx
+    else:
+        n_ctx_seq = pad(n_ctx // n_seq, r.ctx_pad)
+        n_ctx = n_ctx_seq * n_seq
+    n_batch = min(n_ctx, s.n_batch)
+    n_ubatch = min(n_batch, s.n_ubatch)
+    kv_size = n_ctx_seq
+    n_swa = spec.sliding_window
+    swa_size = 0
+    if n_swa:
+        swa_size = (
+            kv_size
+            if s.swa_full
+            else pad(min(kv_size, n_swa * (n_seq if s.kv_unified else 1) + n_ubatch), r.swa_pad)
+        )
+    return Resolved(
+        n_ctx=n_ctx,
+        n_ctx_seq=n_ctx_seq,
+        n_seq=n_seq,
+        n_stream=1 if s.kv_unified else n_seq,
+        n_batch=n_batch,
+        n_ubatch=n_ubatch,
+        kv_size=kv_size,
+        swa_size=swa_size,
+        flash_attn=fa,
+    )
 
 
-def _model_buffers(
-    spec: ModelSpec, s: LlamaCppSettings, r: LlamaCppRules, slots: list[str]
-) -> list[Buffer]:
-    if not spec.tensors:
-        return [Buffer(CPU, "model", spec.weights.total, "weights")]
-    per_device: dict[str, int] = {}
-    on_cpu: list[TensorSpec] = []
-    for t in spec.tensors:
-        if _mtp_block(t.name, spec):
-            continue  # llama.cpp skips the MTP blocks' tensors (TENSOR_SKIP) unless drafting
-        dev = tensor_device(t.name, slots, s.n_cpu_moe)
+def output_bytes(spec: ModelSpec, s: LlamaCppSettings, n_seq: int) -> int:
+    """The output buffer: ``n_vocab`` logits (and ``n_embd`` embeddings when asked) for
+    ``n_seq`` outputs, in F32 (``llama_context::output_reserve``)."""
+    floats = spec.n_vocab * n_seq + (
+        spec.n_embd * n_seq if s.embeddings or spec.embedding_only else 0
+    )
+    return floats * _F32
+
+
+def host_compute_bytes(spec: ModelSpec, n_tokens: int) -> int:
+    """The CPU's share of the graph when every layer is on a GPU: the embedding rows it feeds
+    them (an estimate: not yet checked against a CUDA build's log)."""
+    return 3 * spec.n_embd * n_tokens * _F32
+
+
+def _weight_buffers(w: WeightTable, slots: list[str], n_cpu_moe: int) -> list[Buffer]:
+    if w.flat_bytes:
+        return [Buffer(CPU, "model", w.flat_bytes, "weights")]
+    per_device: dict[str, int] = {CPU: w.input_bytes}
+    repacked = w.input_repack
+    for i, dev in enumerate(slots):
         if dev == CPU:
-            on_cpu.append(t)
-            per_device[CPU] = per_device.get(CPU, 0) + _pad(t.n_bytes, r.alignment)
+            per_device[CPU] += w.cpu_dense[i] + w.cpu_exps[i]
+            repacked += w.repack_dense[i] + w.repack_exps[i]
+            continue
+        per_device[dev] = per_device.get(dev, 0) + w.gpu_dense[i]
+        if i < n_cpu_moe:
+            per_device[CPU] += w.cpu_exps[i]
+            repacked += w.repack_exps[i]
         else:
-            per_device[dev] = per_device.get(dev, 0) + cuda_alloc_bytes(t)
-    repacked = 0
-    if s.repack and on_cpu:
-        types = r.repack_types
-        if types is None:
-            from membudget.hardware import cpu_flags, machine_arch  # noqa: PLC0415
-
-            types = repack_types_for(cpu_flags(), machine_arch())
-        repacked = _repack_bytes(on_cpu, types, r.alignment)
+            per_device[dev] += w.gpu_exps[i]
     out = [
         Buffer(
             dev,
@@ -285,6 +319,7 @@ def _model_buffers(
             reclaimable_bytes=repacked if dev == CPU else 0,
         )
         for dev, n in per_device.items()
+        if n or dev != CPU
     ]
     if repacked:
         out.append(Buffer(CPU, "model", repacked, "CPU_REPACK copies of matrix weights"))
@@ -304,118 +339,63 @@ def estimate_llamacpp(
     CUDA build's report."""
     s = settings or LlamaCppSettings()
     r = rules or LlamaCppRules()
-    fa = _resolve_flash_attn(s.flash_attn, s.cache_type_v)
-    n_seq = max(1, s.n_parallel)
-    n_ctx = _pad(s.n_ctx or spec.n_ctx_train or 4096, r.ctx_pad)
-    if s.kv_unified:
-        n_ctx_seq = n_ctx
-    else:
-        n_ctx_seq = _pad(n_ctx // n_seq, r.ctx_pad)
-        n_ctx = n_ctx_seq * n_seq
-    n_stream = 1 if s.kv_unified else n_seq
-    n_batch = min(n_ctx, s.n_batch)
-    n_ubatch = min(n_batch, s.n_ubatch)
-    kv_size = n_ctx_seq
-    n_swa = spec.sliding_window
-    swa_size = 0
-    if n_swa:
-        swa_size = (
-            kv_size
-            if s.swa_full
-            else _pad(min(kv_size, n_swa * (n_seq if s.kv_unified else 1) + n_ubatch), r.swa_pad)
-        )
+    res = resolve(spec, s, r)
     slots = layer_devices(spec.n_layer, s.n_gpu_layers, s.gpus, s.tensor_split)
-    buffers: list[Buffer] = _model_buffers(spec, s, r, slots)
-
-    if not spec.embedding_only:
-        tk, tv = cache_type(s.cache_type_k), cache_type(s.cache_type_v)
-        layers = cache_layers(spec)
-        mla_k_only = spec.mla is not None and spec.mla.compressed_cache and r.mla_k_only
-        v_max = max((c.n_embd_v for c in layers), default=0)
-        v_variable = len({c.n_embd_v for c in layers}) > 1
-        kv: dict[str, int] = {}
-        swa: dict[str, int] = {}
-        for c in layers:
-            cells = swa_size if c.sliding_window else kv_size
-            k_bytes = _pad(row_bytes(tk, c.n_embd_k) * cells * n_stream, r.alignment)
-            v_width = v_max if (not fa and v_variable) else c.n_embd_v
-            v_bytes = (
-                0 if mla_k_only else _pad(row_bytes(tv, v_width) * cells * n_stream, r.alignment)
-            )
-            target = swa if c.sliding_window else kv
-            dev = slots[c.index]
-            target[dev] = target.get(dev, 0) + k_bytes + v_bytes
-        for dev, n in kv.items():
-            buffers.append(Buffer(dev, "kv", n, f"{kv_size} cells x {n_stream} stream(s)"))
-        for dev, n in swa.items():
-            buffers.append(Buffer(dev, "kv_swa", n, f"{swa_size} cells x {n_stream} stream(s)"))
-        if spec.n_recurrent_layers:
-            conv, ssm = recurrent_state_dims(spec)
-            rows = n_seq
-            per_layer = _pad(conv * _F32 * rows, r.alignment) + _pad(ssm * _F32 * rows, r.alignment)
-            rec: dict[str, int] = {}
-            for il, layer in enumerate(spec.layers):
-                if layer.recurrent:
-                    rec[slots[il]] = rec.get(slots[il], 0) + per_layer
-            for dev, n in rec.items():
-                buffers.append(Buffer(dev, "recurrent", n, f"{rows} sequence state(s)"))
-
-    out_floats = spec.n_vocab * n_seq + (
-        spec.n_embd * n_seq if s.embeddings or spec.embedding_only else 0
-    )
+    w = weight_table(spec, r.alignment, _repack_types(s, r))
+    buffers = _weight_buffers(w, slots, s.n_cpu_moe)
+    c = cache_table(spec, res, s.cache_type_k, s.cache_type_v, r.alignment, r.mla_k_only)
+    for kind, column, detail in (
+        ("kv", c.kv, f"{res.kv_size} cells x {res.n_stream} stream(s)"),
+        ("kv_swa", c.swa, f"{res.swa_size} cells x {res.n_stream} stream(s)"),
+        ("recurrent", c.recurrent, f"{res.n_seq} sequence state(s)"),
+    ):
+        per_device: dict[str, int] = {}
+        for i, n in enumerate(column):
+            if n:
+                per_device[slots[i]] = per_device.get(slots[i], 0) + n
+        buffers.extend(Buffer(dev, kind, n, detail) for dev, n in per_device.items())  # type: ignore[arg-type]
     # The output buffer is host memory (pinned when the output layer is on a GPU).
-    buffers.append(Buffer(CPU, "output", out_floats * _F32, f"logits for {n_seq} output(s)"))
-    n_tokens = min(n_ctx, n_ubatch)
-    graph = None
-    if r.simulate_graph:
-        graph = graph_compute_bytes(
-            spec,
-            GraphSettings(
-                # graph_reserve rounds the token count up to a multiple of the sequences
-                n_tokens=_pad(n_tokens, n_seq),
-                n_outputs=n_tokens,
-                n_seqs=n_seq,
-                n_kv=kv_size,
-                n_swa_kv=swa_size,
-                n_stream=n_stream,
-                flash_attn=fa,
-                cache_type_k=s.cache_type_k,
-                cache_type_v=s.cache_type_v,
-                alignment=r.alignment,
-                attn_rotation=r.attn_rotation,
-            ),
-        )
-    method: ComputeMethod = "simulated" if graph is not None else "phase model"
-    if graph is None:
-        graph = compute_bytes(
-            spec,
-            n_tokens=n_tokens,
-            n_kv=kv_size,
-            n_swa_kv=swa_size,
-            n_stream=n_stream,
-            flash_attn=fa,
-        )
-    detail = f"worst case: {n_tokens} tokens over {kv_size} cells ({method})"
+    buffers.append(
+        Buffer(CPU, "output", output_bytes(spec, s, res.n_seq), f"logits for {res.n_seq} output(s)")
+    )
+    graph, simulated = compute_for(
+        spec,
+        res,
+        s.cache_type_k,
+        s.cache_type_v,
+        r.alignment,
+        r.attn_rotation,
+        r.simulate_graph,
+    )
+    method: ComputeMethod = "simulated" if simulated else "phase model"
+    n_tokens = res.n_tokens
+    detail = f"worst case: {n_tokens} tokens over {res.kv_size} cells ({method})"
     used = list(dict.fromkeys(slots))
     # Each backend holding layers reserves the graph's working set; a host that only feeds
-    # the GPUs keeps the embedding rows (an estimate: not yet checked against CUDA logs).
+    # the GPUs keeps the embedding rows.
     buffers.extend(Buffer(dev, "compute", graph, detail) for dev in used)
     if CPU not in used:
-        host = 3 * spec.n_embd * n_tokens * _F32
-        buffers.append(Buffer(CPU, "compute", host, "host side of the graph (estimate)"))
+        buffers.append(
+            Buffer(
+                CPU,
+                "compute",
+                host_compute_bytes(spec, n_tokens),
+                "host side of the graph (estimate)",
+            )
+        )
     return LlamaCppEstimate(
         spec=spec,
         settings=s,
         rules=r,
-        n_ctx=n_ctx,
-        n_ctx_seq=n_ctx_seq,
-        n_seq_max=n_seq,
-        n_stream=n_stream,
-        n_batch=n_batch,
-        n_ubatch=n_ubatch,
-        kv_size=kv_size,
-        swa_size=swa_size,
-        flash_attn=fa,
+        n_ctx=res.n_ctx,
+        n_ctx_seq=res.n_ctx_seq,
+        n_seq_max=res.n_seq,
+        n_stream=res.n_stream,
+        n_batch=res.n_batch,
+        n_ubatch=res.n_ubatch,
+        kv_size=res.kv_size,
+        swa_size=res.swa_size,
+        flash_attn=res.flash_attn,
         buffers=tuple(buffers),
         compute_method=method,
     )

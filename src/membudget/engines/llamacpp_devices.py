@@ -17,43 +17,60 @@ CUDA allocates each quantised matrix with its last row padded to 512 values
 from __future__ import annotations
 
 import bisect
+import struct
 from collections.abc import Sequence
 
 from membudget.model import TensorSpec, block_index
 from membudget.quant import ggml_type_by_name
 
-__all__ = ["CPU", "cuda_alloc_bytes", "layer_devices", "tensor_device"]
+__all__ = ["CPU", "cuda_alloc_bytes", "layer_devices", "split_counts", "tensor_device"]
 
 CPU = "CPU"
 CUDA_ALIGNMENT = 128  # ggml-cuda.cu, ggml_backend_cuda_buffer_type_get_alignment
 MATRIX_ROW_PADDING = 512  # ggml-cuda/common.cuh
 
 
+def _f32(x: float) -> float:
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
+def split_counts(n_slots: int, n_gpu_layers: int, shares: Sequence[float]) -> tuple[int, ...]:
+    """How many of the offloaded slots each device gets from ``-ngl`` and the ``-ts`` shares,
+    computed as llama.cpp does, in single precision: cumulative shares over their sum are the
+    split points, and offloaded slot ``j`` of ``N`` goes to the first device whose point exceeds
+    ``j / N`` (``std::upper_bound``). Whole layer counts as shares give exactly those counts."""
+    active = min(max(n_gpu_layers, 0), n_slots)
+    if not shares or active == 0:
+        return (0,) * len(shares)
+    weights = [float(w) for w in shares]
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        weights = [1.0] * len(weights)
+    points, running = [], 0.0
+    for w in weights:
+        running = _f32(running + _f32(w))
+        points.append(running)
+    points = [_f32(p / running) for p in points]
+    counts = [0] * len(weights)
+    for j in range(active):
+        idx = bisect.bisect_right(points, _f32(float(j) / active))
+        counts[min(idx, len(counts) - 1)] += 1
+    return tuple(counts)
+
+
 def layer_devices(
     n_layer: int, n_gpu_layers: int, devices: Sequence[str], tensor_split: Sequence[float] = ()
 ) -> list[str]:
     """The device of every slot: ``n_layer`` repeating layers, then the output layer."""
-    if not devices or n_gpu_layers <= 0:
-        return [CPU] * (n_layer + 1)
-    weights = list(tensor_split) if tensor_split else [1.0] * len(devices)
-    if len(weights) != len(devices) or any(w < 0 for w in weights) or sum(weights) <= 0:
-        weights = [1.0] * len(devices)
-    total = sum(weights)
-    points: list[float] = []
-    running = 0.0
-    for w in weights:
-        running += w
-        points.append(running / total)
     slots = n_layer + 1
-    start = max(slots - n_gpu_layers, 0)
-    active = min(n_gpu_layers, slots)
-    out = []
-    for il in range(slots):
-        if il < start or il - start >= active:
-            out.append(CPU)
-        else:
-            idx = bisect.bisect_right(points, (il - start) / active)
-            out.append(devices[min(idx, len(devices) - 1)])
+    if not devices or n_gpu_layers <= 0:
+        return [CPU] * slots
+    shares = list(tensor_split) if tensor_split else [1.0] * len(devices)
+    if len(shares) < len(devices):
+        shares += [0.0] * (len(devices) - len(shares))  # llama.cpp: unnamed devices get none
+    counts = split_counts(slots, n_gpu_layers, shares[: len(devices)])
+    out = [CPU] * (slots - sum(counts))
+    for dev, n in zip(devices, counts, strict=True):
+        out += [dev] * n
     return out
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "VllmEstimate",
     "VllmSettings",
     "activation_bytes",
+    "check_vllm_parallel",
     "estimate_vllm",
     "max_model_len",
     "vllm_command",
@@ -123,6 +124,18 @@ class VllmEstimate:
         return int(self.settings.gpu_memory_bytes * self.settings.gpu_memory_utilization)
 
     @property
+    def needed_bytes(self) -> int:
+        """What one GPU needs for one request of ``max_model_len`` tokens: weights, activation
+        peak, non-torch memory, CUDA graphs and that request's KV cache."""
+        return (
+            self.weights_bytes
+            + self.activation_bytes
+            + self.non_torch_bytes
+            + self.cuda_graph_bytes
+            + self.request_bytes
+        )
+
+    @property
     def kv_cache_tokens(self) -> int:
         """vLLM's "GPU KV cache size: N tokens"."""
         return self.num_blocks * self.settings.block_size
@@ -168,6 +181,43 @@ def _layer_cost(
         tokens = min(layer.sliding_window - 1 + s.max_num_batched_tokens, max_len)
         return page, (_cdiv(tokens, bs) + 1) * page
     return page, _cdiv(max_len, bs) * page
+
+
+def check_vllm_parallel(spec: ModelSpec, tp: int, pp: int) -> None:
+    """Refuse what vLLM refuses at start-up:
+
+    - ``vllm/config/model.py`` ``ModelConfig.verify_with_parallel_config``: "Total number of
+      attention heads (H) must be divisible by tensor parallel size (T)";
+    - the attention layers (``vllm/model_executor/models/llama.py`` ``LlamaAttention`` and its
+      kin): KV heads split evenly across ranks when there are at least as many as ranks, else
+      the ranks are a multiple of them (each KV head replicated);
+    - ``vllm/distributed/utils.py`` ``get_pp_indices``: every pipeline stage needs a layer.
+    """
+    heads = {layer.n_head for layer in spec.layers if layer.has_kv and layer.n_head}
+    for h in sorted(heads):
+        if h % tp:
+            raise InvalidArgumentError(
+                "--tensor-parallel-size",
+                tp,
+                f"does not divide {spec.name}'s {h} attention heads (vLLM refuses it); use one of "
+                + ", ".join(str(t) for t in range(1, h + 1) if h % t == 0 and t <= 64),
+            )
+    mla = spec.mla is not None and spec.mla.compressed_cache
+    kv_heads = {layer.n_head_kv for layer in spec.layers if layer.has_kv and layer.n_head_kv}
+    for kv in sorted(kv_heads) if not mla else ():
+        if (kv >= tp and kv % tp) or (kv < tp and tp % kv):
+            raise InvalidArgumentError(
+                "--tensor-parallel-size",
+                tp,
+                f"does not split {spec.name}'s {kv} KV heads evenly (vLLM needs the KV heads to "
+                "be a multiple of the ranks, or the ranks a multiple of the KV heads)",
+            )
+    if pp > max(1, spec.n_layer):
+        raise InvalidArgumentError(
+            "--pipeline-parallel-size",
+            pp,
+            f"is more than {spec.name}'s {spec.n_layer} layers (every stage needs one)",
+        )
 
 
 def activation_bytes(spec: ModelSpec, s: VllmSettings) -> int:

@@ -21,7 +21,7 @@ SCHEMA_IDS = (
     "membudget/estimate/1",
     "membudget/hardware/1",
     "membudget/model/1",
-    "membudget/plan/1",
+    "membudget/plan/2",
     "membudget/plot/1",
     "membudget/recommend/1",
     "membudget/schemas/1",
@@ -36,7 +36,7 @@ def _load(file_name: str) -> str:
 
 
 def load_schema(schema_id: str) -> dict[str, Any]:
-    """The JSON Schema (a fresh dict) for ``schema_id``, e.g. ``"membudget/plan/1"``."""
+    """The JSON Schema (a fresh dict) for ``schema_id``, e.g. ``"membudget/plan/2"``."""
     if schema_id not in SCHEMA_IDS:
         raise InvalidArgumentError("schema", schema_id, f"must be one of {', '.join(SCHEMA_IDS)}")
     _, name, version = schema_id.split("/")

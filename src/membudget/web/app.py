@@ -5,7 +5,7 @@ Endpoints (documented at ``/openapi.json``):
 - ``GET /api/models``: the catalogue (``membudget/catalog/1``);
 - ``GET /api/files``: model files inside the allowed directories;
 - ``GET /api/hardware``: this machine (``membudget/hardware/1``);
-- ``POST /api/plan``: a plan (``membudget/plan/1``, or ``membudget/estimate/1`` for the
+- ``POST /api/plan``: a plan (``membudget/plan/2``, or ``membudget/estimate/1`` for the
   reference engine), the same document ``membudget plan --json`` prints;
 - ``POST /api/curve``: memory against context (the numbers ``membudget plot`` draws).
 
@@ -297,7 +297,7 @@ def create_app(
     def machine() -> dict[str, Any]:
         return HardwareReport(hardware()).to_dict()
 
-    @api.post("/api/plan", responses=_schema_response("membudget/plan/1"))
+    @api.post("/api/plan", responses=_schema_response("membudget/plan/2"))
     def plan(body: PlanBody) -> dict[str, Any]:
         spec, source = specs.get(body)
         return run_plan(_request(body, source), spec, hardware).to_dict()

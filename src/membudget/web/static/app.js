@@ -107,7 +107,12 @@ function show(plan) {
   const total = rows.reduce((a, r) => a + r[2], 0);
   const fits = plan.engine === "reference" ? plan.fits !== false : plan.budget.fits;
   const verdict = $("verdict");
-  verdict.textContent = `${fits ? "Fits" : "Does not fit"}: needs ${gib(total)} GiB of ${gib(budget)} GiB`;
+  // The one "needs" figure: what the verdict compares with the budget (memory.needed_bytes).
+  const needed = plan.memory && plan.memory.needed_bytes !== undefined ? plan.memory.needed_bytes : total;
+  const perDevice = plan.engine === "llama.cpp" && plan.devices.length > 1
+    ? ` (${plan.devices.map((d) => `${d.device} ${gib(d.needed_bytes)} of ${gib(d.budget_bytes)} GiB`).join(", ")})`
+    : ` of ${gib(budget)} GiB`;
+  verdict.textContent = `${fits ? "Fits" : "Does not fit"}: needs ${gib(needed)} GiB${perDevice}`;
   verdict.className = `verdict ${fits ? "fits" : "nofit"}`;
   verdict.dataset.fits = String(fits);
   drawChart(rows, budget);

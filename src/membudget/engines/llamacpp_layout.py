@@ -1,0 +1,321 @@
+"""What llama.cpp allocates, as per-slot tables: a placement's cost is then a sum, not a rebuild.
+
+A model has ``n_layer + 1`` slots for placement: its repeating layers, then the output layer
+(``llama_model::load_tensors``; see :mod:`.llamacpp_devices`). Everything llama.cpp allocates for
+weights, KV cache and recurrent state belongs to one slot or to the input layer, which always
+stays on the CPU. This module computes, once per model and settings:
+
+- :class:`WeightTable`: each slot's weight bytes as the CPU backend stores them (padded to its
+  alignment) and as CUDA stores them (:func:`~.llamacpp_devices.cuda_alloc_bytes`), with the
+  routed experts apart, since ``--n-cpu-moe`` moves only them, and the bytes of each part that
+  the CPU backend repacks;
+- :class:`CacheTable`: each slot's KV (full and sliding-window) and recurrent-state bytes for
+  the resolved context;
+- the compute buffer, from :func:`~.llamacpp_graph.graph_compute_bytes`, whose graph depends on
+  the model's shapes and the settings but never on the weights' types, so it is shared by every
+  quantisation preset of one model.
+
+:func:`~.llamacpp.estimate_llamacpp` builds its buffers from these tables, and the planner
+(:mod:`membudget.placement`) searches placements over the same tables, so the two cannot differ.
+Each table is kept for the last few models asked about.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from membudget.engines.llamacpp_compute import compute_bytes
+from membudget.engines.llamacpp_devices import cuda_alloc_bytes
+from membudget.engines.llamacpp_graph import GraphSettings, graph_compute_bytes
+from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
+from membudget.model import ModelSpec, TensorSpec, block_index
+
+__all__ = [
+    "INPUT_TENSORS",
+    "CacheTable",
+    "Resolved",
+    "WeightTable",
+    "cache_table",
+    "compute_for",
+    "pad",
+    "weight_table",
+]
+
+INPUT_TENSORS = ("token_embd", "token_types", "position_embd")
+"""Tensors of the input layer, which llama.cpp always keeps on the CPU."""
+_F32 = 4
+_T = TypeVar("_T")
+
+
+def pad(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+class _Memo:
+    """Values computed from one :class:`ModelSpec` object, for the last ``size`` objects.
+
+    Keyed by the object's id while a reference to it is kept here, so an id is never reused
+    for another model while its entry lives."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._size = size
+        self._entries: OrderedDict[int, tuple[ModelSpec, dict[object, object]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, spec: ModelSpec, key: object, make: Callable[[], _T]) -> _T:
+        with self._lock:
+            entry = self._entries.get(id(spec))
+            if entry is not None and entry[0] is spec:
+                self._entries.move_to_end(id(spec))
+                if key in entry[1]:
+                    return entry[1][key]  # type: ignore[return-value]
+        value = make()
+        with self._lock:
+            entry = self._entries.get(id(spec))
+            if entry is None or entry[0] is not spec:
+                entry = (spec, {})
+                self._entries[id(spec)] = entry
+                while len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+            entry[1][key] = value
+        return value
+
+
+_MEMO = _Memo()
+_GRAPHS: OrderedDict[tuple[object, GraphSettings], int | None] = OrderedDict()
+_GRAPHS_LOCK = threading.Lock()
+_GRAPHS_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """llama.cpp's own figures for a context request (``llama_context`` constructor)."""
+
+    n_ctx: int
+    n_ctx_seq: int
+    n_seq: int
+    n_stream: int
+    n_batch: int
+    n_ubatch: int
+    kv_size: int
+    swa_size: int
+    flash_attn: bool
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens of the worst-case graph: ``min(n_ctx, n_ubatch)``."""
+        return min(self.n_ctx, self.n_ubatch)
+
+
+@dataclass(frozen=True, slots=True)
+class WeightTable:
+    """Weight bytes per slot (``n_layer`` layers, then the output layer) and of the input layer.
+
+    ``*_dense`` is a slot's tensors other than its routed experts, ``*_exps`` the experts.
+    ``cpu_*`` are padded to the CPU buffer's alignment, ``gpu_*`` as CUDA allocates them,
+    ``repack_*`` the part of ``cpu_*`` the CPU backend copies into CPU_REPACK buffers."""
+
+    flat_bytes: int
+    """A model with no tensor list: all its weights, in one CPU buffer."""
+    input_bytes: int
+    input_repack: int
+    cpu_dense: tuple[int, ...]
+    cpu_exps: tuple[int, ...]
+    gpu_dense: tuple[int, ...]
+    gpu_exps: tuple[int, ...]
+    repack_dense: tuple[int, ...]
+    repack_exps: tuple[int, ...]
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.cpu_dense)
+
+
+def _repacks(t: TensorSpec, types: frozenset[str]) -> bool:
+    """Matrix weights multiplied by activations (never ``token_embd``, read by row lookup)
+    whose type repacks and whose row count is a multiple of 8 are copied to CPU_REPACK
+    (``ggml-cpu/repack.cpp``, ``ggml_backend_cpu_repack_buffer_type`` support check)."""
+    return (
+        t.type_name in types
+        and len(t.shape) in (2, 3)
+        and t.shape[1] % 8 == 0
+        and t.name != "token_embd.weight"
+    )
+
+
+def _build_weights(spec: ModelSpec, alignment: int, types: frozenset[str]) -> WeightTable:
+    n_slots = spec.n_layer + 1
+    if not spec.tensors:
+        zeros = (0,) * n_slots
+        return WeightTable(spec.weights.total, 0, 0, zeros, zeros, zeros, zeros, zeros, zeros)
+    cpu_d, cpu_e, gpu_d, gpu_e, rep_d, rep_e = ([0] * n_slots for _ in range(6))
+    input_bytes = input_repack = 0
+    for t in spec.tensors:
+        il = block_index(t.name)
+        if spec.n_layer_mtp and il is not None and il >= spec.n_layer:
+            continue  # llama.cpp skips the MTP blocks' tensors (TENSOR_SKIP) unless drafting
+        cpu = pad(t.n_bytes, alignment)
+        repack = cpu if _repacks(t, types) else 0
+        if il is None and t.name.startswith(INPUT_TENSORS):
+            input_bytes += cpu
+            input_repack += repack
+            continue
+        slot = il if il is not None and il < spec.n_layer else n_slots - 1
+        if il is not None and "_exps" in t.name:
+            cpu_e[slot] += cpu
+            gpu_e[slot] += cuda_alloc_bytes(t)
+            rep_e[slot] += repack
+        else:
+            cpu_d[slot] += cpu
+            gpu_d[slot] += cuda_alloc_bytes(t)
+            rep_d[slot] += repack
+    return WeightTable(
+        0,
+        input_bytes,
+        input_repack,
+        tuple(cpu_d),
+        tuple(cpu_e),
+        tuple(gpu_d),
+        tuple(gpu_e),
+        tuple(rep_d),
+        tuple(rep_e),
+    )
+
+
+def weight_table(spec: ModelSpec, alignment: int, repack_types: frozenset[str]) -> WeightTable:
+    """The weight table of ``spec`` (kept for the last few models)."""
+    return _MEMO.get(
+        spec,
+        ("weights", alignment, repack_types),
+        lambda: _build_weights(spec, alignment, repack_types),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CacheTable:
+    """KV, sliding-window KV and recurrent-state bytes of each slot (the output slot has none)."""
+
+    kv: tuple[int, ...]
+    swa: tuple[int, ...]
+    recurrent: tuple[int, ...]
+
+    def slot_bytes(self, i: int) -> int:
+        return self.kv[i] + self.swa[i] + self.recurrent[i]
+
+
+def _build_cache(
+    spec: ModelSpec, res: Resolved, type_k: str, type_v: str, alignment: int, mla_k_only: bool
+) -> CacheTable:
+    n_slots = spec.n_layer + 1
+    kv, swa, rec = [0] * n_slots, [0] * n_slots, [0] * n_slots
+    if not spec.embedding_only:
+        tk, tv = cache_type(type_k), cache_type(type_v)
+        layers = cache_layers(spec)
+        k_only = spec.mla is not None and spec.mla.compressed_cache and mla_k_only
+        v_max = max((c.n_embd_v for c in layers), default=0)
+        v_variable = len({c.n_embd_v for c in layers}) > 1
+        for c in layers:
+            cells = res.swa_size if c.sliding_window else res.kv_size
+            k_bytes = pad(row_bytes(tk, c.n_embd_k) * cells * res.n_stream, alignment)
+            # Without flash attention V rows are padded to the widest layer when widths differ.
+            v_width = v_max if (not res.flash_attn and v_variable) else c.n_embd_v
+            v_bytes = 0 if k_only else pad(row_bytes(tv, v_width) * cells * res.n_stream, alignment)
+            target = swa if c.sliding_window else kv
+            target[c.index] += k_bytes + v_bytes
+        if spec.n_recurrent_layers:
+            conv, ssm = recurrent_state_dims(spec)
+            rows = res.n_seq  # max(1, n_seq_max) states (llama-memory-recurrent.cpp)
+            per_layer = pad(conv * _F32 * rows, alignment) + pad(ssm * _F32 * rows, alignment)
+            for il, layer in enumerate(spec.layers):
+                if layer.recurrent:
+                    rec[il] += per_layer
+    return CacheTable(tuple(kv), tuple(swa), tuple(rec))
+
+
+def cache_table(
+    spec: ModelSpec, res: Resolved, type_k: str, type_v: str, alignment: int, mla_k_only: bool
+) -> CacheTable:
+    """The cache table of ``spec`` for a resolved context and cache types."""
+    return _MEMO.get(
+        spec,
+        ("cache", res, type_k, type_v, alignment, mla_k_only),
+        lambda: _build_cache(spec, res, type_k, type_v, alignment, mla_k_only),
+    )
+
+
+def _graph_key(spec: ModelSpec) -> object:
+    """What the worst-case graph depends on: the model without its weights' types and bytes,
+    so every preset of one model shares its graphs."""
+
+    def make() -> object:
+        tensors = tuple(replace(t, type_name="", n_bytes=0) for t in spec.tensors)
+        return replace(
+            spec,
+            name="",
+            source="",
+            n_params=0,
+            weights=replace(spec.weights, token_embd=0, output=0, layers=(), experts=(), other=0),
+            quant=replace(spec.quant, file_type="", tensor_types=()),
+            tensors=tensors,
+            notes=(),
+            provenance=(),
+        )
+
+    return _MEMO.get(spec, "graph-key", make)
+
+
+def compute_for(
+    spec: ModelSpec,
+    res: Resolved,
+    type_k: str,
+    type_v: str,
+    alignment: int,
+    attn_rotation: bool,
+    simulate: bool,
+) -> tuple[int, bool]:
+    """The compute buffer of one backend holding layers, and whether the graph was simulated
+    (``False``: the phase model of :mod:`.llamacpp_compute`)."""
+    n_tokens = res.n_tokens
+    graph: int | None = None
+    if simulate:
+        gs = GraphSettings(
+            # graph_reserve rounds the token count up to a multiple of the sequences
+            n_tokens=pad(n_tokens, res.n_seq),
+            n_outputs=n_tokens,
+            n_seqs=res.n_seq,
+            n_kv=res.kv_size,
+            n_swa_kv=res.swa_size,
+            n_stream=res.n_stream,
+            flash_attn=res.flash_attn,
+            cache_type_k=type_k,
+            cache_type_v=type_v,
+            alignment=alignment,
+            attn_rotation=attn_rotation,
+        )
+        key = (_graph_key(spec), gs)
+        with _GRAPHS_LOCK:
+            hit = key in _GRAPHS
+            if hit:
+                _GRAPHS.move_to_end(key)
+                graph = _GRAPHS[key]
+        if not hit:
+            graph = graph_compute_bytes(spec, gs)
+            with _GRAPHS_LOCK:
+                _GRAPHS[key] = graph
+                while len(_GRAPHS) > _GRAPHS_SIZE:
+                    _GRAPHS.popitem(last=False)
+    if graph is not None:
+        return graph, True
+    phase = compute_bytes(
+        spec,
+        n_tokens=n_tokens,
+        n_kv=res.kv_size,
+        n_swa_kv=res.swa_size,
+        n_stream=res.n_stream,
+        flash_attn=res.flash_attn,
+    )
+    return phase, False

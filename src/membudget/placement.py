@@ -1,0 +1,409 @@
+"""Where llama.cpp's layers go: the search over placements behind every answer of the planner.
+
+A placement is what llama.cpp's offload flags choose (``llama_model::load_tensors``):
+
+- ``-ngl N``: the last ``N`` of the ``n_layer + 1`` slots (the output layer last) go to the
+  devices; slots ``0 .. s - 1`` (``s = n_layer + 1 - N``) stay on the CPU;
+- ``-ts``: the offloaded slots are cut into consecutive blocks, one per device, in the engine's
+  device order (RPC servers first, then local GPUs); the planner writes the block sizes as
+  whole layer counts, which llama.cpp's float split reproduces exactly;
+- ``--n-cpu-moe K``: the routed experts of layers ``0 .. K - 1`` stay on the CPU.
+
+**The choices the planner makes.** Flags the user pins are kept. For the others it considers
+every ``-ngl`` and every split of the offloaded slots into consecutive blocks; for a mixture of
+experts, every ``--n-cpu-moe`` with all layers offloaded, and every ``-ngl`` with no experts or
+all experts (``--cpu-moe``) on the CPU. Over that space the search is exact:
+
+- for a given ``s`` and ``K``, the devices can hold slots ``s .. n_layer`` exactly when filling
+  each device in order with as many slots as fit succeeds (slot costs are non-negative and
+  add up; a device that takes a slot also reserves the compute buffer);
+- the GPU side only gets easier as ``s`` or ``K`` grows and the CPU side only harder, so the
+  least ``s`` (or ``K``) that the devices can hold is the one to check the CPU against;
+- among placements that fit, it prefers the one whose CPU reads the fewest weight bytes per
+  token (decoding is bound by memory bandwidth; of the routed experts only the ones used are
+  read, which is why ``--n-cpu-moe`` usually beats moving whole layers), then spreads the blocks
+  so that every device keeps the same share of its budget free.
+
+Every figure comes from the tables of :mod:`membudget.engines.llamacpp_layout`, the ones
+:func:`~membudget.engines.llamacpp.estimate_llamacpp` sums, so a placement's cost here is the
+estimate's to the byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+
+from membudget.engines.llamacpp import (
+    LlamaCppRules,
+    LlamaCppSettings,
+    host_compute_bytes,
+    output_bytes,
+    repack_types_for,
+    resolve,
+)
+from membudget.engines.llamacpp_devices import CPU, split_counts
+from membudget.engines.llamacpp_layout import CacheTable, WeightTable, cache_table, compute_for
+from membudget.engines.llamacpp_layout import weight_table as _weight_table
+from membudget.model import ModelSpec
+
+__all__ = ["Pins", "Placement", "Placer", "Solution"]
+
+
+@dataclass(frozen=True, slots=True)
+class Pins:
+    """Offload flags the user set; ``None`` (or an empty split) leaves them to the planner."""
+
+    n_gpu_layers: int | None = None
+    tensor_split: tuple[float, ...] = ()
+    n_cpu_moe: int | None = None
+
+    @property
+    def pinned(self) -> bool:
+        return (
+            self.n_gpu_layers is not None or bool(self.tensor_split) or self.n_cpu_moe is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """``s`` slots on the CPU, then ``counts[d]`` slots on device ``d`` in order; the routed
+    experts of layers below ``n_cpu_moe`` on the CPU."""
+
+    cpu_slots: int
+    counts: tuple[int, ...]
+    n_cpu_moe: int
+
+
+@dataclass(frozen=True, slots=True)
+class Solution:
+    """The placement chosen for one context and sequence count, and what each device needs."""
+
+    placement: Placement
+    settings: LlamaCppSettings
+    needs: tuple[tuple[str, int], ...]
+    """(device, resident bytes), the CPU first, then the devices in engine order."""
+    fits: bool
+
+
+class _Costs:
+    """Prefix sums of slot costs for one context and sequence count."""
+
+    def __init__(self, w: WeightTable, c: CacheTable, graph: int, host: int, out: int) -> None:
+        n = w.n_slots
+        self.n_slots = n
+        self.graph = graph
+        self.host = host
+        gpu_full = [0] * (n + 1)
+        gpu_exps = [0] * (n + 1)
+        cpu_full = [0] * (n + 1)
+        cpu_exps = [0] * (n + 1)
+        cpu_dense = [0] * (n + 1)
+        for i in range(n):
+            cache = c.slot_bytes(i)
+            gpu_full[i + 1] = gpu_full[i] + w.gpu_dense[i] + w.gpu_exps[i] + cache
+            gpu_exps[i + 1] = gpu_exps[i] + w.gpu_exps[i]
+            cpu_full[i + 1] = cpu_full[i] + w.cpu_dense[i] + w.cpu_exps[i] + cache
+            cpu_exps[i + 1] = cpu_exps[i] + w.cpu_exps[i]
+            cpu_dense[i + 1] = cpu_dense[i] + w.cpu_dense[i]
+        self.gpu_full, self.gpu_exps = gpu_full, gpu_exps
+        self.cpu_full, self.cpu_exps, self.cpu_dense = cpu_full, cpu_exps, cpu_dense
+        # The input layer and a tensor-less model's weights always stay on the CPU, as does
+        # the output buffer.
+        self.cpu_fixed = w.flat_bytes + w.input_bytes + out
+
+    def gpu(self, a: int, b: int, k: int) -> int:
+        """Bytes of slots ``a .. b - 1`` on a device, experts below layer ``k`` left out."""
+        return (self.gpu_full[b] - self.gpu_full[a]) - (
+            self.gpu_exps[min(b, k)] - self.gpu_exps[min(a, k)]
+        )
+
+    def cpu(self, s: int, k: int, any_device: bool) -> int:
+        """Resident CPU bytes with slots ``0 .. s - 1`` there and experts below ``k``."""
+        experts = self.cpu_exps[max(k, s)] - self.cpu_exps[s] if k > s else 0
+        compute = self.graph if s > 0 or not any_device else self.host
+        return self.cpu_fixed + self.cpu_full[s] + experts + compute
+
+    def cpu_read(self, s: int, k: int, used: int, total: int) -> int:
+        """Weight bytes the CPU reads per token, times ``total``: its dense weights whole, its
+        routed experts ``used`` of ``total`` (decoding is bound by memory bandwidth)."""
+        experts = self.cpu_exps[max(k, s)] if k > s else self.cpu_exps[s]
+        return self.cpu_dense[s] * total + experts * used
+
+    def loads(self, s: int, k: int, counts: Sequence[int]) -> list[int]:
+        out, pos = [], s
+        for n in counts:
+            out.append(self.graph + self.gpu(pos, pos + n, k) if n else 0)
+            pos += n
+        return out
+
+    def fill(self, s: int, k: int, caps: Sequence[int]) -> tuple[int, ...] | None:
+        """Each device in order takes as many slots as fit; ``None`` if some are left over."""
+        n = self.n_slots
+        pos, counts = s, []
+        for cap in caps:
+            room = cap - self.graph
+            if pos == n or room < 0 or self.gpu(pos, pos + 1, k) > room:
+                counts.append(0)
+                continue
+            lo, hi = pos + 1, n
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self.gpu(pos, mid, k) <= room:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            counts.append(lo - pos)
+            pos = lo
+        return tuple(counts) if pos == n else None
+
+
+def _least(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
+    """The least x in [lo, hi] with ok(x), given ok is monotone (false, then true)."""
+    if lo > hi or not ok(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _swap(f: Callable[[int, int], bool], a: int, b: int) -> bool:
+    return f(a, b)
+
+
+def _last(f: Callable[[int, int], bool], b: int, a: int) -> bool:
+    return f(a, b)
+
+
+class Placer:
+    """Chooses the placement for any context and sequence count, for one model, settings,
+    set of devices and pins. Results are kept, so the solvers may ask again for free."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        settings: LlamaCppSettings,
+        cpu_budget: int,
+        devices: Sequence[tuple[str, int]],
+        rules: LlamaCppRules | None = None,
+        pins: Pins | None = None,
+        pool: int | None = None,
+    ) -> None:
+        self.spec = spec
+        self.pool = pool
+        """Unified memory: the CPU and every device together (Apple Silicon)."""
+        self.base = replace(settings, n_gpu_layers=0, gpus=(), tensor_split=(), n_cpu_moe=0)
+        self.rules = rules or LlamaCppRules()
+        self.pins = pins or Pins()
+        self.cpu_budget = cpu_budget
+        self.names = tuple(name for name, _ in devices)
+        self.caps = tuple(n for _, n in devices)
+        types: frozenset[str] | None = frozenset()
+        if settings.repack:
+            types = self.rules.repack_types
+            if types is None:
+                from membudget.hardware import cpu_flags, machine_arch  # noqa: PLC0415
+
+                types = repack_types_for(cpu_flags(), machine_arch())
+        self.weights = _weight_table(spec, self.rules.alignment, types or frozenset())
+        self.moe = spec.is_moe and any(self.weights.gpu_exps)
+        self.total_experts = max(1, spec.n_expert) if self.moe else 1
+        self.used_experts = max(1, spec.n_expert_used) if self.moe else 1
+        self._solved: dict[tuple[int, int], Solution] = {}
+        self.computed: dict[tuple[int, int], int] = {}
+        """Compute buffers simulated so far, by (n_ctx, n_parallel)."""
+
+    # -- costs ---------------------------------------------------------------------------
+    def settings_for(self, n_ctx: int, n_parallel: int) -> LlamaCppSettings:
+        return replace(self.base, n_ctx=n_ctx, n_parallel=n_parallel)
+
+    def _costs(self, s: LlamaCppSettings, compute: int | None = None) -> _Costs:
+        r = self.rules
+        res = resolve(self.spec, s, r)
+        c = cache_table(self.spec, res, s.cache_type_k, s.cache_type_v, r.alignment, r.mla_k_only)
+        if compute is not None:
+            graph = compute
+        else:
+            graph, _ = compute_for(
+                self.spec,
+                res,
+                s.cache_type_k,
+                s.cache_type_v,
+                r.alignment,
+                r.attn_rotation,
+                r.simulate_graph,
+            )
+            self.computed[(s.n_ctx, s.n_parallel)] = graph
+        return _Costs(
+            self.weights,
+            c,
+            graph,
+            host_compute_bytes(self.spec, res.n_tokens),
+            output_bytes(self.spec, s, res.n_seq),
+        )
+
+    # -- the search ----------------------------------------------------------------------
+    def solve(self, n_ctx: int, n_parallel: int) -> Solution:
+        """The placement for ``n_ctx`` and ``n_parallel`` (the best that fits, or, when none
+        fits, the one that keeps the most on the devices)."""
+        key = (n_ctx, n_parallel)
+        found = self._solved.get(key)
+        if found is None:
+            found = self._solve(self.settings_for(n_ctx, n_parallel))
+            self._solved[key] = found
+        return found
+
+    def fits(self, n_ctx: int, n_parallel: int) -> bool:
+        return self.solve(n_ctx, n_parallel).fits
+
+    def fits_with(self, n_ctx: int, n_parallel: int, compute: int) -> bool:
+        """Whether some placement fits if the compute buffer were ``compute`` bytes: a cheap
+        guess that guides a search, whose answers are then checked with :meth:`fits`."""
+        c = self._costs(self.settings_for(n_ctx, n_parallel), compute)
+        return any(ok for _, _, ok in self._scored(c))
+
+    def _candidates(self, c: _Costs) -> list[Placement]:
+        n = c.n_slots
+        n_layer = n - 1
+        pins = self.pins
+        if not self.names:
+            return [Placement(n, (), 0)]
+        if pins.tensor_split:
+            return self._pinned_split_candidates(c)
+        caps = self.caps
+        ks: list[int | None]
+        if pins.n_cpu_moe is not None:
+            ks = [pins.n_cpu_moe]
+        elif self.moe:
+            ks = [None, 0, n_layer]
+        else:
+            ks = [0]
+        out: list[Placement] = []
+
+        def devices_hold(s: int, k: int) -> bool:
+            return c.fill(s, k, caps) is not None
+
+        for want in ks:
+            if pins.n_gpu_layers is not None:
+                s0 = max(n - pins.n_gpu_layers, 0)
+                k = want
+                if k is None:
+                    k = _least(0, n_layer, partial(_swap, devices_hold, s0))
+                out.append(self._place(c, s0, n_layer if k is None else k))
+            elif want is None:
+                # every layer offloaded, the fewest layers' experts on the CPU
+                least = _least(0, n_layer, lambda kk: devices_hold(0, kk))
+                if least is not None:
+                    out.append(self._place(c, 0, least))
+            else:
+                least_s = _least(0, n, partial(_last, devices_hold, want))
+                out.append(self._place(c, n if least_s is None else least_s, want))
+        return out
+
+    def _place(self, c: _Costs, s: int, k: int) -> Placement:
+        counts = c.fill(s, k, self.caps)
+        if counts is None:
+            # The devices cannot hold what is pinned: share it by budget, as llama.cpp does
+            # by free memory when -ts is not given.
+            counts = split_counts(c.n_slots, c.n_slots - s, [float(x) for x in self.caps])
+        return Placement(s, counts, k)
+
+    def _pinned_split_candidates(self, c: _Costs) -> list[Placement]:
+        n = c.n_slots
+        n_layer = n - 1
+        shares = tuple(self.pins.tensor_split) + (0.0,) * (
+            len(self.names) - len(self.pins.tensor_split)
+        )
+        if self.pins.n_gpu_layers is not None:
+            s_range: Sequence[int] = [max(n - self.pins.n_gpu_layers, 0)]
+        else:
+            s_range = range(n + 1)
+        out: list[Placement] = []
+        for s in s_range:
+            counts = split_counts(n, n - s, shares)
+            ks: list[int]
+            if self.pins.n_cpu_moe is not None:
+                ks = [self.pins.n_cpu_moe]
+            elif self.moe:
+
+                def held(kk: int, s: int = s, counts: tuple[int, ...] = counts) -> bool:
+                    return self._gpu_ok(c, s, kk, counts)
+
+                least = _least(0, n_layer, held)
+                ks = [0] if least is None else [least]
+            else:
+                ks = [0]
+            out.extend(Placement(s, counts, k) for k in ks)
+        return out
+
+    def _gpu_ok(self, c: _Costs, s: int, k: int, counts: Sequence[int]) -> bool:
+        return all(load <= cap for load, cap in zip(c.loads(s, k, counts), self.caps, strict=True))
+
+    def _scored(self, c: _Costs) -> list[tuple[tuple[int, ...], Placement, bool]]:
+        scored: list[tuple[tuple[int, ...], Placement, bool]] = []
+        for p in self._candidates(c):
+            gpu_ok = self._gpu_ok(c, p.cpu_slots, p.n_cpu_moe, p.counts)
+            cpu_need = c.cpu(p.cpu_slots, p.n_cpu_moe, any(p.counts))
+            ok = gpu_ok and cpu_need <= self.cpu_budget
+            if ok and self.pool is not None:
+                total = cpu_need + sum(c.loads(p.cpu_slots, p.n_cpu_moe, p.counts))
+                ok = total <= self.pool
+            rank = (
+                not ok,
+                not gpu_ok,
+                c.cpu_read(p.cpu_slots, p.n_cpu_moe, self.used_experts, self.total_experts),
+                p.cpu_slots,
+                p.n_cpu_moe,
+            )
+            scored.append((rank, p, ok))
+        scored.sort(key=lambda x: x[0])
+        return scored
+
+    def _solve(self, settings: LlamaCppSettings) -> Solution:
+        c = self._costs(settings)
+        _, best, ok = self._scored(c)[0]
+        if ok and not self.pins.tensor_split and len(self.names) > 1 and any(best.counts):
+            best = self._balance(c, best)
+        loads = c.loads(best.cpu_slots, best.n_cpu_moe, best.counts)
+        needs = (
+            (CPU, c.cpu(best.cpu_slots, best.n_cpu_moe, any(best.counts))),
+            *zip(self.names, loads, strict=True),
+        )
+        return Solution(best, self._settings(settings, best), needs, ok)
+
+    def _balance(self, c: _Costs, p: Placement) -> Placement:
+        """Spread the blocks so each device keeps the largest equal share of its budget free."""
+        lo, hi, best = 0, 1 << 16, p.counts
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            caps = [cap - cap * mid // (1 << 16) for cap in self.caps]
+            counts = c.fill(p.cpu_slots, p.n_cpu_moe, caps)
+            if counts is not None:
+                lo, best = mid, counts
+            else:
+                hi = mid - 1
+        return replace(p, counts=best)
+
+    def _settings(self, settings: LlamaCppSettings, p: Placement) -> LlamaCppSettings:
+        n = self.spec.n_layer + 1
+        if not self.names:
+            return settings
+        if self.pins.tensor_split:
+            split = self.pins.tensor_split
+        elif len(self.names) > 1:
+            split = tuple(float(x) for x in p.counts)
+        else:
+            split = ()
+        ngl = self.pins.n_gpu_layers if self.pins.n_gpu_layers is not None else n - p.cpu_slots
+        return replace(
+            settings,
+            n_gpu_layers=ngl,
+            gpus=self.names,
+            tensor_split=split,
+            n_cpu_moe=p.n_cpu_moe,
+        )
