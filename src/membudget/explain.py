@@ -443,8 +443,9 @@ def explain_placement(plan: Plan) -> tuple[Step, ...]:
             "pinned on the command line"
             if pins.pinned
             else "chosen by membudget: of every -ngl, every split into consecutive blocks and "
-            "(for experts) every --n-cpu-moe, the placement that fits with the fewest weight "
-            "bytes on the CPU, its blocks spread so each device keeps the same share free"
+            "(for experts) every --n-cpu-moe, the placement that fits whose CPU reads the fewest "
+            "weight bytes per token (dense weights whole, routed experts by n_expert_used / "
+            "n_expert), its blocks spread so each device keeps the same share free"
         )
         steps.append(
             Step(
@@ -454,10 +455,15 @@ def explain_placement(plan: Plan) -> tuple[Step, ...]:
                 f"{n_slots - sum(counts)} on the CPU, then {blocks} (devices in llama.cpp's order, "
                 f"RPC servers first); --n-cpu-moe {s.n_cpu_moe}",
                 (
-                    Input("-ngl / -ts / --n-cpu-moe", "", chosen),
+                    Input(
+                        "-ngl / -ts / --n-cpu-moe",
+                        f"{s.n_gpu_layers} / {','.join(f'{x:g}' for x in s.tensor_split) or '-'}"
+                        f" / {s.n_cpu_moe}",
+                        chosen,
+                    ),
                     Input(
                         "split rule",
-                        "",
+                        "consecutive blocks",
                         f"llama.cpp {e.rules.version} llama_model::load_tensors: offloaded slot j "
                         "of N goes to the first device whose cumulative share exceeds j / N",
                     ),
@@ -474,7 +480,7 @@ def explain_placement(plan: Plan) -> tuple[Step, ...]:
         raw = limit + b.margin_bytes
         steps.append(
             Step(
-                f"{dev} budget",
+                f"{dev} needed",
                 needs[dev],
                 f"needs {sum_text} = {needs[dev]:,} {'<=' if needs[dev] <= limit else '>'} "
                 f"budget {raw:,} - margin {b.margin_bytes:,} = {limit:,}",
@@ -485,8 +491,8 @@ def explain_placement(plan: Plan) -> tuple[Step, ...]:
                         b.source if dev == "CPU" else "--gpu / --rpc-node or the detected device",
                     ),
                     Input(
-                        "resident",
-                        "",
+                        "counted",
+                        "resident bytes",
                         "memory-mapped pages that CPU_REPACK copies replace are not counted",
                     ),
                 ),

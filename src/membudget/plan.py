@@ -170,7 +170,7 @@ def apple_target(text: str, wired_limit_mb: int | None = None) -> AppleInfo:
     else:
         try:
             unified = parse_size(text)
-        except InvalidArgumentError:
+        except MembudgetError:
             raise InvalidArgumentError(
                 "--apple", text, "must be a size such as 16GiB or a name such as m3-16gb"
             ) from None

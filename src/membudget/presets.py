@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 
 from membudget.errors import InvalidArgumentError
 from membudget.model import ModelSpec, Quantization, TensorSpec, WeightBytes
-from membudget.quant import ggml_type_by_name
 
 __all__ = ["PRESETS", "Preset", "apply_preset", "preset_types"]
 
@@ -90,6 +89,8 @@ def _use_more_bits(i: int, n: int) -> bool:
 
 def _fit(type_name: str, row: int) -> str:
     """The type llama.cpp falls back to when ``row`` is not a whole number of blocks."""
+    from membudget.quant import ggml_type_by_name  # noqa: PLC0415 - gguf only when used
+
     qtype = ggml_type_by_name(type_name)
     if qtype is None or row % qtype.block_size == 0:
         return type_name
@@ -152,6 +153,8 @@ def apply_preset(spec: ModelSpec, preset: str) -> ModelSpec:
         raise InvalidArgumentError("preset", preset, f"must be one of {', '.join(PRESETS)}")
     if not spec.tensors:
         raise InvalidArgumentError("spec", spec.name, "has no tensor list to requantise")
+    from membudget.quant import ggml_type_by_name  # noqa: PLC0415 - gguf only when used
+
     types = preset_types(spec.tensors, chosen, spec.n_expert)
     tensors = []
     for t, type_name in zip(spec.tensors, types, strict=True):

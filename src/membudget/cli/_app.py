@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 from membudget import __version__
 
@@ -26,6 +28,8 @@ app = typer.Typer(
 
 def stdout_console() -> Console:
     """The console for data. Colour follows rich's rules, which honour NO_COLOR."""
+    from rich.console import Console
+
     return Console(soft_wrap=True, highlight=False)
 
 

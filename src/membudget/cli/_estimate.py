@@ -6,12 +6,10 @@ from typing import Annotated
 
 import typer
 
-from membudget.budget import MemoryBudget
 from membudget.cli._app import EXIT_DOES_NOT_FIT, app, warn
 from membudget.cli._output import Explain, Quiet, render
 from membudget.cli._params import parse_count
 from membudget.errors import InvalidArgumentError
-from membudget.report import EstimateReport, Geometry
 from membudget.units import MIB, format_bytes, parse_size
 
 
@@ -35,6 +33,9 @@ def estimate(
     Exit status: 0 when the asked context fits or none was asked, 1 when it does not fit,
     2 for bad input.
     """
+    from membudget.budget import MemoryBudget
+    from membudget.report import EstimateReport, Geometry
+
     memory_bytes = parse_size(memory)
     if memory_bytes % MIB and not quiet:
         warn(

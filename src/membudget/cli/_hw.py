@@ -8,8 +8,6 @@ import typer
 
 from membudget.cli._app import app
 from membudget.cli._output import Quiet, render
-from membudget.hardware import detect
-from membudget.report import HardwareReport
 
 
 @app.command()
@@ -18,4 +16,7 @@ def hw(
     quiet: Quiet = False,
 ) -> None:
     """Show this machine's memory (container limits honoured), GPUs and CPU."""
+    from membudget.hardware import detect
+    from membudget.report import HardwareReport
+
     render(HardwareReport(detect()), as_json=as_json, quiet=quiet)

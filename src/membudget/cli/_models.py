@@ -8,9 +8,7 @@ import typer
 
 from membudget.cli._app import app
 from membudget.cli._output import Explain, Quiet, load_with_progress, render
-from membudget.presets import PRESETS, apply_preset
-from membudget.readers.catalog import catalog
-from membudget.report import CatalogReport, ModelReport
+from membudget.presets import PRESETS
 
 
 @app.command()
@@ -19,6 +17,9 @@ def models(
     quiet: Quiet = False,
 ) -> None:
     """List the built-in catalogue (usable by name anywhere a model is asked for)."""
+    from membudget.readers.catalog import catalog
+    from membudget.report import CatalogReport
+
     render(CatalogReport(tuple(catalog().values())), as_json=as_json, quiet=quiet)
 
 
@@ -41,6 +42,9 @@ def inspect(
 ) -> None:
     """Show what membudget knows about a model: geometry, weights, quantisation.
     ``--explain`` names the GGUF key or config field behind each value."""
+    from membudget.presets import apply_preset
+    from membudget.report import ModelReport
+
     spec = load_with_progress(source, quiet=quiet)
     if quant is not None:
         spec = apply_preset(spec, quant)

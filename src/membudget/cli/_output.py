@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 import typer
 
 from membudget.cli._app import emit_json, stdout_console
-from membudget.explain import Step, to_dicts
-from membudget.loader import load_model
-from membudget.model import ModelSpec
-from membudget.progress import reporting
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
+
+    from membudget.explain import Step
+    from membudget.model import ModelSpec
 
 __all__ = ["Explain", "Quiet", "Report", "busy", "load_with_progress", "render"]
 
@@ -63,6 +62,8 @@ class Report(Protocol):
 
 def render(result: Report, *, as_json: bool, quiet: bool = False, explain: bool = False) -> None:
     """Print ``result`` on stdout as JSON, as its one-line headline, or as its table."""
+    from membudget.explain import to_dicts
+
     if as_json:
         data = result.to_dict()
         if explain:
@@ -71,8 +72,8 @@ def render(result: Report, *, as_json: bool, quiet: bool = False, explain: bool 
         return
     console = stdout_console()
     if not quiet:
-        for _warning in getattr(result, "warnings", ()):
-            pass
+        for warning in getattr(result, "warnings", ()):
+            sys.stderr.write(f"membudget: warning: {warning}\n")
     if quiet:
         console.print(result.headline(), markup=False)
     else:
@@ -82,7 +83,7 @@ def render(result: Report, *, as_json: bool, quiet: bool = False, explain: bool 
 
 
 def _print_explanation(steps: tuple[Step, ...]) -> None:
-    from rich.text import Text  # noqa: PLC0415 - rich only when a console renders
+    from rich.text import Text
 
     console = stdout_console()
     if not steps:
@@ -114,11 +115,13 @@ def busy(label: str, *, quiet: bool = False) -> Iterator[None]:
     Readers report shards and parts through :mod:`membudget.progress`; work that reports
     nothing gets a spinner with the elapsed time.
     """
+    from membudget.progress import reporting
+
     if not _show_progress(quiet):
         yield
         return
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import (  # noqa: PLC0415
+    from rich.console import Console
+    from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
@@ -178,5 +181,7 @@ def _stop(progress: Progress) -> None:
 
 def load_with_progress(source: str | os.PathLike[str], *, quiet: bool = False) -> ModelSpec:
     """``load_model(source)``, with a progress bar when reading takes over a second."""
+    from membudget.loader import load_model
+
     with busy(f"reading {os.fspath(source)}", quiet=quiet):
         return load_model(source)

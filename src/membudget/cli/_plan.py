@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from membudget.cli._app import EXIT_DOES_NOT_FIT, app
 from membudget.cli._output import Explain, Quiet, busy, load_with_progress, render
 from membudget.cli._params import parse_split
-from membudget.engines.llamacpp import estimate_llamacpp
-from membudget.engines.llamacpp_log import parse_llamacpp_log
-from membudget.engines.llamacpp_validate import compare
 from membudget.errors import InvalidArgumentError, MembudgetError
-from membudget.hardware import detect
-from membudget.report_plan import ValidationReport
-from membudget.request import PlanRequest, engine_name, llamacpp_settings, run_plan
 from membudget.units import parse_size
+
+if TYPE_CHECKING:
+    from membudget.request import PlanRequest
 
 _FA_HELP = (
     "Flash attention: on, off or auto (llama.cpp's default; on where the backend supports it)."
@@ -87,6 +84,8 @@ def flags_request(
     **rest: Any,
 ) -> PlanRequest:
     """The request the shared flags of plan, plot and validate describe (sizes parsed here)."""
+    from membudget.request import PlanRequest, engine_name
+
     return PlanRequest(
         engine=engine_name(engine),
         ctx=ctx,
@@ -210,6 +209,9 @@ def plan(
 
     Exit status: 0 when it fits, 1 when it does not, 2 for bad input.
     """
+    from membudget.hardware import detect
+    from membudget.request import run_plan
+
     if ram is not None:
         if memory is not None and parse_size(memory) != parse_size(ram):
             raise InvalidArgumentError("--ram", ram, "conflicts with --memory; give one of them")
@@ -276,6 +278,12 @@ def validate(
     Exit status 0 when weights, KV cache, recurrent state and output equal llama.cpp's report
     and the compute buffer is within 5%; 1 otherwise; 2 for bad input.
     """
+    from membudget.engines.llamacpp import estimate_llamacpp
+    from membudget.engines.llamacpp_log import parse_llamacpp_log
+    from membudget.engines.llamacpp_validate import compare
+    from membudget.report_plan import ValidationReport
+    from membudget.request import llamacpp_settings
+
     request = flags_request(
         source=str(model),
         ctx=ctx,
@@ -296,7 +304,7 @@ def validate(
         except OSError as e:
             raise MembudgetError(f"Cannot read log {str(from_log)!r}: {e.strerror}.") from None
     else:
-        from membudget.engines.llamacpp_run import run_llamacpp  # noqa: PLC0415 - optional extra
+        from membudget.engines.llamacpp_run import run_llamacpp
 
         with busy("loading the model in llama.cpp", quiet=quiet):
             text = run_llamacpp(model, settings)

@@ -24,9 +24,7 @@ from membudget.cli._plan import (
     Unified,
     flags_request,
 )
-from membudget.curves import PLOT_SCHEMA, CompareKind, compare, memory_curve
 from membudget.errors import InvalidArgumentError
-from membudget.hardware import detect
 
 
 @app.command()
@@ -64,7 +62,9 @@ def plot(
 ) -> None:
     """Draw memory stacked by component against context length, with each device's budget
     and the largest context that fits. Needs the plot extra: pip install 'membudget[plot]'."""
-    from membudget.plotting import draw  # noqa: PLC0415 - the optional plot extra
+    from membudget.curves import PLOT_SCHEMA, CompareKind, compare, memory_curve
+    from membudget.hardware import detect
+    from membudget.plotting import draw
 
     kind: CompareKind | None = None
     if compare_by is not None:

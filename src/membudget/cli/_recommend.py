@@ -8,11 +8,6 @@ import typer
 
 from membudget.cli._app import app
 from membudget.cli._output import Explain, Quiet, load_with_progress, render
-from membudget.engines.llamacpp import LlamaCppSettings
-from membudget.hardware import detect
-from membudget.plan import budget_for, offload
-from membudget.presets import apply_preset
-from membudget.report_plan import RecommendReport
 from membudget.units import parse_size
 
 
@@ -38,7 +33,12 @@ def recommend(
 ) -> None:
     """Recommend the KV-cache type, flash attention, prefix caching, batch size and threads for
     llama.cpp, each with the reason for the choice."""
-    from membudget.recommend import recommend as _recommend  # noqa: PLC0415
+    from membudget.engines.llamacpp import LlamaCppSettings
+    from membudget.hardware import detect
+    from membudget.plan import budget_for, offload
+    from membudget.presets import apply_preset
+    from membudget.recommend import recommend as _recommend
+    from membudget.report_plan import RecommendReport
 
     spec = load_with_progress(source, quiet=quiet)
     if quant is not None:

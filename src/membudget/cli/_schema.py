@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from membudget.cli._app import app, emit_json
-from membudget.schemas import SCHEMA_IDS, load_schema
 
 
 @app.command()
@@ -21,6 +20,8 @@ def schema(
     ] = False,
 ) -> None:
     """Print the JSON Schema that an output's "schema" field names, or list them all."""
+    from membudget.schemas import SCHEMA_IDS, load_schema
+
     if schema_id is None:
         if as_json:
             emit_json({"schema": "membudget/schemas/1", "schemas": list(SCHEMA_IDS)})

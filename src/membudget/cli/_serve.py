@@ -46,9 +46,9 @@ def serve(
 ) -> None:
     """Serve the membudget page and its JSON API (documented at /openapi.json)."""
     try:
-        import uvicorn  # noqa: PLC0415 - the optional web extra
+        import uvicorn
 
-        from membudget.web.app import create_app  # noqa: PLC0415
+        from membudget.web.app import create_app
     except ImportError:
         raise MembudgetError(
             f"The web page needs FastAPI and uvicorn, which are not installed. Install them "

@@ -1,0 +1,209 @@
+"""``membudget plan`` refuses what the engine cannot run, warns where the engine warns, and
+plans Apple Silicon from any machine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from membudget.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["plan", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["qwen3-8b", "--gpu", "24GiB", "-ts", "3,1", "--ram", "32GiB"],
+            "--tensor-split has 2 shares but the devices given or detected are 1 (CUDA0)",
+            id="-ts with more shares than GPUs",
+        ),
+        pytest.param(
+            ["qwen3-30b-a3b", "--memory", "128GiB", "--n-cpu-moe", "5"],
+            "--n-cpu-moe keeps experts on the CPU instead of a GPU",
+            id="--n-cpu-moe with no GPU",
+        ),
+        pytest.param(
+            ["qwen3-8b", "--gpu", "24GiB", "--memory", "32GiB", "--n-cpu-moe", "2"],
+            "needs a mixture of experts",
+            id="--n-cpu-moe on a dense model",
+        ),
+        pytest.param(
+            ["qwen3-8b", "--memory", "32GiB", "-ngl", "10"],
+            "--n-gpu-layers needs a GPU or RPC device",
+            id="-ngl with no device",
+        ),
+        pytest.param(
+            ["qwen3-8b", "--memory", "32GiB", "-ngl", "-1"],
+            "--n-gpu-layers must be 0 or more",
+            id="negative -ngl",
+        ),
+        pytest.param(
+            ["qwen3-30b-a3b", "--gpu", "8GiB", "--memory", "32GiB", "--n-cpu-moe", "-3"],
+            "--n-cpu-moe must be 0 or more",
+            id="negative --n-cpu-moe",
+        ),
+        pytest.param(
+            ["llama-3.1-8b", "--engine", "vllm", "--gpu", "80GiB", "--max-model-len", "-5"],
+            "--max-model-len must be 0 or more",
+            id="negative --max-model-len",
+        ),
+        pytest.param(
+            ["llama-3.1-8b", "--engine", "vllm", *["--gpu", "80GiB"] * 3, "-tp", "3"],
+            "does not divide Llama 3.1 8B's 32 attention heads",
+            id="vLLM -tp 3 for 32 heads",
+        ),
+        pytest.param(
+            ["qwen3-14b", "--engine", "vllm", *["--gpu", "80GiB"] * 5, "-tp", "5"],
+            "does not split Qwen3 14B's 8 KV heads evenly",
+            id="vLLM -tp 5 for 40 heads and 8 KV heads",
+        ),
+        pytest.param(
+            ["llama-3.1-8b", "--engine", "vllm", "--gpu", "80GiB", "--quant", "Q4_K_M"],
+            "--quant requantises for llama.cpp",
+            id="--quant with vLLM",
+        ),
+        pytest.param(
+            ["llama-3.1-8b", "--engine", "vllm", "--gpu", "80GiB", "-ngl", "10"],
+            "--n-gpu-layers is not used by the vllm engine",
+            id="a llama.cpp flag with vLLM",
+        ),
+        pytest.param(
+            ["llama-3.1-8b", "--engine", "vllm", "--gpu", "80GiB", "-ctk", "q8_0"],
+            "--cache-type-k is not used by the vllm engine",
+            id="a llama.cpp cache type with vLLM",
+        ),
+        pytest.param(
+            ["llama-3.1-8b", "--gpu", "80GiB", "-tp", "2"],
+            "--tensor-parallel-size is not used by the llama.cpp engine",
+            id="a vLLM flag with llama.cpp",
+        ),
+        pytest.param(
+            ["llama-3.1-8b", "--memory", "8GiB", "--max-model-len", "4096"],
+            "--max-model-len is not used by the llama.cpp engine",
+            id="--max-model-len with llama.cpp",
+        ),
+        pytest.param(
+            [
+                "llama-3.1-8b",
+                "--engine",
+                "vllm",
+                "--gpu",
+                "80GiB",
+                "--ctx",
+                "8192",
+                "--max-model-len",
+                "4096",
+            ],
+            "--ctx is vLLM's --max-model-len here; give one of them",
+            id="--ctx and a different --max-model-len",
+        ),
+        pytest.param(
+            ["qwen3-8b", "--apple", "16GiB", "--gpu", "8GiB"],
+            "--apple plans an Apple Silicon machine, which has no --gpu",
+            id="--apple with --gpu",
+        ),
+        pytest.param(
+            ["qwen3-8b", "--apple", "m9-lots"],
+            "--apple must be a size such as 16GiB or a name such as m3-16gb",
+            id="an unknown Mac",
+        ),
+    ],
+)
+def test_refuses_with_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert message in err
+    assert err.count("\n") == 1, err
+    assert "None" not in err
+    assert "got ''" not in err
+
+
+def test_ctx_with_vllm_is_its_max_model_len(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "llama-3.1-8b", "--engine", "vllm", "--gpu", "80GiB", "--ctx", "8192", "--json"
+    )
+    assert code == 0
+    assert json.loads(out)["settings"]["max_model_len"] == 8192
+
+
+@pytest.mark.parametrize(
+    ("args", "warning"),
+    [
+        pytest.param(
+            ["qwen3-8b", "--memory", "64GiB", "--ctx", "65536"],
+            "past the 40,960 the model was trained on",
+            id="context past the trained one",
+        ),
+        pytest.param(
+            ["qwen3-8b", "--memory", "64GiB", "-b", "512", "-ub", "1024"],
+            "-ub 1024 is larger than -b 512",
+            id="-ub larger than -b",
+        ),
+        pytest.param(
+            ["qwen3-8b", "--memory", "64GiB", "--rpc-node", "16GiB"],
+            "rpc-server -H 0.0.0.0 listens on every interface",
+            id="an RPC server beyond loopback",
+        ),
+    ],
+)
+def test_warns_where_the_engine_warns(
+    capsys: pytest.CaptureFixture[str], args: list[str], warning: str
+) -> None:
+    code, out, err = run(capsys, *args)
+    assert code == 0
+    assert warning in err
+    code, out, err = run(capsys, *args, "--json")
+    assert any(warning in w for w in json.loads(out)["warnings"])
+    assert err == ""
+
+
+def test_apple_target_from_any_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "qwen3-8b", "--quant", "Q4_K_M", "--apple", "m3-16gb", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert [d["device"] for d in data["devices"]] == ["CPU", "MTL0"]
+    metal = data["devices"][1]
+    assert metal["budget_bytes"] == 16 * 2**30 * 2 // 3, "two thirds of 16 GiB"
+    command = data["commands"]["llama.cpp"]
+    assert command[command.index("-ngl") + 1] == "99"
+    code, out, _ = run(
+        capsys,
+        *("qwen3-8b", "--quant", "Q4_K_M", "--apple", "16GiB", "--wired-limit-mb", "4096"),
+        "--json",
+    )
+    assert code == 0, "a 4 GiB wired limit holds part of the layers; the rest run on the CPU"
+    data = json.loads(out)
+    assert 0 < data["settings"]["n_gpu_layers"] < 37
+    assert data["devices"][1]["budget_bytes"] == 4 * 2**30
+
+
+def test_a_single_rpc_node_gets_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "qwen3-8b", "--quant", "Q4_K_M", "--memory", "8GiB", "--rpc-node", "24GiB"
+    )
+    assert code == 0
+    assert "on worker 0: rpc-server" in out
+    assert "--rpc WORKER0:50052" in out
+    assert "CUDA" not in out
+
+
+def test_plan_text_names_the_ollama_settings_and_the_placement(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(
+        capsys, "qwen3-8b", "--quant", "Q4_K_M", "--gpu", "8GiB", "--ram", "32GiB", "--ctx", "24320"
+    )
+    assert code == 0
+    assert "Ollama: num_ctx 24320, OLLAMA_NUM_PARALLEL=1" in out
+    assert "placement (chosen by membudget)" in out
+    assert "largest context that fits: 40,960 tokens (the trained context" in out
