@@ -58,7 +58,7 @@ def test_in_place_ops_reuse_a_sole_parent() -> None:
     g = Graph()
     x = g.input("F32", 256, 4)
     h = g.same("UNARY", g.same("MUL", g.same("RMS_NORM", g.f32("CONT", x.ne, x)), x))
-    h.flags.add("output")
+    h.mark("output")
     g.expand(h)
     placed = place(g)
     assert len(placed.reused) == 3
@@ -69,7 +69,7 @@ def test_outputs_are_neither_reused_nor_freed() -> None:
     g = Graph()
     x = g.input("F32", 1024)
     y = g.f32("CONT", x.ne, x)
-    y.flags.add("output")
+    y.mark("output")
     z = g.same("SCALE", y)  # would reuse y in place, but y is an output
     g.expand(z)
     placed = place(g)
@@ -88,7 +88,7 @@ def test_best_fit_prefers_the_smallest_free_block_that_fits() -> None:
     used_small = g.f32("CONT", small.ne, small)
     used_big = g.f32("CONT", big.ne, big)
     later = g.f32("SUM_ROWS", (256,), used_small, used_big, keep)
-    later.flags.add("output")
+    later.mark("output")
     g.expand(later)
     placed = place(g)
     # small, big and keep sit at 0, 1 KiB, 5 KiB; once the inputs are consumed, the two CONT
@@ -127,7 +127,7 @@ def graphs(draw: st.DrawFn) -> Graph:
         else:
             t = g.same(op, a)
         if draw(st.integers(0, 9)) == 0:
-            t.flags.add("output")
+            t.mark("output")
         pool.append(t)
         last = t
         if draw(st.booleans()):
@@ -191,7 +191,7 @@ def test_alignment_pads_every_tensor(alignment: int) -> None:
     a = g.input("F32", 3)  # 12 bytes
     b = g.input("F32", 5)
     out = g.same("ADD", g.f32("CONT", a.ne, a), g.f32("CONT", (3,), b))
-    out.flags.add("output")
+    out.mark("output")
     g.expand(out)
     placed = place(g, alignment)
     assert placed.offsets[b] == alignment

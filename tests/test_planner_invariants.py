@@ -338,3 +338,23 @@ def test_a_multi_gpu_plan_that_does_not_fit_gets_suggestions() -> None:
     assert code == 1
     assert data["suggestions"]
     assert GIB
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(["llama-3.1-8b", "qwen3-32b", "gemma-3-27b", "llama-3.1-70b"]),
+    gpus=st.integers(1, 4).map(lambda n: 2**n // 2),
+    size=st.sampled_from(["16GiB", "24GiB", "48GiB", "80GiB"]),
+    length=st.sampled_from(["0", "32768", "131072"]),
+)
+def test_every_vllm_suggestion_applied_fits_and_needs_what_it_said(
+    name: str, gpus: int, size: str, length: str
+) -> None:
+    """vLLM too: each suggestion, applied through its plan_args, fits and needs what it said."""
+    base = [name, "--engine", "vllm", *["--gpu", size] * gpus, "--max-model-len", length]
+    code, data = plan_json(*base)
+    assert data["budget"]["fits"] == (code == 0) == all(d["fits"] for d in data["devices"])
+    for x in data["suggestions"]:
+        again_code, again = plan_json(*base, *x["plan_args"])
+        assert again_code == 0, x
+        assert again["memory"]["needed_bytes"] == x["needed_bytes"], x

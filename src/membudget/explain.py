@@ -336,7 +336,12 @@ def explain_vllm(e: VllmEstimate) -> tuple[Step, ...]:
     s, spec = e.settings, e.spec
     src = "vLLM (vllm/v1/worker/gpu_worker.py, kv_cache_interface.py)"
     return (
-        _weights(spec, e.weights_bytes, f" / tensor parallel {s.tensor_parallel_size}"),
+        _weights(
+            spec,
+            e.weights_bytes,
+            f" / (tensor parallel {s.tensor_parallel_size} x pipeline parallel "
+            f"{s.pipeline_parallel_size}) = one rank's share, rounded up",
+        ),
         Step(
             "KV cache budget",
             e.kv_cache_bytes,
@@ -371,7 +376,16 @@ def explain_vllm(e: VllmEstimate) -> tuple[Step, ...]:
                 Input(
                     "page",
                     f"{e.page_bytes:,} B",
-                    f"{src}: block_size x KV heads / TP x (head_dim_k + head_dim_v) x dtype bytes, over this rank's layers",
+                    f"{src}: "
+                    + (
+                        f"block_size x one latent head of kv_lora_rank {spec.mla.kv_lora_rank} + "
+                        f"rope {spec.mla.qk_rope_head_dim} (MLA, K only) x dtype bytes"
+                        if spec.mla is not None and spec.mla.compressed_cache
+                        else "block_size x max(1, KV heads // TP) x (head_dim_k + head_dim_v) "
+                        "x dtype bytes"
+                    )
+                    + f", over the first pipeline stage's ceil({spec.n_layer} / "
+                    f"{s.pipeline_parallel_size}) layers",
                 ),
                 Input(
                     "n_head_kv",

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from membudget.errors import ConfigError, ModelFileError, UnknownModelError
 from membudget.model import ModelSpec, TensorSpec
 from membudget.readers.catalog import catalog_spec, find_entry, suggest
-from membudget.readers.gguf_spec import load_gguf
 from membudget.readers.hf_config import read_config, spec_from_config
-from membudget.readers.safetensors import SafetensorsFile, read_safetensors, read_safetensors_dir
+
+if TYPE_CHECKING:
+    from membudget.readers.safetensors import SafetensorsFile
 
 __all__ = ["hf_cache_dirs", "load_model", "resolve_hf_cache"]
 
@@ -101,13 +103,21 @@ def _from_checkpoint(config_path: Path, weights: SafetensorsFile | None, name: s
     )
 
 
+def _load_gguf(path: Path) -> ModelSpec:
+    from membudget.readers.gguf_spec import load_gguf  # noqa: PLC0415 - numpy only for GGUFs
+
+    return load_gguf(path)
+
+
 def _from_directory(directory: Path, name: str) -> ModelSpec:
+    from membudget.readers.safetensors import read_safetensors_dir  # noqa: PLC0415
+
     config = directory / "config.json"
     if config.is_file():
         return _from_checkpoint(config, read_safetensors_dir(directory), name)
     ggufs = sorted(directory.glob("*.gguf"))
     if len(ggufs) == 1 or (ggufs and "-00001-of-" in ggufs[0].name):
-        return load_gguf(ggufs[0])
+        return _load_gguf(ggufs[0])
     if ggufs:
         raise ModelFileError(directory, f"it holds {len(ggufs)} GGUF files; name the one to use")
     raise ModelFileError(directory, "it has no config.json, safetensors or GGUF file")
@@ -124,6 +134,8 @@ def load_model(source: str | os.PathLike[str]) -> ModelSpec:
             config = path.parent / "config.json"
             if not config.is_file():
                 raise ConfigError(path, "a safetensors file needs the config.json beside it")
+            from membudget.readers.safetensors import read_safetensors  # noqa: PLC0415
+
             return _from_checkpoint(config, read_safetensors(path), path.parent.name)
         if path.suffix == ".json":
             if path.name == "model.safetensors.index.json":
@@ -133,7 +145,7 @@ def load_model(source: str | os.PathLike[str]) -> ModelSpec:
             raise ModelFileError(
                 path, "it is not a GGUF, safetensors or config.json file (unknown format)"
             )
-        return load_gguf(path)
+        return _load_gguf(path)
     if text.endswith((".gguf", ".safetensors", ".json")) or (
         os.sep in text and not _is_repo_id(text)
     ):

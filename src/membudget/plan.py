@@ -249,23 +249,21 @@ def _guided_largest(
     asking ``ok`` as rarely as the cheap ``guess`` allows.
 
     Every answer rests on ``ok`` alone: ``guess`` only picks where to ask next. The bracket
-    (a, b) has ``ok(a)`` true (or a = lo - 1) and ``ok(b)`` false (or b = hi + 1); each probe is
-    the largest k the guess says fits (or the midpoint, when the last probe did not halve the
-    bracket), so a close guess settles it with two calls to ``ok``."""
+    (a, b) has ``ok(a)`` true (or a = lo - 1) and ``ok(b)`` false (or b = hi + 1). Each probe is
+    the boundary the guess predicts (its largest k that fits, then the one after), so a close
+    guess settles it with two calls to ``ok``; after ``ok`` contradicts the guess, one probe
+    halves the bracket instead, so a poor guess costs at most twice a bisection."""
     a, b = lo - 1, hi + 1
-    halve = False
+    bisect = False
     while b - a > 1:
-        if halve:
-            k = (a + b) // 2
-        else:
-            k = _largest(a + 1, b - 1, guess)
-            k = min(max(k, a + 1), b - 1)
-        width = b - a
-        if ok(k):
+        k = (a + b) // 2 if bisect else min(max(_largest(a + 1, b - 1, guess), a + 1), b - 1)
+        predicted = None if bisect else guess(k)
+        fits = ok(k)
+        if fits:
             a = k
         else:
             b = k
-        halve = not halve and (b - a) * 2 > width
+        bisect = predicted is not None and predicted != fits
     return a
 
 

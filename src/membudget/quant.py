@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
 
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+from membudget._gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 __all__ = [
     "CACHE_TYPES",

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
 
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+from membudget._gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 __all__ = ["Graph", "Placement", "Tensor", "allocate", "place", "type_size"]
 
@@ -84,22 +84,28 @@ class Tensor:
     src: tuple[Tensor | None, ...] = ()
     view_src: Tensor | None = None
     external: bool = False  # weights and caches: allocated elsewhere
-    flags: set[Flag] = field(default_factory=set)
+    flags: frozenset[Flag] = frozenset()
+    """``input`` / ``output``; replaced, never changed in place (see :meth:`mark`)."""
     name: str = ""
     n_bytes: int = field(init=False)
     """``ggml_nbytes``: the last element's end, through the strides."""
 
     def __post_init__(self) -> None:
         block, size = type_size(self.type)
-        ne, nb = self.ne, self.nb
-        if 0 in ne:
+        ne0, ne1, ne2, ne3 = self.ne
+        nb0, nb1, nb2, nb3 = self.nb
+        if not (ne0 and ne1 and ne2 and ne3):
             self.n_bytes = 0
-        elif block == 1:
-            self.n_bytes = size + sum((n - 1) * b for n, b in zip(ne, nb, strict=True))
+            return
+        rest = (ne1 - 1) * nb1 + (ne2 - 1) * nb2 + (ne3 - 1) * nb3
+        if block == 1:
+            self.n_bytes = size + (ne0 - 1) * nb0 + rest
         else:
-            self.n_bytes = ne[0] * nb[0] // block + sum(
-                (n - 1) * b for n, b in zip(ne[1:], nb[1:], strict=True)
-            )
+            self.n_bytes = ne0 * nb0 // block + rest
+
+    def mark(self, flag: Flag) -> None:
+        """Flag this tensor (``ggml_set_output``, ``ggml_set_input``)."""
+        self.flags = self.flags | {flag}
 
     @property
     def is_view(self) -> bool:
@@ -147,7 +153,9 @@ class Graph:
     # -- tensors ----------------------------------------------------------------------------
     def new(self, type_name: str, *ne: int, name: str = "", flags: tuple[Flag, ...] = ()) -> Tensor:
         d = _dims(*ne)
-        return Tensor(type_name, d, contiguous_strides(type_name, d), flags=set(flags), name=name)
+        return Tensor(
+            type_name, d, contiguous_strides(type_name, d), flags=frozenset(flags), name=name
+        )
 
     def input(self, type_name: str, *ne: int, name: str = "") -> Tensor:
         return self.new(type_name, *ne, name=name, flags=("input",))

@@ -207,7 +207,7 @@ def _gpt_oss(b: RecurrentBuilder) -> None:
         ffn_inp = g.same("ADD", cur, inp)
         cur = b.moe_ffn(b.norm(ffn_inp), norm_w=False, gating="softmax_weight")
         inp = g.same("ADD", cur, ffn_inp)
-    inp.flags.add("output")  # t_h_nextn: the hidden state for next-token prediction
+    inp.mark("output")  # t_h_nextn: the hidden state for next-token prediction
     b.output(g.get_rows(inp, out_ids))
 
 
@@ -372,11 +372,11 @@ class _GatedDeltaNet:
                 cur = b.ffn(post, spec.n_ff)
             inp = g.same("ADD", cur, residual)
         cur = b.norm(inp)
-        cur.flags.add("output")  # t_h_nextn
+        cur.mark("output")  # t_h_nextn
         rows = g.get_rows(cur, out_ids)
-        rows.flags.add("output")  # t_embd
+        rows.mark("output")  # t_embd
         logits = b.linear(rows, spec.n_vocab)
-        logits.flags.add("output")
+        logits.mark("output")
         g.expand(logits)
 
 

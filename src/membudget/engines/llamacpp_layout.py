@@ -86,7 +86,7 @@ class _Memo:
 
 
 _MEMO = _Memo()
-_GRAPHS: OrderedDict[tuple[object, GraphSettings], int | None] = OrderedDict()
+_GRAPHS: OrderedDict[tuple[int, GraphSettings], int | None] = OrderedDict()
 _GRAPHS_LOCK = threading.Lock()
 _GRAPHS_SIZE = 4096
 
@@ -247,23 +247,36 @@ def cache_table(
     )
 
 
-def _graph_key(spec: ModelSpec) -> object:
-    """What the worst-case graph depends on: the model without its weights' types and bytes,
-    so every preset of one model shares its graphs."""
+_SHAPES: dict[object, int] = {}
+"""Each distinct model shape seen, numbered, so a graph is looked up by a small key."""
 
-    def make() -> object:
-        tensors = tuple(replace(t, type_name="", n_bytes=0) for t in spec.tensors)
-        return replace(
-            spec,
-            name="",
-            source="",
-            n_params=0,
-            weights=replace(spec.weights, token_embd=0, output=0, layers=(), experts=(), other=0),
-            quant=replace(spec.quant, file_type="", tensor_types=()),
-            tensors=tensors,
-            notes=(),
-            provenance=(),
+
+def _graph_key(spec: ModelSpec) -> int:
+    """What the worst-case graph depends on: the model without its weights' types and bytes,
+    so every preset of one model shares its graphs. Numbered once per model object."""
+
+    def make() -> int:
+        shape = (
+            replace(
+                spec,
+                name="",
+                source="",
+                n_params=0,
+                weights=replace(
+                    spec.weights, token_embd=0, output=0, layers=(), experts=(), other=0
+                ),
+                quant=replace(spec.quant, file_type="", tensor_types=()),
+                tensors=(),
+                notes=(),
+                provenance=(),
+            ),
+            tuple((t.name, t.shape) for t in spec.tensors),
         )
+        with _GRAPHS_LOCK:
+            if len(_SHAPES) > _GRAPHS_SIZE:
+                _SHAPES.clear()
+                _GRAPHS.clear()
+            return _SHAPES.setdefault(shape, len(_SHAPES))
 
     return _MEMO.get(spec, "graph-key", make)
 

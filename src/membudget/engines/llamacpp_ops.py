@@ -334,9 +334,9 @@ class GraphBuilder:
         ggml-alloc never frees or reuses."""
         g = self.g
         cur = self.layer_norm(x) if layer_norm else self.norm(x)
-        cur.flags.add("output")
+        cur.mark("output")
         logits = self.linear(cur, self.spec.n_vocab)
         if final_softcap:  # scale, tanh, scale: in place
             logits = g.same("SCALE", g.same("UNARY", g.same("SCALE", logits)))
-        logits.flags.add("output")
+        logits.mark("output")
         g.expand(logits)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from gguf.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType, Keys
 
+from membudget._gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType, Keys
 from membudget.errors import GGUFError
 from membudget.progress import advance
 from membudget.quant import ggml_type

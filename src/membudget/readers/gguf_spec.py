@@ -10,8 +10,7 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from gguf.constants import Keys, LlamaFileType
-
+from membudget._gguf import Keys, LlamaFileType
 from membudget.archs import Hyper, build_layers, rule_for
 from membudget.errors import GGUFError
 from membudget.model import MLASpec, ModelSpec, Quantization, RecurrentSpec, TensorSpec, WeightBytes
