@@ -18,7 +18,15 @@ from membudget.engines.vllm import estimate_vllm
 from membudget.errors import InvalidArgumentError
 from membudget.hardware import Hardware
 from membudget.model import ModelSpec
-from membudget.plan import PRESET_LADDER, Budget, fits, max_context, offload
+from membudget.plan import (
+    PRESET_LADDER,
+    Budget,
+    context_search,
+    fits,
+    max_context,
+    offload,
+    placer_for,
+)
 from membudget.presets import apply_preset
 from membudget.progress import advance
 from membudget.quant import CACHE_TYPES
@@ -147,15 +155,18 @@ def memory_curve(
         return _vllm_curve(spec, request, probe)
     if request.engine != "llama.cpp":
         raise InvalidArgumentError("--engine", request.engine, "must be llama.cpp or vllm to plot")
-    settings, budget = _settings_and_budget(request, spec, probe)
-    best = max_context(spec, settings, budget, pins=request.pins)
+    budget = request_budget(request, probe)
+    # Each context at the placement the planner chooses for it (layers move to the CPU as the
+    # context grows), so the curve and the largest context that fits tell the same story.
+    placer = placer_for(spec, llamacpp_settings(request), budget, pins=request.pins)
+    best = context_search(placer, request.parallel, request.kv_unified)[0]
     contexts = context_grid(_limit(spec, request, best))
     devices = [CPU, *(dev for dev, _ in budget.gpus)]
     values: dict[tuple[str, str], list[int]] = {
         (dev, label): [] for dev in devices for _, label in _LLAMACPP_PARTS
     }
     for i, ctx in enumerate(contexts):
-        e = estimate_llamacpp(spec, replace(settings, n_ctx=ctx))
+        e = estimate_llamacpp(spec, placer.solve(ctx, request.parallel).settings)
         for dev in devices:
             for kind, label in _LLAMACPP_PARTS:
                 values[(dev, label)].append(

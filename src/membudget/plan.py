@@ -42,6 +42,7 @@ __all__ = [
     "best_preset",
     "budget_for",
     "check_pins",
+    "context_search",
     "fits",
     "llamacpp_flags",
     "make_plan",
@@ -49,6 +50,8 @@ __all__ = [
     "max_parallel",
     "min_gpus",
     "offload",
+    "parallel_search",
+    "placer_for",
     "rpc_commands",
 ]
 

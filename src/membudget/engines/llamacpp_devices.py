@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import struct
 from collections.abc import Sequence
+from functools import lru_cache
 
 from membudget.model import TensorSpec, block_index
 from membudget.quant import ggml_type_by_name
@@ -39,6 +40,11 @@ def split_counts(n_slots: int, n_gpu_layers: int, shares: Sequence[float]) -> tu
     computed as llama.cpp does, in single precision: cumulative shares over their sum are the
     split points, and offloaded slot ``j`` of ``N`` goes to the first device whose point exceeds
     ``j / N`` (``std::upper_bound``). Whole layer counts as shares give exactly those counts."""
+    return _split_counts(n_slots, n_gpu_layers, tuple(float(x) for x in shares))
+
+
+@lru_cache(maxsize=4096)
+def _split_counts(n_slots: int, n_gpu_layers: int, shares: tuple[float, ...]) -> tuple[int, ...]:
     active = min(max(n_gpu_layers, 0), n_slots)
     if not shares or active == 0:
         return (0,) * len(shares)
