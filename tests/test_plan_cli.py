@@ -110,6 +110,16 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
             id="--apple with --gpu",
         ),
         pytest.param(
+            ["deepseek-v3", "--memory", "512GiB", "-ctk", "q8_0", "-ctv", "f16", "-fa", "on"],
+            "llama.cpp refuses different K and V cache types for DeepSeek-V3",
+            id="different K and V types on an MLA model",
+        ),
+        pytest.param(
+            ["qwen3-8b", "--memory", "32GiB", "-ctv", "q8_0", "-fa", "off"],
+            "allows only with flash attention on",
+            id="a quantised V cache without flash attention",
+        ),
+        pytest.param(
             ["qwen3-8b", "--apple", "m9-lots"],
             "--apple must be a size such as 16GiB or a name such as m3-16gb",
             id="an unknown Mac",

@@ -246,7 +246,17 @@ def _repack_types(s: LlamaCppSettings, r: LlamaCppRules) -> frozenset[str]:
 
 def resolve(spec: ModelSpec, s: LlamaCppSettings, r: LlamaCppRules) -> Resolved:
     """llama.cpp's context figures for ``s`` (``llama_context`` constructor and
-    ``llama_kv_cache_iswa``): padded context, streams, batch clamps, cache and window cells."""
+    ``llama_kv_cache_iswa``): padded context, streams, batch clamps, cache and window cells.
+    Settings llama.cpp refuses raise :class:`InvalidArgumentError` with its reason."""
+    if spec.mla is not None and spec.mla.compressed_cache and s.cache_type_k != s.cache_type_v:
+        # llama-context.cpp, llama_init_from_model: "model does not support different K (%s)
+        # and V (%s) cache types" when hparams.is_mla() (V is a view of the cached latent).
+        raise InvalidArgumentError(
+            "--cache-type-v",
+            s.cache_type_v,
+            f"differs from --cache-type-k {s.cache_type_k}: llama.cpp refuses different K and V "
+            f"cache types for {spec.name} (MLA caches one latent for both)",
+        )
     fa = _resolve_flash_attn(s.flash_attn, s.cache_type_v)
     n_seq = max(1, s.n_parallel)
     n_ctx = pad(s.n_ctx or spec.n_ctx_train or 4096, r.ctx_pad)
