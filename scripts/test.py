@@ -3,8 +3,9 @@
 
 Creates ``.venv`` beside the checkout if it is missing, installs the package with its ``test``
 and ``llamacpp`` extras into it (llama-cpp-python builds from source the first time; pip's wheel
-cache makes later installs quick), then runs ruff (lint and format check), mypy --strict and
-pytest. The accuracy suite against llama.cpp is required here, never skipped. Extra arguments go
+cache makes later installs quick), builds llama-server and rpc-server from the same sdist once
+per machine (``scripts/llama_server.py``, cached outside the checkout), then runs ruff (lint and
+format check), mypy --strict and pytest. The accuracy suite against llama.cpp is required here, never skipped. Extra arguments go
 to pytest. The exit status is the first failing step's, or 0.
 """
 
@@ -61,6 +62,28 @@ def ensure_chromium() -> None:
     ENV["MEMBUDGET_REQUIRE_BROWSER"] = "1"
 
 
+def ensure_llama_server(python: Path) -> None:
+    """Build llama-server and rpc-server from the llama-cpp-python sdist (once per machine:
+    cached outside the checkout, keyed by the sdist's hash) for the tests that run them."""
+    if not shutil.which("cmake"):
+        step("installing cmake (for llama-server)", python, "-m", "pip", "install", "-q", "cmake")
+        ENV["PATH"] = f"{python.parent}{os.pathsep}{ENV.get('PATH', '')}"
+    print("==> llama-server and rpc-server from the llama-cpp-python sdist", flush=True)
+    done = subprocess.run(
+        [str(python), str(ROOT / "scripts" / "llama_server.py")],
+        cwd=ROOT,
+        env=ENV,
+        check=False,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if done.returncode != 0:
+        print(f"==> FAILED: building llama-server (exit {done.returncode})", flush=True)
+        sys.exit(done.returncode)
+    ENV["MEMBUDGET_LLAMA_SERVER_DIR"] = done.stdout.strip().splitlines()[-1]
+    ENV["MEMBUDGET_REQUIRE_LLAMA_SERVER"] = "1"
+
+
 def main() -> None:
     ensure_chromium()
     python = VENV / "bin" / "python"
@@ -78,6 +101,7 @@ def main() -> None:
         "-e",
         ".[test,llamacpp]",
     )
+    ensure_llama_server(python)
     step("ruff check", python, "-m", "ruff", "check", ".")
     step("ruff format --check", python, "-m", "ruff", "format", "--check", ".")
     step("mypy --strict", python, "-m", "mypy")

@@ -75,6 +75,9 @@ def llama_tensors(m: Tiny) -> list[tuple[str, Shape]]:
     return out
 
 
+_KEEP_F32 = ("ssm_conv1d.weight", ".ssm_a", ".ssm_d", "_norm.weight")
+
+
 def write_model(
     path: Path,
     m: Tiny,
@@ -104,7 +107,9 @@ def write_model(
     w.add_token_scores([0.0] * m.n_vocab)
     w.add_token_types([1] * m.n_vocab)
     for name, shape in [*(tensors if tensors is not None else llama_tensors(m)), *m.extra_tensors]:
-        matrix = len(shape) >= 2 and not name.endswith(".bias")  # expert biases stay F32
+        # expert biases stay F32, and so do the state-space vectors and 2-D norms, as the
+        # converters write them (llama.cpp's SSM ops take them in F32 only)
+        matrix = len(shape) >= 2 and not name.endswith((".bias", *_KEEP_F32))
         qtype = m.matrix_type if matrix else GGMLQuantizationType.F32
         if matrix and shape[0] % GGML_QUANT_SIZES[qtype][0]:
             qtype = GGMLQuantizationType.F16

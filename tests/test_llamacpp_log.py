@@ -83,3 +83,18 @@ def test_device_names(name: str, device: str) -> None:
 def test_a_log_without_a_report() -> None:
     with pytest.raises(MembudgetError, match=r"No llama\.cpp buffer report"):
         parse_llamacpp_log("hello\nworld\n")
+
+
+def test_rpc_servers_are_named_by_their_order_in_rpc() -> None:
+    """llama.cpp prints every RPC server's device as RPC0[host:port]; the log's "using device
+    RPCk (host:port)" lines give each endpoint its index (the real llama-server, two workers)."""
+    from membudget.engines.llamacpp_log import reported_n_outputs_max
+
+    text = (DATA / "llama-server-rpc-qwen3.log").read_text()
+    got = {(b.device, b.kind): b.mib for b in parse_llamacpp_log(text)}
+    assert got[("RPC0", "model")] == 3.38
+    assert got[("RPC1", "model")] == 5.13
+    assert got[("RPC0", "kv")] == 3.0
+    assert got[("RPC1", "kv")] == 1.0
+    assert got[("CPU", "compute")] == 10.55, "the host's share of a graph split over backends"
+    assert reported_n_outputs_max(text) == 1, "llama-server reserves one logits row per slot"

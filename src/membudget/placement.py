@@ -102,7 +102,8 @@ class _Costs:
         cpu_dense = [0] * (n + 1)
         for i in range(n):
             cache = c.slot_bytes(i)
-            gpu_full[i + 1] = gpu_full[i] + w.gpu_dense[i] + w.gpu_exps[i] + cache
+            tied = w.tied_output_gpu if i == n - 1 else 0  # the output's copy of token_embd
+            gpu_full[i + 1] = gpu_full[i] + w.gpu_dense[i] + w.gpu_exps[i] + cache + tied
             gpu_exps[i + 1] = gpu_exps[i] + w.gpu_exps[i]
             cpu_full[i + 1] = cpu_full[i] + w.cpu_dense[i] + w.cpu_exps[i] + cache
             cpu_exps[i + 1] = cpu_exps[i] + w.cpu_exps[i]

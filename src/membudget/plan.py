@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -478,15 +478,18 @@ def llamacpp_flags(estimate: LlamaCppEstimate, model_path: str | None = None) ->
     return flags
 
 
-def rpc_commands(estimate: LlamaCppEstimate, port: int = RPC_PORT) -> list[list[str]]:
+def rpc_commands(
+    estimate: LlamaCppEstimate, command: Sequence[str] | None = None, port: int = RPC_PORT
+) -> list[list[str]]:
     """Commands for llama.cpp's RPC backend: one ``rpc-server`` a worker node, then the main
-    ``llama-server`` pointing at them, in the order that names them ``RPC0``, ``RPC1``, ..."""
+    ``llama-server`` (``command``, the plan's own) pointing at them, in the order that names
+    them ``RPC0``, ``RPC1``, ..."""
     workers = [d for d in estimate.settings.gpus if d.startswith("RPC")]
     if not workers:
         return []
     cmds = [["rpc-server", "-H", "0.0.0.0", "-p", str(port)] for _ in workers]  # noqa: S104 - runs on the worker, by design
     hosts = ",".join(f"WORKER{i}:{port}" for i in range(len(workers)))
-    main = llamacpp_flags(estimate)
+    main = list(command) if command is not None else llamacpp_flags(estimate)
     cmds.append([*main, "--rpc", hosts])
     return cmds
 
@@ -573,6 +576,12 @@ def _warnings(spec: ModelSpec, estimate: LlamaCppEstimate, requested_ubatch: int
         )
     if any(d.startswith("RPC") for d in s.gpus):
         out.append(RPC_WARNING)
+    if s.gpus and s.n_gpu_layers > 0:
+        out.append(
+            "compute buffers with more than one backend are estimated: llama.cpp splits the graph "
+            "between backends (with pipeline parallelism it keeps copies of each split's inputs), "
+            "which membudget does not model yet; weights, KV cache and output are exact"
+        )
     return out
 
 

@@ -180,7 +180,7 @@ class PlanReport:
             "warnings": list(p.warnings),
             "commands": {
                 "llama.cpp": list(p.command),
-                "llama.cpp_rpc": rpc_commands(e),
+                "llama.cpp_rpc": rpc_commands(e, p.command),
                 "ollama": {"num_ctx": e.n_ctx_seq, "OLLAMA_NUM_PARALLEL": e.n_seq_max},
             },
         }
@@ -295,7 +295,7 @@ class PlanReport:
         if p.min_gpus is not None:
             gpus = f"{p.min_gpus} of these GPUs" if p.min_gpus else "more than 16 of these GPUs"
             yield f"the whole model on GPUs needs {gpus}"
-        rpc = rpc_commands(e)
+        rpc = rpc_commands(e, p.command)
         if rpc:
             for i, cmd in enumerate(rpc[:-1]):
                 yield f"on worker {i}: {' '.join(cmd)}"

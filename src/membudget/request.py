@@ -226,11 +226,15 @@ class PlanRequest:
 
 
 def llamacpp_settings(request: PlanRequest) -> LlamaCppSettings:
-    """llama.cpp's settings for ``request``, before the placement (see :attr:`PlanRequest.pins`)."""
+    """llama.cpp's settings for ``request``, before the placement (see :attr:`PlanRequest.pins`),
+    as the printed ``llama-server`` command sets them: it asks for at most one logits row per
+    sequence a batch (tools/server/server-context.cpp ``server_output_limits``, with no draft
+    model: ``n_outputs_max = min(n_batch, n_parallel)``)."""
     fa: FlashAttn = (
         "on" if request.flash_attn == "on" else "off" if request.flash_attn == "off" else "auto"
     )
     return LlamaCppSettings(
+        n_outputs_max=min(request.batch, request.parallel),
         n_ctx=request.ctx,
         n_batch=request.batch,
         n_ubatch=request.ubatch,

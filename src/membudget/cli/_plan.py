@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -279,7 +280,7 @@ def validate(
     and the compute buffer is within 5%; 1 otherwise; 2 for bad input.
     """
     from membudget.engines.llamacpp import estimate_llamacpp
-    from membudget.engines.llamacpp_log import parse_llamacpp_log
+    from membudget.engines.llamacpp_log import parse_llamacpp_log, reported_n_outputs_max
     from membudget.engines.llamacpp_validate import compare
     from membudget.report_plan import ValidationReport
     from membudget.request import llamacpp_settings
@@ -309,6 +310,12 @@ def validate(
         with busy("loading the model in llama.cpp", quiet=quiet):
             text = run_llamacpp(model, settings)
     reported = parse_llamacpp_log(text)
+    if from_log is not None:
+        # a llama-server log says how many logits rows it reserved for; the C API (the load
+        # above) keeps its default of n_batch
+        settings = replace(settings, n_outputs_max=reported_n_outputs_max(text) or 0)
+    else:
+        settings = replace(settings, n_outputs_max=0)
     estimate = estimate_llamacpp(spec, settings)
     result = ValidationReport(spec.name, compare(estimate, reported), estimate=estimate)
     render(result, as_json=as_json, quiet=quiet, explain=explain)

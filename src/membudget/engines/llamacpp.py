@@ -110,9 +110,14 @@ class LlamaCppSettings:
     """``-ts`` proportions per GPU; empty means equal shares."""
     n_cpu_moe: int = 0
     """``--n-cpu-moe``: the first N layers keep their routed experts on the CPU."""
+    n_outputs_max: int = 0
+    """``llama_context_params.n_outputs_max``: the most logits rows one batch may ask for; 0
+    means ``n_batch`` (the C API's default). llama-server sets it to ``n_parallel`` (one token a
+    sequence without speculative decoding; ``n_batch`` for embeddings), which shrinks the
+    worst-case graph's logits (tools/server/server-context.cpp ``server_output_limits``)."""
 
     def __post_init__(self) -> None:
-        for name in ("n_ctx", "n_batch", "n_ubatch", "n_parallel"):
+        for name in ("n_ctx", "n_batch", "n_ubatch", "n_parallel", "n_outputs_max"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidArgumentError(name, value, "must be a non-negative integer")
@@ -277,6 +282,8 @@ def resolve(spec: ModelSpec, s: LlamaCppSettings, r: LlamaCppRules) -> Resolved:
             else pad(min(kv_size, n_swa * (n_seq if s.kv_unified else 1) + n_ubatch), r.swa_pad)
         )
     return Resolved(
+        # llama-context.cpp: n_outputs_max == 0 means cparams.n_batch
+        n_outputs_max=s.n_outputs_max or n_batch,
         n_ctx=n_ctx,
         n_ctx_seq=n_ctx_seq,
         n_seq=n_seq,
@@ -320,6 +327,8 @@ def _weight_buffers(w: WeightTable, slots: list[str], n_cpu_moe: int) -> list[Bu
             repacked += w.repack_exps[i]
         else:
             per_device[dev] += w.gpu_exps[i]
+        if i == len(slots) - 1:
+            per_device[dev] += w.tied_output_gpu
     out = [
         Buffer(
             dev,

@@ -37,8 +37,10 @@ def compute_bytes(
     n_swa_kv: int,
     n_stream: int,
     flash_attn: bool,
+    n_outputs: int | None = None,
 ) -> int:
-    """Bytes of llama.cpp's CPU compute buffer for the worst-case graph."""
+    """Bytes of llama.cpp's CPU compute buffer for the worst-case graph (``n_outputs`` logits
+    rows, ``n_tokens`` when not given)."""
     t = n_tokens
     row = t * _F32  # one f32 value per token
     e = spec.n_embd
@@ -46,8 +48,9 @@ def compute_bytes(
     has_swa = any(layer.is_swa for layer in attn_layers)
     has_full = any(not layer.is_swa for layer in attn_layers)
 
-    # Output: logits for every token, plus the final hidden rows.
-    output = spec.n_vocab * row + 3 * e * row
+    # Output: logits for every output row, plus the final hidden rows.
+    outputs = n_tokens if n_outputs is None else n_outputs
+    output = spec.n_vocab * outputs * _F32 + 3 * e * row
 
     attention = 0
     if attn_layers:

@@ -104,11 +104,19 @@ class Resolved:
     kv_size: int
     swa_size: int
     flash_attn: bool
+    n_outputs_max: int
+    """``cparams.n_outputs_max``: the most logits rows one batch may ask for."""
 
     @property
     def n_tokens(self) -> int:
         """Tokens of the worst-case graph: ``min(n_ctx, n_ubatch)``."""
         return min(self.n_ctx, self.n_ubatch)
+
+    @property
+    def n_outputs(self) -> int:
+        """Logits rows of the worst-case graph: ``min(n_tokens, n_outputs_max)``
+        (``llama_context::sched_reserve``)."""
+        return min(self.n_tokens, self.n_outputs_max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +137,11 @@ class WeightTable:
     gpu_exps: tuple[int, ...]
     repack_dense: tuple[int, ...]
     repack_exps: tuple[int, ...]
+    tied_output_gpu: int = 0
+    """A model that reuses its token embedding as the output matrix (no ``output.weight``):
+    the bytes of the copy llama.cpp loads onto the output layer's device when that is not the
+    CPU (``llama_model_loader::create_tensor``, ``TENSOR_DUPLICATED``: a duplicate is created
+    when the output's buffer context differs from the input's)."""
 
     @property
     def n_slots(self) -> int:
@@ -154,6 +167,11 @@ def _build_weights(spec: ModelSpec, alignment: int, types: frozenset[str]) -> We
         return WeightTable(spec.weights.total, 0, 0, zeros, zeros, zeros, zeros, zeros, zeros)
     cpu_d, cpu_e, gpu_d, gpu_e, rep_d, rep_e = ([0] * n_slots for _ in range(6))
     input_bytes = input_repack = 0
+    names = {t.name for t in spec.tensors}
+    tied = 0
+    if "output.weight" not in names:
+        embd = next((t for t in spec.tensors if t.name == "token_embd.weight"), None)
+        tied = cuda_alloc_bytes(embd) if embd is not None else 0
     for t in spec.tensors:
         il = block_index(t.name)
         if spec.n_layer_mtp and il is not None and il >= spec.n_layer:
@@ -183,6 +201,7 @@ def _build_weights(spec: ModelSpec, alignment: int, types: frozenset[str]) -> We
         tuple(gpu_e),
         tuple(rep_d),
         tuple(rep_e),
+        tied,
     )
 
 
@@ -298,7 +317,7 @@ def compute_for(
         gs = GraphSettings(
             # graph_reserve rounds the token count up to a multiple of the sequences
             n_tokens=pad(n_tokens, res.n_seq),
-            n_outputs=n_tokens,
+            n_outputs=res.n_outputs,
             n_seqs=res.n_seq,
             n_kv=res.kv_size,
             n_swa_kv=res.swa_size,
@@ -330,5 +349,6 @@ def compute_for(
         n_swa_kv=res.swa_size,
         n_stream=res.n_stream,
         flash_attn=res.flash_attn,
+        n_outputs=res.n_outputs,
     )
     return phase, False

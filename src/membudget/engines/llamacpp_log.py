@@ -24,7 +24,7 @@ from typing import Literal
 
 from membudget.errors import MembudgetError
 
-__all__ = ["ReportedBuffer", "normalise_device", "parse_llamacpp_log"]
+__all__ = ["ReportedBuffer", "normalise_device", "parse_llamacpp_log", "reported_n_outputs_max"]
 
 ReportedKind = Literal["model", "kv", "kv_swa", "recurrent", "output", "compute"]
 
@@ -33,6 +33,10 @@ _LINE = re.compile(
     r"(?P<mib>[0-9]+(?:\.[0-9]+)?) MiB"
 )
 _ISWA = re.compile(r"creating\s+(?P<which>non-SWA|SWA) KV cache")
+# llama_prepare_model_devices: "using device RPC1 (127.0.0.1:50053) ..."; the buffers of every
+# RPC server's device are then printed as "RPC0[127.0.0.1:50053]" (its index on that server).
+_DEVICE = re.compile(r"using device (?P<name>RPC[0-9]+) \((?P<endpoint>[^)]+)\)")
+_RPC_BUFFER = re.compile(r"^RPC[0-9]+\[(?P<endpoint>[^\]]+)\]$")
 _KIND: dict[str, ReportedKind] = {
     "model": "model",
     "KV": "kv",
@@ -63,6 +67,7 @@ def normalise_device(name: str) -> str:
 def _rounds(text: str) -> list[list[ReportedBuffer]]:
     rounds: list[list[ReportedBuffer]] = [[]]
     swa_state: ReportedKind = "kv"
+    endpoints = {m["endpoint"]: m["name"] for m in _DEVICE.finditer(text)}
     for line in text.splitlines():
         iswa = _ISWA.search(line)
         if iswa is not None:
@@ -79,7 +84,11 @@ def _rounds(text: str) -> list[list[ReportedBuffer]]:
             swa_state = "kv"
         if kind == "kv":
             kind = swa_state
-        current.append(ReportedBuffer(normalise_device(m["dev"]), m["dev"], kind, float(m["mib"])))
+        device = normalise_device(m["dev"])
+        rpc = _RPC_BUFFER.match(m["dev"])
+        if rpc is not None:
+            device = endpoints.get(rpc["endpoint"], device)
+        current.append(ReportedBuffer(device, m["dev"], kind, float(m["mib"])))
     return [r for r in rounds if r]
 
 
@@ -103,3 +112,13 @@ def parse_llamacpp_log(text: str) -> tuple[ReportedBuffer, ...]:
         else:
             out.append(b)
     return (*out, *last_compute.values())
+
+
+_OUTPUTS = re.compile(r"llama_context:\s+n_outputs_max\s*=\s*(?P<n>[0-9]+)")
+
+
+def reported_n_outputs_max(text: str) -> int | None:
+    """``n_outputs_max`` as the log's last context printed it (llama-server sets it to the
+    number of slots; the C API leaves it at ``n_batch``), or None for older logs."""
+    found = _OUTPUTS.findall(text)
+    return int(found[-1]) if found else None
