@@ -135,13 +135,6 @@ def test_the_printed_command_allocates_what_the_plan_says(
             ["--ctx", "2048", "--n-cpu-moe", "2"],
             2,
             id="qwen3moe --n-cpu-moe 2",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="llama.cpp reports CPU_Mapped as the span of the file from the first to the "
-                "last tensor it keeps mapped, the offloaded layers in between included "
-                "(llama-model-loader.cpp get_mapping_range); membudget sums the tensors. Those "
-                "pages are never read, so what must fit is unchanged. Issue 13 #2.",
-            ),
         ),
     ],
 )
@@ -155,7 +148,7 @@ def test_rpc_workers_hold_what_the_plan_says(
     from tests.llama_server import rpc_servers
 
     path = _model(zoo, arch)
-    data = _plan(str(path), "--memory", "64GiB", *args, *["--rpc-node", "1GiB"] * workers)
+    data = _plan(str(path), "--memory", "64GiB", *args, *["--rpc-node", "1GiB:cpu"] * workers)
     command = data["commands"]["llama.cpp_rpc"][-1]
     assert command[:3] == ["llama-server", "-m", str(path)]
     with rpc_servers(workers) as endpoints:
@@ -167,3 +160,31 @@ def test_rpc_workers_hold_what_the_plan_says(
     for key, (mib, lines) in reported.items():
         assert abs(planned[key] / 2**20 - mib) <= 0.005 * lines + 1e-9, (key, planned[key], mib)
     assert any("compute buffers" in w for w in data["warnings"])
+
+
+def test_the_mapped_span_when_repacked_tensors_sit_at_its_edges(zoo: Path) -> None:
+    """A Q4_0 model: its matrices (output.weight, the last tensor, among them) go to CPU_REPACK
+    on a CPU with AVX2, so CPU_Mapped spans token_embd to the last norm, repacked tensors in
+    between included; and, with two workers, offloaded layers in between too."""
+    from gguf import GGMLQuantizationType
+
+    from tests.arch_models import ARCHS
+    from tests.llama_server import rpc_servers
+
+    path = zoo / "qwen3-q4_0.gguf"
+    if not path.exists():
+        ARCHS["qwen3"](path, GGMLQuantizationType.Q4_0)
+    data = _plan(str(path), "--memory", "64GiB", "--ctx", "2048")
+    assert_same_buffers(data, run_server(data["commands"]["llama.cpp"][1:]))
+    data = _plan(
+        str(path), "--memory", "64GiB", "--ctx", "2048", "-ngl", "2", "--rpc-node", "1GiB:cpu"
+    )
+    command = data["commands"]["llama.cpp_rpc"][-1]
+    with rpc_servers(1) as endpoints:
+        command[command.index("--rpc") + 1] = ",".join(endpoints)
+        log = run_server(command[1:])
+    planned = {k: v for k, v in _planned(data).items() if v and k[1] != "compute"}
+    reported = {k: v for k, v in _reported(log).items() if v[0] and k[1] != "compute"}
+    assert set(planned) == set(reported)
+    for key, (mib, lines) in reported.items():
+        assert abs(planned[key] / 2**20 - mib) <= 0.005 * lines + 1e-9, (key, planned[key], mib)

@@ -120,6 +120,11 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
             id="a quantised V cache without flash attention",
         ),
         pytest.param(
+            ["qwen3-8b", "--memory", "8GiB", "--rpc-node", "24GiB:tpu"],
+            "--rpc-node takes a size, then optionally :cpu or :cuda",
+            id="an RPC worker of an unknown backend",
+        ),
+        pytest.param(
             ["qwen3-8b", "--apple", "m9-lots"],
             "--apple must be a size such as 16GiB or a name such as m3-16gb",
             id="an unknown Mac",

@@ -100,6 +100,11 @@ class TensorSpec:
     type_name: str
     shape: tuple[int, ...]
     n_bytes: int
+    offset: int | None = None
+    """Where the data starts in its file's data section (GGUF), or None when the tensor is not
+    read from a file as it is (a catalogue entry, a requantised model)."""
+    part: int = 0
+    """Which part of a split GGUF holds it."""
 
     @property
     def n_elements(self) -> int:

@@ -88,37 +88,46 @@ class Solution:
 
 
 class _Costs:
-    """Prefix sums of slot costs for one context and sequence count."""
+    """Prefix sums of slot costs for one context and sequence count.
+
+    A device holds slots as CUDA allocates them, or (``host``: a CPU RPC worker) as the CPU
+    backend does."""
 
     def __init__(self, w: WeightTable, c: CacheTable, graph: int, host: int, out: int) -> None:
         n = w.n_slots
         self.n_slots = n
         self.graph = graph
         self.host = host
-        gpu_full = [0] * (n + 1)
-        gpu_exps = [0] * (n + 1)
+        dev_full = ([0] * (n + 1), [0] * (n + 1))  # CUDA rules, CPU rules
+        dev_exps = ([0] * (n + 1), [0] * (n + 1))
         cpu_full = [0] * (n + 1)
         cpu_exps = [0] * (n + 1)
         cpu_dense = [0] * (n + 1)
+        last = n - 1
         for i in range(n):
             cache = c.slot_bytes(i)
-            tied = w.tied_output_gpu if i == n - 1 else 0  # the output's copy of token_embd
-            gpu_full[i + 1] = gpu_full[i] + w.gpu_dense[i] + w.gpu_exps[i] + cache + tied
-            gpu_exps[i + 1] = gpu_exps[i] + w.gpu_exps[i]
+            for kind, (dense, exps, tied) in enumerate(
+                (
+                    (w.gpu_dense[i], w.gpu_exps[i], w.tied_output_gpu),
+                    (w.cpu_dense[i], w.cpu_exps[i], w.tied_output_cpu),
+                )
+            ):
+                copy = tied if i == last else 0  # the output's copy of token_embd
+                dev_full[kind][i + 1] = dev_full[kind][i] + dense + exps + cache + copy
+                dev_exps[kind][i + 1] = dev_exps[kind][i] + exps
             cpu_full[i + 1] = cpu_full[i] + w.cpu_dense[i] + w.cpu_exps[i] + cache
             cpu_exps[i + 1] = cpu_exps[i] + w.cpu_exps[i]
             cpu_dense[i + 1] = cpu_dense[i] + w.cpu_dense[i]
-        self.gpu_full, self.gpu_exps = gpu_full, gpu_exps
+        self.dev_full, self.dev_exps = dev_full, dev_exps
         self.cpu_full, self.cpu_exps, self.cpu_dense = cpu_full, cpu_exps, cpu_dense
         # The input layer and a tensor-less model's weights always stay on the CPU, as does
         # the output buffer.
         self.cpu_fixed = w.flat_bytes + w.input_bytes + out
 
-    def gpu(self, a: int, b: int, k: int) -> int:
+    def gpu(self, a: int, b: int, k: int, host: bool = False) -> int:
         """Bytes of slots ``a .. b - 1`` on a device, experts below layer ``k`` left out."""
-        return (self.gpu_full[b] - self.gpu_full[a]) - (
-            self.gpu_exps[min(b, k)] - self.gpu_exps[min(a, k)]
-        )
+        full, exps = self.dev_full[host], self.dev_exps[host]
+        return (full[b] - full[a]) - (exps[min(b, k)] - exps[min(a, k)])
 
     def cpu(self, s: int, k: int, any_device: bool) -> int:
         """Resident CPU bytes with slots ``0 .. s - 1`` there and experts below ``k``."""
@@ -129,29 +138,31 @@ class _Costs:
     def cpu_read(self, s: int, k: int, used: int, total: int) -> int:
         """Weight bytes the CPU reads per token, times ``total``: its dense weights whole, its
         routed experts ``used`` of ``total`` (decoding is bound by memory bandwidth)."""
-        experts = self.cpu_exps[max(k, s)] if k > s else self.cpu_exps[s]
+        experts = self.cpu_exps[max(k, s)]
         return self.cpu_dense[s] * total + experts * used
 
-    def loads(self, s: int, k: int, counts: Sequence[int]) -> list[int]:
+    def loads(self, s: int, k: int, counts: Sequence[int], hosts: Sequence[bool]) -> list[int]:
         out, pos = [], s
-        for n in counts:
-            out.append(self.graph + self.gpu(pos, pos + n, k) if n else 0)
+        for n, host in zip(counts, hosts, strict=True):
+            out.append(self.graph + self.gpu(pos, pos + n, k, host) if n else 0)
             pos += n
         return out
 
-    def fill(self, s: int, k: int, caps: Sequence[int]) -> tuple[int, ...] | None:
+    def fill(
+        self, s: int, k: int, caps: Sequence[int], hosts: Sequence[bool]
+    ) -> tuple[int, ...] | None:
         """Each device in order takes as many slots as fit; ``None`` if some are left over."""
         n = self.n_slots
         pos, counts = s, []
-        for cap in caps:
+        for cap, host in zip(caps, hosts, strict=True):
             room = cap - self.graph
-            if pos == n or room < 0 or self.gpu(pos, pos + 1, k) > room:
+            if pos == n or room < 0 or self.gpu(pos, pos + 1, k, host) > room:
                 counts.append(0)
                 continue
             lo, hi = pos + 1, n
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                if self.gpu(pos, mid, k) <= room:
+                if self.gpu(pos, mid, k, host) <= room:
                     lo = mid
                 else:
                     hi = mid - 1
@@ -194,16 +205,21 @@ class Placer:
         rules: LlamaCppRules | None = None,
         pins: Pins | None = None,
         pool: int | None = None,
+        cpu_devices: tuple[str, ...] = (),
     ) -> None:
         self.spec = spec
         self.pool = pool
         """Unified memory: the CPU and every device together (Apple Silicon)."""
-        self.base = replace(settings, n_gpu_layers=0, gpus=(), tensor_split=(), n_cpu_moe=0)
+        self.base = replace(
+            settings, n_gpu_layers=0, gpus=(), tensor_split=(), n_cpu_moe=0, cpu_devices=()
+        )
         self.rules = rules or LlamaCppRules()
         self.pins = pins or Pins()
         self.cpu_budget = cpu_budget
         self.names = tuple(name for name, _ in devices)
         self.caps = tuple(n for _, n in devices)
+        self.hosts = tuple(name in cpu_devices for name in self.names)
+        """Which devices allocate as the CPU backend does (CPU RPC workers)."""
         types: frozenset[str] | None = frozenset()
         if settings.repack:
             types = self.rules.repack_types
@@ -287,7 +303,7 @@ class Placer:
         out: list[Placement] = []
 
         def devices_hold(s: int, k: int) -> bool:
-            return c.fill(s, k, caps) is not None
+            return c.fill(s, k, caps, self.hosts) is not None
 
         for want in ks:
             if pins.n_gpu_layers is not None:
@@ -307,7 +323,7 @@ class Placer:
         return out
 
     def _place(self, c: _Costs, s: int, k: int) -> Placement:
-        counts = c.fill(s, k, self.caps)
+        counts = c.fill(s, k, self.caps, self.hosts)
         if counts is None:
             # The devices cannot hold what is pinned: share it by budget, as llama.cpp does
             # by free memory when -ts is not given.
@@ -343,7 +359,10 @@ class Placer:
         return out
 
     def _gpu_ok(self, c: _Costs, s: int, k: int, counts: Sequence[int]) -> bool:
-        return all(load <= cap for load, cap in zip(c.loads(s, k, counts), self.caps, strict=True))
+        return all(
+            load <= cap
+            for load, cap in zip(c.loads(s, k, counts, self.hosts), self.caps, strict=True)
+        )
 
     def _scored(self, c: _Costs) -> list[tuple[tuple[int, ...], Placement, bool]]:
         scored: list[tuple[tuple[int, ...], Placement, bool]] = []
@@ -352,7 +371,7 @@ class Placer:
             cpu_need = c.cpu(p.cpu_slots, p.n_cpu_moe, any(p.counts))
             ok = gpu_ok and cpu_need <= self.cpu_budget
             if ok and self.pool is not None:
-                total = cpu_need + sum(c.loads(p.cpu_slots, p.n_cpu_moe, p.counts))
+                total = cpu_need + sum(c.loads(p.cpu_slots, p.n_cpu_moe, p.counts, self.hosts))
                 ok = total <= self.pool
             rank = (
                 not ok,
@@ -370,7 +389,7 @@ class Placer:
         _, best, ok = self._scored(c)[0]
         if ok and not self.pins.tensor_split and len(self.names) > 1 and any(best.counts):
             best = self._balance(c, best)
-        loads = c.loads(best.cpu_slots, best.n_cpu_moe, best.counts)
+        loads = c.loads(best.cpu_slots, best.n_cpu_moe, best.counts, self.hosts)
         needs = (
             (CPU, c.cpu(best.cpu_slots, best.n_cpu_moe, any(best.counts))),
             *zip(self.names, loads, strict=True),
@@ -383,7 +402,7 @@ class Placer:
         while lo < hi:
             mid = (lo + hi + 1) // 2
             caps = [cap - cap * mid // (1 << 16) for cap in self.caps]
-            counts = c.fill(p.cpu_slots, p.n_cpu_moe, caps)
+            counts = c.fill(p.cpu_slots, p.n_cpu_moe, caps, self.hosts)
             if counts is not None:
                 lo, best = mid, counts
             else:
@@ -407,4 +426,5 @@ class Placer:
             gpus=self.names,
             tensor_split=split,
             n_cpu_moe=p.n_cpu_moe,
+            cpu_devices=tuple(n for n, h in zip(self.names, self.hosts, strict=True) if h),
         )

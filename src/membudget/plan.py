@@ -81,6 +81,8 @@ class Budget:
     gpus: tuple[tuple[str, int], ...] = ()
     pool_bytes: int | None = None
     """Unified memory (Apple Silicon): the CPU and the devices together must fit in it."""
+    cpu_devices: tuple[str, ...] = ()
+    """RPC workers whose backend is a CPU (their buffers follow the CPU backend's rules)."""
 
     def limit(self, device: str) -> int:
         if device == CPU:
@@ -110,6 +112,7 @@ def budget_for(
     gpu_bytes: tuple[int, ...] | None = None,
     rpc_bytes: tuple[int, ...] = (),
     apple: AppleInfo | None = None,
+    rpc_cpu: tuple[bool, ...] = (),
 ) -> Budget:
     """A budget from explicit sizes, or from this machine: available RAM and each NVIDIA GPU's
     free memory, each less the margin (llama.cpp's own fitting keeps 1 GiB per device).
@@ -133,7 +136,15 @@ def budget_for(
             f"machine; Metal's working set {target.gpu_working_set_bytes:,} bytes ({target.source})"
         )
         rpc = tuple((f"RPC{i}", max(0, n - margin)) for i, n in enumerate(rpc_bytes))
-        return Budget(pool, raw, margin, source, (*rpc, ("MTL0", metal)), pool_bytes=pool)
+        return Budget(
+            pool,
+            raw,
+            margin,
+            source,
+            (*rpc, ("MTL0", metal)),
+            pool_bytes=pool,
+            cpu_devices=_cpu_workers(rpc_cpu),
+        )
     if memory_bytes is not None:
         margin = 0 if margin_bytes is None else margin_bytes
         ram, raw, source = max(0, memory_bytes - margin), memory_bytes, "--memory"
@@ -158,7 +169,11 @@ def budget_for(
     # Worker nodes of llama.cpp's RPC backend are devices too, each with its own memory, and
     # llama.cpp lists them before the local GPUs.
     rpc = tuple((f"RPC{i}", max(0, n - margin)) for i, n in enumerate(rpc_bytes))
-    return Budget(ram, raw, margin, source, rpc + gpus)
+    return Budget(ram, raw, margin, source, rpc + gpus, cpu_devices=_cpu_workers(rpc_cpu))
+
+
+def _cpu_workers(rpc_cpu: tuple[bool, ...]) -> tuple[str, ...]:
+    return tuple(f"RPC{i}" for i, cpu in enumerate(rpc_cpu) if cpu)
 
 
 _APPLE_NAME = re.compile(r"^m(?P<gen>[1-9])(?:-(?P<tier>pro|max|ultra))?-(?P<gb>[0-9]+)gb$")
@@ -223,7 +238,14 @@ def placer_for(
     pins: Pins | None = None,
 ) -> Placer:
     return Placer(
-        spec, settings, budget.memory_bytes, budget.gpus, rules, pins, pool=budget.pool_bytes
+        spec,
+        settings,
+        budget.memory_bytes,
+        budget.gpus,
+        rules,
+        pins,
+        pool=budget.pool_bytes,
+        cpu_devices=budget.cpu_devices,
     )
 
 

@@ -116,6 +116,8 @@ class PlanRequest:
     gpu_bytes: tuple[int, ...] | None = None
     """GPU budgets; ``None`` takes the detected GPUs when the RAM budget is detected too."""
     rpc_bytes: tuple[int, ...] = ()
+    rpc_cpu: tuple[bool, ...] = ()
+    """Which RPC workers run a CPU backend (``--rpc-node 24GiB:cpu``); the others a GPU's."""
     apple: str | None = None
     """Plan for an Apple Silicon machine: its unified memory (``16GiB``) or name (``m3-16gb``)."""
     wired_limit_mb: int | None = None
@@ -258,6 +260,7 @@ def request_budget(request: PlanRequest, probe: Callable[[], Hardware]) -> Budge
         request.gpu_bytes,
         request.rpc_bytes,
         apple=target,
+        rpc_cpu=request.rpc_cpu,
     )
 
 

@@ -45,3 +45,17 @@ def parse_split(text: str | None) -> tuple[float, ...]:
             "--tensor-split", text, "needs non-negative finite shares, not all zero"
         )
     return values
+
+
+def parse_rpc_node(text: str) -> tuple[str, bool]:
+    """``--rpc-node 24GiB`` (a GPU worker) or ``24GiB:cpu`` / ``24GiB:cuda``: the size as typed,
+    and whether the worker's backend is a CPU."""
+    size, sep, backend = text.rpartition(":")
+    if not sep:
+        return text, False
+    kind = backend.strip().lower()
+    if kind not in ("cpu", "cuda", "gpu"):
+        raise InvalidArgumentError(
+            "--rpc-node", text, "takes a size, then optionally :cpu or :cuda (the worker's backend)"
+        )
+    return size, kind == "cpu"

@@ -10,7 +10,7 @@ import typer
 
 from membudget.cli._app import EXIT_DOES_NOT_FIT, app
 from membudget.cli._output import Explain, Quiet, busy, load_with_progress, render
-from membudget.cli._params import parse_split
+from membudget.cli._params import parse_rpc_node, parse_split
 from membudget.errors import InvalidArgumentError, MembudgetError
 from membudget.units import parse_size
 
@@ -184,7 +184,9 @@ def plan(
     rpc_node: Annotated[
         list[str] | None,
         typer.Option(
-            "--rpc-node", help="Memory of one llama.cpp RPC worker node, repeatable: 24GiB."
+            "--rpc-node",
+            help="Memory of one llama.cpp RPC worker node, repeatable: 24GiB (a GPU worker) or "
+            "24GiB:cpu (a CPU worker, whose buffers are not padded as CUDA pads them).",
         ),
     ] = None,
     nodes: Annotated[int, typer.Option(help="vLLM: nodes (pipeline parallel across them).")] = 1,
@@ -213,6 +215,7 @@ def plan(
     from membudget.hardware import detect
     from membudget.request import run_plan
 
+    workers = [parse_rpc_node(n) for n in rpc_node or ()]
     if ram is not None:
         if memory is not None and parse_size(memory) != parse_size(ram):
             raise InvalidArgumentError("--ram", ram, "conflicts with --memory; give one of them")
@@ -234,7 +237,8 @@ def plan(
         memory=memory,
         margin=margin,
         gpu=gpu,
-        rpc_bytes=tuple(parse_size(n) for n in rpc_node or ()),
+        rpc_bytes=tuple(parse_size(n) for n, _ in workers),
+        rpc_cpu=tuple(cpu for _, cpu in workers),
         apple=apple,
         wired_limit_mb=wired_limit_mb,
         n_gpu_layers=n_gpu_layers,

@@ -29,16 +29,18 @@ from typing import Literal
 
 from membudget.engines.llamacpp_devices import CPU, layer_devices
 from membudget.engines.llamacpp_layout import (
+    INPUT_TENSORS,
     Resolved,
     WeightTable,
     cache_table,
     compute_for,
     pad,
+    repacks,
     weight_table,
 )
 from membudget.errors import InvalidArgumentError
 from membudget.kv import cache_type
-from membudget.model import ModelSpec
+from membudget.model import ModelSpec, block_index
 
 __all__ = [
     "Buffer",
@@ -110,6 +112,10 @@ class LlamaCppSettings:
     """``-ts`` proportions per GPU; empty means equal shares."""
     n_cpu_moe: int = 0
     """``--n-cpu-moe``: the first N layers keep their routed experts on the CPU."""
+    cpu_devices: tuple[str, ...] = ()
+    """Devices (RPC workers) whose backend is a CPU: their buffers are allocated as the CPU
+    backend does (no row padding, 32-byte alignment); ggml-rpc asks the worker's own backend
+    (``ggml_backend_rpc_buffer_type_get_alloc_size``). Other devices follow CUDA's rules."""
     n_outputs_max: int = 0
     """``llama_context_params.n_outputs_max``: the most logits rows one batch may ask for; 0
     means ``n_batch`` (the C API's default). llama-server sets it to ``n_parallel`` (one token a
@@ -311,7 +317,46 @@ def host_compute_bytes(spec: ModelSpec, n_tokens: int) -> int:
     return 3 * spec.n_embd * n_tokens * _F32
 
 
-def _weight_buffers(w: WeightTable, slots: list[str], n_cpu_moe: int) -> list[Buffer]:
+def _mapped_span(
+    spec: ModelSpec, slots: list[str], n_cpu_moe: int, repack: frozenset[str]
+) -> int | None:
+    """Bytes of the CPU_Mapped buffers llama.cpp reports: per file, the span from the first
+    to the last tensor it keeps in the mapping, whatever lies between (offloaded or repacked
+    tensors included) (``llama_model_loader::get_mapping_range``). None when the tensors' file
+    offsets are not known (a catalogue entry, a requantised model)."""
+    if not spec.tensors:
+        return None
+    spans: dict[int, tuple[int, int]] = {}
+    last_slot = len(slots) - 1
+    for t in spec.tensors:
+        il = block_index(t.name)
+        if spec.n_layer_mtp and il is not None and il >= spec.n_layer:
+            continue  # not loaded (TENSOR_SKIP)
+        on_input = il is None and t.name.startswith(INPUT_TENSORS)
+        moe_on_cpu = il is not None and il < n_cpu_moe and "_exps" in t.name
+        if on_input or moe_on_cpu:
+            dev = CPU
+        else:
+            dev = slots[il if il is not None and il < spec.n_layer else last_slot]
+        if dev != CPU or repacks(t, repack):
+            continue
+        if t.offset is None:
+            return None
+        first, end = spans.get(t.part, (t.offset, t.offset + t.n_bytes))
+        spans[t.part] = (min(first, t.offset), max(end, t.offset + t.n_bytes))
+    return sum(end - first for first, end in spans.values())
+
+
+def _weight_buffers(
+    w: WeightTable,
+    slots: list[str],
+    n_cpu_moe: int,
+    span: int | None = None,
+    cpu_devices: tuple[str, ...] = (),
+) -> list[Buffer]:
+    """The model buffers: per device, and the CPU's as llama.cpp reports it (the mapped
+    ``span`` when known, else the tensors' sum), with what the OS may reclaim of it: the pages
+    that nothing reads (offloaded tensors between mapped ones, repacked tensors' originals)."""
     if w.flat_bytes:
         return [Buffer(CPU, "model", w.flat_bytes, "weights")]
     per_device: dict[str, int] = {CPU: w.input_bytes}
@@ -321,21 +366,27 @@ def _weight_buffers(w: WeightTable, slots: list[str], n_cpu_moe: int) -> list[Bu
             per_device[CPU] += w.cpu_dense[i] + w.cpu_exps[i]
             repacked += w.repack_dense[i] + w.repack_exps[i]
             continue
-        per_device[dev] = per_device.get(dev, 0) + w.gpu_dense[i]
+        host = dev in cpu_devices
+        per_device[dev] = per_device.get(dev, 0) + (w.cpu_dense[i] if host else w.gpu_dense[i])
         if i < n_cpu_moe:
             per_device[CPU] += w.cpu_exps[i]
             repacked += w.repack_exps[i]
         else:
-            per_device[dev] += w.gpu_exps[i]
+            per_device[dev] += w.cpu_exps[i] if host else w.gpu_exps[i]
         if i == len(slots) - 1:
-            per_device[dev] += w.tied_output_gpu
+            per_device[dev] += w.tied_output_cpu if host else w.tied_output_gpu
+    reclaimable = repacked
+    if span is not None:
+        read = per_device[CPU] - repacked  # the mapped tensors llama.cpp reads from the file
+        per_device[CPU] = max(span, read)
+        reclaimable = per_device[CPU] - read
     out = [
         Buffer(
             dev,
             "model",
             n,
             "weights, memory-mapped" if dev == CPU else "weights",
-            reclaimable_bytes=repacked if dev == CPU else 0,
+            reclaimable_bytes=reclaimable if dev == CPU else 0,
         )
         for dev, n in per_device.items()
         if n or dev != CPU
@@ -360,8 +411,10 @@ def estimate_llamacpp(
     r = rules or LlamaCppRules()
     res = resolve(spec, s, r)
     slots = layer_devices(spec.n_layer, s.n_gpu_layers, s.gpus, s.tensor_split)
-    w = weight_table(spec, r.alignment, _repack_types(s, r))
-    buffers = _weight_buffers(w, slots, s.n_cpu_moe)
+    types = _repack_types(s, r)
+    w = weight_table(spec, r.alignment, types)
+    span = _mapped_span(spec, slots, s.n_cpu_moe, types)
+    buffers = _weight_buffers(w, slots, s.n_cpu_moe, span, s.cpu_devices)
     c = cache_table(spec, res, s.cache_type_k, s.cache_type_v, r.alignment, r.mla_k_only)
     for kind, column, detail in (
         ("kv", c.kv, f"{res.kv_size} cells x {res.n_stream} stream(s)"),

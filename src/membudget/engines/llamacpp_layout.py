@@ -42,6 +42,7 @@ __all__ = [
     "cache_table",
     "compute_for",
     "pad",
+    "repacks",
     "weight_table",
 ]
 
@@ -142,13 +143,15 @@ class WeightTable:
     the bytes of the copy llama.cpp loads onto the output layer's device when that is not the
     CPU (``llama_model_loader::create_tensor``, ``TENSOR_DUPLICATED``: a duplicate is created
     when the output's buffer context differs from the input's)."""
+    tied_output_cpu: int = 0
+    """The same copy on a device that allocates as the CPU backend does (a CPU RPC worker)."""
 
     @property
     def n_slots(self) -> int:
         return len(self.cpu_dense)
 
 
-def _repacks(t: TensorSpec, types: frozenset[str]) -> bool:
+def repacks(t: TensorSpec, types: frozenset[str]) -> bool:
     """Matrix weights multiplied by activations (never ``token_embd``, read by row lookup)
     whose type repacks and whose row count is a multiple of 8 are copied to CPU_REPACK
     (``ggml-cpu/repack.cpp``, ``ggml_backend_cpu_repack_buffer_type`` support check)."""
@@ -168,16 +171,17 @@ def _build_weights(spec: ModelSpec, alignment: int, types: frozenset[str]) -> We
     cpu_d, cpu_e, gpu_d, gpu_e, rep_d, rep_e = ([0] * n_slots for _ in range(6))
     input_bytes = input_repack = 0
     names = {t.name for t in spec.tensors}
-    tied = 0
+    tied = tied_cpu = 0
     if "output.weight" not in names:
         embd = next((t for t in spec.tensors if t.name == "token_embd.weight"), None)
         tied = cuda_alloc_bytes(embd) if embd is not None else 0
+        tied_cpu = pad(embd.n_bytes, alignment) if embd is not None else 0
     for t in spec.tensors:
         il = block_index(t.name)
         if spec.n_layer_mtp and il is not None and il >= spec.n_layer:
             continue  # llama.cpp skips the MTP blocks' tensors (TENSOR_SKIP) unless drafting
         cpu = pad(t.n_bytes, alignment)
-        repack = cpu if _repacks(t, types) else 0
+        repack = cpu if repacks(t, types) else 0
         if il is None and t.name.startswith(INPUT_TENSORS):
             input_bytes += cpu
             input_repack += repack
@@ -202,6 +206,7 @@ def _build_weights(spec: ModelSpec, alignment: int, types: frozenset[str]) -> We
         tuple(rep_d),
         tuple(rep_e),
         tied,
+        tied_cpu,
     )
 
 

@@ -125,7 +125,9 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
         if isinstance(n_ff_raw, tuple)
         else m.get_int(Keys.LLM.FEED_FORWARD_LENGTH, 0)
     )
-    tensors = tuple(TensorSpec(t.name, t.type_name, t.shape, t.n_bytes) for t in f.tensors)
+    tensors = tuple(
+        TensorSpec(t.name, t.type_name, t.shape, t.n_bytes, t.offset, t.part) for t in f.tensors
+    )
     weights = WeightBytes.from_tensors(tensors, n_layer)
     moe_layers = tuple(e > 0 for e in weights.experts) if weights.experts else None
     hyper = Hyper(
