@@ -188,3 +188,38 @@ def test_the_mapped_span_when_repacked_tensors_sit_at_its_edges(zoo: Path) -> No
     assert set(planned) == set(reported)
     for key, (mib, lines) in reported.items():
         assert abs(planned[key] / 2**20 - mib) <= 0.005 * lines + 1e-9, (key, planned[key], mib)
+
+
+def test_load_mode_none_reads_the_weights_into_memory(zoo: Path) -> None:
+    """``-lm none``: the CPU's weights in a buffer of their own (the repacked tensors' originals
+    not kept), so llama.cpp reports no span and nothing twice; what must fit is unchanged."""
+    from gguf import GGMLQuantizationType
+
+    from tests.arch_models import ARCHS
+
+    path = zoo / "qwen3-q4_0.gguf"
+    if not path.exists():
+        ARCHS["qwen3"](path, GGMLQuantizationType.Q4_0)
+    mapped = _plan(str(path), "--memory", "64GiB", "--ctx", "2048")
+    data = _plan(str(path), "--memory", "64GiB", "--ctx", "2048", "-lm", "none")
+    assert data["commands"]["llama.cpp"][-2:] == ["-lm", "none"]
+    assert data["memory"]["needed_bytes"] == mapped["memory"]["needed_bytes"]
+    assert data["memory"]["total_bytes"] < mapped["memory"]["total_bytes"]
+    assert_same_buffers(data, run_server(data["commands"]["llama.cpp"][1:]))
+
+
+def test_cpu_moe_keeps_every_expert_on_the_cpu(zoo: Path) -> None:
+    from tests.llama_server import rpc_servers
+
+    path = _model(zoo, "qwen3moe")
+    data = _plan(str(path), "--memory", "64GiB", "--ctx", "2048", "-cmoe", "--rpc-node", "1GiB:cpu")
+    command = data["commands"]["llama.cpp_rpc"][-1]
+    assert "--n-cpu-moe" in command
+    with rpc_servers(1) as endpoints:
+        command[command.index("--rpc") + 1] = ",".join(endpoints)
+        log = run_server(command[1:])
+    planned = {k: v for k, v in _planned(data).items() if v and k[1] != "compute"}
+    reported = {k: v for k, v in _reported(log).items() if v[0] and k[1] != "compute"}
+    assert set(planned) == set(reported)
+    for key, (mib, lines) in reported.items():
+        assert abs(planned[key] / 2**20 - mib) <= 0.005 * lines + 1e-9, (key, planned[key], mib)

@@ -125,6 +125,21 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
             id="an RPC worker of an unknown backend",
         ),
         pytest.param(
+            ["qwen3-8b", "--memory", "32GiB", "-lm", "mlock"],
+            "--load-mode must be one of auto, mmap, none, dio",
+            id="a load mode not planned yet",
+        ),
+        pytest.param(
+            ["qwen3-30b-a3b", "--gpu", "8GiB", "--memory", "32GiB", "-cmoe", "--n-cpu-moe", "3"],
+            "--cpu-moe and --n-cpu-moe say the same; give one",
+            id="--cpu-moe with --n-cpu-moe",
+        ),
+        pytest.param(
+            ["llama-3.1-8b", "--engine", "vllm", "--gpu", "80GiB", "-lm", "none"],
+            "--load-mode is not used by the vllm engine",
+            id="a load mode with vLLM",
+        ),
+        pytest.param(
             ["qwen3-8b", "--apple", "m9-lots"],
             "--apple must be a size such as 16GiB or a name such as m3-16gb",
             id="an unknown Mac",

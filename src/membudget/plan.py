@@ -497,6 +497,8 @@ def llamacpp_flags(estimate: LlamaCppEstimate, model_path: str | None = None) ->
         flags.append("--swa-full")
     if not s.repack:
         flags.append("--no-repack")
+    if s.load_mode != "auto":
+        flags += ["-lm", s.load_mode]
     return flags
 
 

@@ -9,11 +9,11 @@ report, so ``membudget plan --json`` and ``POST /api/plan`` give the same docume
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from membudget.budget import MemoryBudget
-from membudget.engines.llamacpp import FlashAttn, LlamaCppSettings
+from membudget.engines.llamacpp import LOAD_MODES, FlashAttn, LlamaCppSettings
 from membudget.engines.vllm import KvCacheDtype, VllmSettings, check_vllm_parallel, estimate_vllm
 from membudget.errors import InvalidArgumentError
 from membudget.hardware import Hardware
@@ -83,6 +83,7 @@ LLAMACPP_ONLY = {
     "n_gpu_layers": "--n-gpu-layers",
     "tensor_split": "--tensor-split",
     "n_cpu_moe": "--n-cpu-moe",
+    "load_mode": "--load-mode",
 }
 VLLM_ONLY = {
     "tensor_parallel": "--tensor-parallel-size",
@@ -128,6 +129,8 @@ class PlanRequest:
     """``-ts`` shares in llama.cpp's device order (RPC servers first); empty: the planner chooses."""
     n_cpu_moe: int | None = None
     """``--n-cpu-moe``; ``None``: the planner chooses (mixtures of experts only)."""
+    load_mode: str = "auto"
+    """``-lm/--load-mode``: auto, mmap, none or dio."""
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     nodes: int = 1
@@ -170,6 +173,12 @@ class PlanRequest:
                 "--tensor-split",
                 ",".join(f"{x:g}" for x in split),
                 "needs non-negative shares, not all zero",
+            )
+        if self.load_mode not in LOAD_MODES:
+            raise InvalidArgumentError(
+                "--load-mode",
+                self.load_mode,
+                f"must be one of {', '.join(LOAD_MODES)} (mlock is not planned yet)",
             )
         if self.apple is not None and self.gpu_bytes:
             raise InvalidArgumentError(
@@ -235,7 +244,9 @@ def llamacpp_settings(request: PlanRequest) -> LlamaCppSettings:
     fa: FlashAttn = (
         "on" if request.flash_attn == "on" else "off" if request.flash_attn == "off" else "auto"
     )
+    load_mode = next(m for m in LOAD_MODES if m == request.load_mode)
     return LlamaCppSettings(
+        load_mode=load_mode,
         n_outputs_max=min(request.batch, request.parallel),
         n_ctx=request.ctx,
         n_batch=request.batch,
@@ -329,6 +340,10 @@ def llamacpp_plan(
     """The llama.cpp plan ``request`` asks for (``spec`` as loaded, before ``--quant``)."""
     if request.quant is not None:
         spec = apply_preset(spec, request.quant)
+    if request.n_cpu_moe is not None and request.n_cpu_moe > spec.n_layer:
+        # --cpu-moe, or a count past the layers: every layer's experts (llama.cpp's override
+        # simply matches them all)
+        request = replace(request, n_cpu_moe=spec.n_layer)
     budget = request_budget(request, probe)
     model_path = spec.source if spec.source_kind == "gguf" else None
     return make_plan(

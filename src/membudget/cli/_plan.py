@@ -52,7 +52,21 @@ Quant = Annotated[
 
 
 # Command-line parameters and the PlanRequest fields they set, where the names differ.
-_FIELDS = {"ram": "memory", "rpc_node": "rpc_bytes", "gpu": "gpu_bytes"}
+_FIELDS = {"ram": "memory", "rpc_node": "rpc_bytes", "gpu": "gpu_bytes", "cpu_moe": "n_cpu_moe"}
+
+
+_ALL_LAYERS = 1 << 20  # --cpu-moe: llama.cpp's override matches the experts of every layer
+
+
+def cpu_moe_layers(source: str, cpu_moe: bool, n_cpu_moe: int | None) -> int | None:
+    """``--n-cpu-moe`` as given, or every layer for ``--cpu-moe`` (not both)."""
+    if not cpu_moe:
+        return n_cpu_moe
+    if n_cpu_moe is not None:
+        raise InvalidArgumentError(
+            "--cpu-moe", InvalidArgumentError.NO_VALUE, "and --n-cpu-moe say the same; give one"
+        )
+    return _ALL_LAYERS
 
 
 def given_fields(ctx: typer.Context) -> frozenset[str]:
@@ -175,9 +189,25 @@ def plan(
     n_cpu_moe: Annotated[
         int | None,
         typer.Option(
-            "--n-cpu-moe", help="llama.cpp --n-cpu-moe (mixtures of experts); pinned when given."
+            "--n-cpu-moe",
+            "-ncmoe",
+            help="llama.cpp --n-cpu-moe (mixtures of experts); pinned when given.",
         ),
     ] = None,
+    cpu_moe: Annotated[
+        bool,
+        typer.Option(
+            "--cpu-moe", "-cmoe", help="llama.cpp --cpu-moe: every layer's experts on the CPU."
+        ),
+    ] = False,
+    load_mode: Annotated[
+        str,
+        typer.Option(
+            "--load-mode",
+            "-lm",
+            help="llama.cpp -lm: auto or mmap (map the file), none or dio (read it into memory).",
+        ),
+    ] = "auto",
     ram: Annotated[
         str | None, typer.Option(help="CPU RAM budget when GPUs are given (same as --memory).")
     ] = None,
@@ -243,7 +273,8 @@ def plan(
         wired_limit_mb=wired_limit_mb,
         n_gpu_layers=n_gpu_layers,
         tensor_split=parse_split(tensor_split),
-        n_cpu_moe=n_cpu_moe,
+        n_cpu_moe=cpu_moe_layers(source, cpu_moe, n_cpu_moe),
+        load_mode=load_mode,
         tensor_parallel=tensor_parallel,
         pipeline_parallel=pipeline_parallel,
         nodes=nodes,

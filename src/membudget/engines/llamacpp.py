@@ -43,6 +43,7 @@ from membudget.kv import cache_type
 from membudget.model import ModelSpec, block_index
 
 __all__ = [
+    "LOAD_MODES",
     "Buffer",
     "BufferKind",
     "ComputeMethod",
@@ -50,6 +51,7 @@ __all__ = [
     "LlamaCppEstimate",
     "LlamaCppRules",
     "LlamaCppSettings",
+    "LoadMode",
     "estimate_llamacpp",
     "host_compute_bytes",
     "output_bytes",
@@ -58,6 +60,8 @@ __all__ = [
 ]
 
 FlashAttn = Literal["on", "off", "auto"]
+LoadMode = Literal["auto", "mmap", "none", "dio"]
+LOAD_MODES: tuple[LoadMode, ...] = ("auto", "mmap", "none", "dio")
 BufferKind = Literal["model", "kv", "kv_swa", "recurrent", "output", "compute"]
 ComputeMethod = Literal["simulated", "phase model"]
 _F32 = 4
@@ -112,6 +116,10 @@ class LlamaCppSettings:
     """``-ts`` proportions per GPU; empty means equal shares."""
     n_cpu_moe: int = 0
     """``--n-cpu-moe``: the first N layers keep their routed experts on the CPU."""
+    load_mode: LoadMode = "auto"
+    """``-lm/--load-mode`` (common/arg.cpp): ``auto`` and ``mmap`` map the file, and the CPU's
+    weights are a span of the mapping; ``none`` and ``dio`` read them into a buffer of their own
+    (``CPU``, or the GPU backend's host buffer), so nothing is reported twice or reclaimable."""
     cpu_devices: tuple[str, ...] = ()
     """Devices (RPC workers) whose backend is a CPU: their buffers are allocated as the CPU
     backend does (no row padding, 32-byte alignment); ggml-rpc asks the worker's own backend
@@ -129,6 +137,10 @@ class LlamaCppSettings:
                 raise InvalidArgumentError(name, value, "must be a non-negative integer")
         if self.n_batch < 1 or self.n_ubatch < 1:
             raise InvalidArgumentError("n_ubatch", self.n_ubatch, "must be at least 1")
+        if self.load_mode not in LOAD_MODES:
+            raise InvalidArgumentError(
+                "load_mode", self.load_mode, f"must be one of {', '.join(LOAD_MODES)}"
+            )
         if self.flash_attn not in ("on", "off", "auto"):
             raise InvalidArgumentError("flash_attn", self.flash_attn, "must be on, off or auto")
         cache_type(self.cache_type_k)
@@ -353,6 +365,7 @@ def _weight_buffers(
     n_cpu_moe: int,
     span: int | None = None,
     cpu_devices: tuple[str, ...] = (),
+    mapped: bool = True,
 ) -> list[Buffer]:
     """The model buffers: per device, and the CPU's as llama.cpp reports it (the mapped
     ``span`` when known, else the tensors' sum), with what the OS may reclaim of it: the pages
@@ -376,7 +389,11 @@ def _weight_buffers(
         if i == len(slots) - 1:
             per_device[dev] += w.tied_output_cpu if host else w.tied_output_gpu
     reclaimable = repacked
-    if span is not None:
+    if not mapped:
+        # read into memory: the repacked tensors' originals are not kept, nothing is mapped
+        per_device[CPU] -= repacked
+        reclaimable = 0
+    elif span is not None:
         read = per_device[CPU] - repacked  # the mapped tensors llama.cpp reads from the file
         per_device[CPU] = max(span, read)
         reclaimable = per_device[CPU] - read
@@ -385,7 +402,9 @@ def _weight_buffers(
             dev,
             "model",
             n,
-            "weights, memory-mapped" if dev == CPU else "weights",
+            ("weights, memory-mapped" if mapped else "weights, read into memory")
+            if dev == CPU
+            else "weights",
             reclaimable_bytes=reclaimable if dev == CPU else 0,
         )
         for dev, n in per_device.items()
@@ -414,7 +433,8 @@ def estimate_llamacpp(
     types = _repack_types(s, r)
     w = weight_table(spec, r.alignment, types)
     span = _mapped_span(spec, slots, s.n_cpu_moe, types)
-    buffers = _weight_buffers(w, slots, s.n_cpu_moe, span, s.cpu_devices)
+    mapped = s.load_mode in ("auto", "mmap")
+    buffers = _weight_buffers(w, slots, s.n_cpu_moe, span, s.cpu_devices, mapped)
     c = cache_table(spec, res, s.cache_type_k, s.cache_type_v, r.alignment, r.mla_k_only)
     for kind, column, detail in (
         ("kv", c.kv, f"{res.kv_size} cells x {res.n_stream} stream(s)"),
