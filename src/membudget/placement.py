@@ -48,7 +48,7 @@ from membudget.engines.llamacpp_layout import CacheTable, WeightTable, cache_tab
 from membudget.engines.llamacpp_layout import weight_table as _weight_table
 from membudget.model import ModelSpec
 
-__all__ = ["Pins", "Placement", "Placer", "Solution"]
+__all__ = ["Pins", "Placement", "Placer", "Solution", "least"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +171,7 @@ class _Costs:
         return tuple(counts) if pos == n else None
 
 
-def _least(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
+def least(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
     """The least x in [lo, hi] with ok(x), given ok is monotone (false, then true)."""
     if lo > hi or not ok(hi):
         return None
@@ -310,15 +310,15 @@ class Placer:
                 s0 = max(n - pins.n_gpu_layers, 0)
                 k = want
                 if k is None:
-                    k = _least(0, n_layer, partial(_swap, devices_hold, s0))
+                    k = least(0, n_layer, partial(_swap, devices_hold, s0))
                 out.append(self._place(c, s0, n_layer if k is None else k))
             elif want is None:
                 # every layer offloaded, the fewest layers' experts on the CPU
-                least = _least(0, n_layer, lambda kk: devices_hold(0, kk))
-                if least is not None:
-                    out.append(self._place(c, 0, least))
+                first_k = least(0, n_layer, lambda kk: devices_hold(0, kk))
+                if first_k is not None:
+                    out.append(self._place(c, 0, first_k))
             else:
-                least_s = _least(0, n, partial(_last, devices_hold, want))
+                least_s = least(0, n, partial(_last, devices_hold, want))
                 out.append(self._place(c, n if least_s is None else least_s, want))
         return out
 
@@ -351,8 +351,8 @@ class Placer:
                 def held(kk: int, s: int = s, counts: tuple[int, ...] = counts) -> bool:
                     return self._gpu_ok(c, s, kk, counts)
 
-                least = _least(0, n_layer, held)
-                ks = [0] if least is None else [least]
+                first_k = least(0, n_layer, held)
+                ks = [0] if first_k is None else [first_k]
             else:
                 ks = [0]
             out.extend(Placement(s, counts, k) for k in ks)

@@ -27,7 +27,7 @@ from membudget.engines.llamacpp_devices import CPU
 from membudget.errors import InvalidArgumentError, MembudgetError
 from membudget.hardware import AppleInfo, Hardware, apple_working_set
 from membudget.model import ModelSpec
-from membudget.placement import Pins, Placer
+from membudget.placement import Pins, Placer, least
 from membudget.presets import apply_preset
 from membudget.units import GIB, format_bytes, parse_size
 
@@ -53,6 +53,7 @@ __all__ = [
     "parallel_search",
     "placer_for",
     "rpc_commands",
+    "share_text",
 ]
 
 # llama.cpp's own fitting (common/fit.cpp, --fit) leaves 1 GiB free per device; a budget taken
@@ -404,19 +405,8 @@ def min_gpus(
         placer = Placer(spec, settings, ram_bytes, gpus, rules, everything)
         return placer.fits(settings.n_ctx, settings.n_parallel)
 
-    for n in (1, 2):
-        if ok(n):
-            return n
-    lo, hi = 3, most
-    if not ok(hi):
-        return 0
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    found = least(1, most, ok)
+    return 0 if found is None else found
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,7 +452,8 @@ def best_preset(
     return BestPreset(gpu_only, with_offload)
 
 
-def _share(x: float) -> str:
+def share_text(x: float) -> str:
+    """A ``-ts`` share as llama.cpp's flag takes it: a whole count without its ``.0``."""
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
@@ -490,7 +481,7 @@ def llamacpp_flags(estimate: LlamaCppEstimate, model_path: str | None = None) ->
     flags += ["-fa", "on" if estimate.flash_attn else "off"]
     flags += ["-ngl", _ngl(estimate)]
     if len(s.gpus) > 1 and s.tensor_split:
-        flags += ["-ts", ",".join(_share(x) for x in s.tensor_split)]
+        flags += ["-ts", ",".join(share_text(x) for x in s.tensor_split)]
     if s.n_cpu_moe:
         flags += ["--n-cpu-moe", str(s.n_cpu_moe)]
     if s.swa_full:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from membudget.errors import MembudgetError
 from membudget.model import ModelSpec
+from membudget.plan import share_text
 from membudget.presets import apply_preset
 from membudget.units import format_bytes
 
@@ -79,28 +80,23 @@ def _given(request: PlanRequest, *fields: str) -> frozenset[str]:
     return request.given | frozenset(fields)
 
 
-def _share(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-def _placement_args(plan: Plan) -> tuple[str, ...]:
+def _placement(plan: Plan) -> list[tuple[str, str, str]]:
+    """The plan's placement as (llama.cpp flag, membudget argument, value)."""
     s = plan.estimate.settings
-    args: list[str] = ["--n-gpu-layers", str(s.n_gpu_layers)]
+    out = [("-ngl", "--n-gpu-layers", str(s.n_gpu_layers))]
     if len(s.gpus) > 1 and s.tensor_split:
-        args += ["--tensor-split", ",".join(_share(x) for x in s.tensor_split)]
+        out.append(("-ts", "--tensor-split", ",".join(share_text(x) for x in s.tensor_split)))
     if s.n_cpu_moe:
-        args += ["--n-cpu-moe", str(s.n_cpu_moe)]
-    return tuple(args)
+        out.append(("--n-cpu-moe", "--n-cpu-moe", str(s.n_cpu_moe)))
+    return out
 
 
 def _placement_flags(plan: Plan) -> tuple[str, ...]:
-    s = plan.estimate.settings
-    flags = ["-ngl", str(s.n_gpu_layers)]
-    if len(s.gpus) > 1 and s.tensor_split:
-        flags += ["-ts", ",".join(_share(x) for x in s.tensor_split)]
-    if s.n_cpu_moe:
-        flags += ["--n-cpu-moe", str(s.n_cpu_moe)]
-    return tuple(flags)
+    return tuple(x for flag, _, value in _placement(plan) for x in (flag, value))
+
+
+def _placement_args(plan: Plan) -> tuple[str, ...]:
+    return tuple(x for _, arg, value in _placement(plan) for x in (arg, value))
 
 
 def llamacpp_suggestions(

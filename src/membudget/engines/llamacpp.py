@@ -27,9 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from membudget.engines.llamacpp_devices import CPU, layer_devices
+from membudget.engines.llamacpp_devices import CPU, layer_devices, tensor_device
 from membudget.engines.llamacpp_layout import (
-    INPUT_TENSORS,
     Resolved,
     WeightTable,
     cache_table,
@@ -339,18 +338,11 @@ def _mapped_span(
     if not spec.tensors:
         return None
     spans: dict[int, tuple[int, int]] = {}
-    last_slot = len(slots) - 1
     for t in spec.tensors:
         il = block_index(t.name)
         if spec.n_layer_mtp and il is not None and il >= spec.n_layer:
             continue  # not loaded (TENSOR_SKIP)
-        on_input = il is None and t.name.startswith(INPUT_TENSORS)
-        moe_on_cpu = il is not None and il < n_cpu_moe and "_exps" in t.name
-        if on_input or moe_on_cpu:
-            dev = CPU
-        else:
-            dev = slots[il if il is not None and il < spec.n_layer else last_slot]
-        if dev != CPU or repacks(t, repack):
+        if tensor_device(t.name, slots, n_cpu_moe) != CPU or repacks(t, repack):
             continue
         if t.offset is None:
             return None
