@@ -211,3 +211,18 @@ def test_cpu_moe_keeps_every_expert_on_the_cpu(zoo: Path) -> None:
     command = data["commands"]["llama.cpp_rpc"][-1]
     assert "--n-cpu-moe" in command
     assert_same_buffers(data, _run_with_workers(data, 1), compute=False)
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "gemma3", "granitehybrid", "gpt-oss"])
+def test_a_bare_llama_server_allocates_what_the_llama_server_engine_says(
+    zoo: Path, arch: str
+) -> None:
+    """``llama-server -m FILE`` with nothing else (its -c 0, -np auto: 4 slots, one unified
+    cache; --fit changes nothing without a GPU) against ``--engine llama-server`` with no
+    settings; and the engine's printed command, run as printed, gives the same."""
+    path = _model(zoo, arch)
+    data = _plan(str(path), "--engine", "llama-server", "--memory", "64GiB")
+    assert data["settings"]["n_parallel"] == 4
+    assert data["settings"]["kv_unified"] is True
+    assert_same_buffers(data, run_server(["-m", str(path)]))
+    assert_same_buffers(data, run_server(data["commands"]["llama.cpp"][1:]))

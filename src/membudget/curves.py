@@ -133,7 +133,7 @@ def context_grid(limit: int, points: int = _GRID_POINTS) -> tuple[int, ...]:
 
 def _limit(spec: ModelSpec, request: PlanRequest, best: int) -> int:
     """How far the x axis goes: the trained context, or past the fit point and the ask."""
-    want = max(request.ctx, best + best // 4, 4096)
+    want = max(request.n_ctx, best + best // 4, 4096)
     return min(spec.n_ctx_train, want * 2) if spec.n_ctx_train else want * 2
 
 
@@ -153,20 +153,21 @@ def memory_curve(
         spec = apply_preset(spec, request.quant)
     if request.engine == "vllm":
         return _vllm_curve(spec, request, probe)
-    if request.engine != "llama.cpp":
+    if request.engine not in ("llama.cpp", "llama-server"):
         raise InvalidArgumentError("--engine", request.engine, "must be llama.cpp or vllm to plot")
     budget = request_budget(request, probe)
     # Each context at the placement the planner chooses for it (layers move to the CPU as the
     # context grows), so the curve and the largest context that fits tell the same story.
     placer = placer_for(spec, llamacpp_settings(request), budget, pins=request.pins)
-    best = context_search(placer, request.parallel, request.kv_unified)[0]
+    request = request.resolved()
+    best = context_search(placer, request.n_parallel, request.kv_unified)[0]
     contexts = context_grid(_limit(spec, request, best))
     devices = [CPU, *(dev for dev, _ in budget.gpus)]
     values: dict[tuple[str, str], list[int]] = {
         (dev, label): [] for dev in devices for _, label in _LLAMACPP_PARTS
     }
     for i, ctx in enumerate(contexts):
-        e = estimate_llamacpp(spec, placer.solve(ctx, request.parallel).settings)
+        e = estimate_llamacpp(spec, placer.solve(ctx, request.n_parallel).settings)
         for dev in devices:
             for kind, label in _LLAMACPP_PARTS:
                 values[(dev, label)].append(
@@ -215,7 +216,7 @@ def compare(
     spec: ModelSpec, request: PlanRequest, probe: Callable[[], Hardware], kind: CompareKind
 ) -> tuple[CompareBar, ...]:
     """The chosen context under each KV-cache type, or each llama.cpp quantisation preset."""
-    if request.engine != "llama.cpp":
+    if request.engine not in ("llama.cpp", "llama-server"):
         raise InvalidArgumentError("--engine", request.engine, "must be llama.cpp to compare")
     if request.quant is not None and kind == "cache-types":
         spec = apply_preset(spec, request.quant)

@@ -40,9 +40,11 @@ __all__ = [
     "vllm_settings",
 ]
 
-Engine = Literal["llama.cpp", "vllm", "reference"]
-ENGINES: tuple[Engine, ...] = ("llama.cpp", "vllm", "reference")
+Engine = Literal["llama.cpp", "llama-server", "vllm", "reference"]
+ENGINES: tuple[Engine, ...] = ("llama.cpp", "llama-server", "vllm", "reference")
 _ENGINE_ALIASES: dict[str, Engine] = {
+    "llama-server": "llama-server",
+    "server": "llama-server",
     "llama.cpp": "llama.cpp",
     "llamacpp": "llama.cpp",
     "llama-cpp": "llama.cpp",
@@ -61,7 +63,7 @@ def engine_name(text: str) -> Engine:
         return _ENGINE_ALIASES[text.strip().lower()]
     except KeyError:
         raise InvalidArgumentError(
-            "--engine", text, "must be llama.cpp, vllm or reference"
+            "--engine", text, "must be llama.cpp, llama-server, vllm or reference"
         ) from None
 
 
@@ -100,10 +102,13 @@ class PlanRequest:
     """Everything a user may choose for one plan. Defaults are llama-server's and vLLM's."""
 
     engine: Engine = "llama.cpp"
-    ctx: int = 4096
+    ctx: int | None = None
+    """``-c``; ``None``: the engine's default (4096; llama-server: the trained context)."""
     batch: int = 2048
     ubatch: int = 512
-    parallel: int = 1
+    parallel: int | None = None
+    """``-np``; ``None``: the engine's default (1; llama-server: auto, 4 slots and a unified
+    cache, tools/server/server.cpp)."""
     kv_unified: bool = False
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
@@ -145,7 +150,7 @@ class PlanRequest:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise InvalidArgumentError(
-                "--engine", self.engine, "must be llama.cpp, vllm or reference"
+                "--engine", self.engine, "must be llama.cpp, llama-server, vllm or reference"
             )
         if self.flash_attn not in ("on", "off", "auto"):
             raise InvalidArgumentError("--flash-attn", self.flash_attn, "must be on, off or auto")
@@ -212,7 +217,7 @@ class PlanRequest:
                 raise InvalidArgumentError(
                     "--ctx", self.ctx, "is vLLM's --max-model-len here; give one of them"
                 )
-        elif self.engine == "llama.cpp":
+        elif self.engine in ("llama.cpp", "llama-server"):
             foreign = {k: v for k, v in VLLM_ONLY.items() if k in self.given}
         else:
             foreign = {k: v for k, v in (LLAMACPP_ONLY | VLLM_ONLY).items() if k in self.given}
@@ -233,7 +238,34 @@ class PlanRequest:
         """vLLM's --max-model-len: the flag, or ``--ctx`` given for vLLM (0: trained context)."""
         if self.max_model_len:
             return self.max_model_len
-        return self.ctx if "ctx" in self.given else 0
+        return self.ctx if "ctx" in self.given and self.ctx is not None else 0
+
+    def resolved(self) -> PlanRequest:
+        """This request with the engine's own defaults in place of what was left unset.
+
+        llama-server's, read from its source at llama.cpp 0c1e570: ``-c 0`` is the trained
+        context (common/common.h ``n_ctx``), and ``-np`` left at auto is 4 slots sharing one
+        unified cache (common/arg.cpp sets ``n_parallel = -1`` for the server;
+        tools/server/server.cpp turns it into 4 and ``kv_unified = true``). The library and the
+        other engines: 4096 tokens, one sequence."""
+        if self.engine == "llama-server":
+            ctx = 0 if self.ctx is None else self.ctx
+            if self.parallel is None:
+                return replace(self, ctx=ctx, parallel=4, kv_unified=True)
+            return replace(self, ctx=ctx)
+        return replace(
+            self,
+            ctx=4096 if self.ctx is None else self.ctx,
+            parallel=1 if self.parallel is None else self.parallel,
+        )
+
+    @property
+    def n_ctx(self) -> int:
+        return self.resolved().ctx or 0
+
+    @property
+    def n_parallel(self) -> int:
+        return self.resolved().parallel or 1
 
 
 def llamacpp_settings(request: PlanRequest) -> LlamaCppSettings:
@@ -244,14 +276,16 @@ def llamacpp_settings(request: PlanRequest) -> LlamaCppSettings:
     fa: FlashAttn = (
         "on" if request.flash_attn == "on" else "off" if request.flash_attn == "off" else "auto"
     )
+    request = request.resolved()
     load_mode = next(m for m in LOAD_MODES if m == request.load_mode)
+    parallel = request.n_parallel
     return LlamaCppSettings(
         load_mode=load_mode,
-        n_outputs_max=min(request.batch, request.parallel),
-        n_ctx=request.ctx,
+        n_outputs_max=min(request.batch, parallel),
+        n_ctx=request.n_ctx,
         n_batch=request.batch,
         n_ubatch=request.ubatch,
-        n_parallel=request.parallel,
+        n_parallel=parallel,
         kv_unified=request.kv_unified,
         cache_type_k=request.cache_type_k.lower(),
         cache_type_v=request.cache_type_v.lower(),
@@ -286,7 +320,7 @@ def _reference(request: PlanRequest, spec: ModelSpec) -> EstimateReport:
         spec.n_layer, layer.n_head if layer else 0, layer.head_dim_k if layer else 0
     )
     return EstimateReport(
-        request.memory_bytes, spec.n_params, spec.bits_per_weight, budget, geometry, request.ctx
+        request.memory_bytes, spec.n_params, spec.bits_per_weight, budget, geometry, request.n_ctx
     )
 
 
@@ -338,6 +372,7 @@ def llamacpp_plan(
     full: bool = True,
 ) -> Plan:
     """The llama.cpp plan ``request`` asks for (``spec`` as loaded, before ``--quant``)."""
+    request = request.resolved()
     if request.quant is not None:
         spec = apply_preset(spec, request.quant)
     if request.n_cpu_moe is not None and request.n_cpu_moe > spec.n_layer:
@@ -363,6 +398,7 @@ def run_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware
         return _reference(request, spec)
     if request.engine == "vllm":
         return _vllm(request, spec, probe)
+    request = request.resolved()
     plan = llamacpp_plan(request, spec, probe)
     found = () if plan.fits else llamacpp_suggestions(request, spec, probe, plan)
     return PlanReport(plan, found)

@@ -134,7 +134,7 @@ def llamacpp_suggestions(
                 n_cpu_moe=s.n_cpu_moe or None,
             )
             candidates.append(_Candidate(what, pinned, _placement_flags(placed), args, (0, 2)))
-    if request.parallel > 1 and 0 < plan.max_parallel < request.parallel:
+    if request.n_parallel > 1 and 0 < plan.max_parallel < request.n_parallel:
         n = plan.max_parallel
         ctx = e.n_ctx_seq if request.kv_unified else e.n_ctx_seq * n
         candidates.append(

@@ -23,11 +23,24 @@ _FA_HELP = (
 
 
 Ctx = Annotated[
-    int, typer.Option("--ctx", "-c", help="Context length in tokens (llama.cpp pads it to 256).")
+    int | None,
+    typer.Option(
+        "--ctx",
+        "-c",
+        help="Context length in tokens, padded to 256 (default: 4096; llama-server engine: the "
+        "trained context, as its -c 0).",
+    ),
 ]
 Batch = Annotated[int, typer.Option("--batch", "-b", help="Logical batch size (n_batch).")]
 UBatch = Annotated[int, typer.Option("--ubatch", "-ub", help="Physical batch size (n_ubatch).")]
-Parallel = Annotated[int, typer.Option("--parallel", "-np", help="Parallel sequences (n_seq_max).")]
+Parallel = Annotated[
+    int | None,
+    typer.Option(
+        "--parallel",
+        "-np",
+        help="Parallel sequences (default: 1; llama-server engine: auto, 4 slots and a unified cache).",
+    ),
+]
 Unified = Annotated[
     bool, typer.Option("--kv-unified", help="One KV stream shared by all sequences.")
 ]
@@ -83,10 +96,10 @@ def flags_request(
     *,
     source: str,
     engine: str = "llama.cpp",
-    ctx: int,
+    ctx: int | None,
     batch: int,
     ubatch: int,
-    parallel: int,
+    parallel: int | None,
     kv_unified: bool,
     cache_type_k: str,
     cache_type_v: str,
@@ -128,14 +141,15 @@ def plan(
     engine: Annotated[
         str,
         typer.Option(
-            help="llama.cpp, vllm, or reference for the reference estimator. A flag the engine "
-            "does not use is refused; --ctx with vllm is its --max-model-len."
+            help="llama.cpp (its settings as given), llama-server (a bare llama-server's "
+            "defaults for what is not given), vllm, or reference for the reference estimator. A "
+            "flag the engine does not use is refused; --ctx with vllm is its --max-model-len."
         ),
     ] = "llama.cpp",
-    ctx: Ctx = 4096,
+    ctx: Ctx = None,
     batch: Batch = 2048,
     ubatch: UBatch = 512,
-    parallel: Parallel = 1,
+    parallel: Parallel = None,
     kv_unified: Unified = False,
     cache_type_k: CTK = "f16",
     cache_type_v: CTV = "f16",
@@ -296,10 +310,10 @@ def validate(
         Path | None,
         typer.Option("--from-log", help="Read a llama-server / llama-cli log instead of loading."),
     ] = None,
-    ctx: Ctx = 4096,
+    ctx: Ctx = None,
     batch: Batch = 2048,
     ubatch: UBatch = 512,
-    parallel: Parallel = 1,
+    parallel: Parallel = None,
     kv_unified: Unified = False,
     cache_type_k: CTK = "f16",
     cache_type_v: CTV = "f16",

@@ -32,10 +32,10 @@ def plot(
     source: Source,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write: mem.png or mem.svg.")],
     engine: Annotated[str, typer.Option(help="llama.cpp or vllm.")] = "llama.cpp",
-    ctx: Ctx = 4096,
+    ctx: Ctx = None,
     batch: Batch = 2048,
     ubatch: UBatch = 512,
-    parallel: Parallel = 1,
+    parallel: Parallel = None,
     kv_unified: Unified = False,
     cache_type_k: CTK = "f16",
     cache_type_v: CTV = "f16",
@@ -94,7 +94,7 @@ def plot(
         curve = memory_curve(spec, request, probe)
         bars = compare(spec, request, probe, kind) if kind is not None else ()
     title = "KV-cache types" if kind == "cache-types" else "quantisation presets"
-    fmt = draw(curve, out, bars, title, ctx)
+    fmt = draw(curve, out, bars, title, request.n_ctx)
     if as_json:
         data: dict[str, Any] = {
             "schema": PLOT_SCHEMA,
@@ -103,7 +103,7 @@ def plot(
             **curve.to_dict(),
             "compare": None
             if kind is None
-            else {"by": kind, "n_ctx": ctx, "bars": [b.to_dict() for b in bars]},
+            else {"by": kind, "n_ctx": request.n_ctx, "bars": [b.to_dict() for b in bars]},
         }
         emit_json(data)
     elif not quiet:
