@@ -38,13 +38,14 @@ from functools import partial
 from membudget.engines.llamacpp import (
     LlamaCppRules,
     LlamaCppSettings,
+    graph_bytes,
     host_compute_bytes,
     output_bytes,
     repack_types_for,
     resolve,
 )
 from membudget.engines.llamacpp_devices import CPU, split_counts
-from membudget.engines.llamacpp_layout import CacheTable, WeightTable, cache_table, compute_for
+from membudget.engines.llamacpp_layout import CacheTable, WeightTable, cache_table
 from membudget.engines.llamacpp_layout import weight_table as _weight_table
 from membudget.model import ModelSpec
 
@@ -246,15 +247,7 @@ class Placer:
         if compute is not None:
             graph = compute
         else:
-            graph, _ = compute_for(
-                self.spec,
-                res,
-                s.cache_type_k,
-                s.cache_type_v,
-                r.alignment,
-                r.attn_rotation,
-                r.simulate_graph,
-            )
+            graph, _ = graph_bytes(self.spec, res, s, r)
             self.computed[(s.n_ctx, s.n_parallel)] = graph
         return _Costs(
             self.weights,

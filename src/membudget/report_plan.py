@@ -14,7 +14,7 @@ from membudget.model import ModelSpec
 from membudget.plan import Plan, rpc_commands
 from membudget.recommend import Recommendation
 from membudget.report_bar import budget_bar
-from membudget.suggest import Suggestion
+from membudget.suggest import Suggestion, suggestion_lines
 from membudget.units import format_bytes
 
 if TYPE_CHECKING:
@@ -282,10 +282,7 @@ class PlanReport:
             f"largest context that fits: {ctx}; most parallel sequences at "
             f"{e.n_ctx_seq:,} tokens each: {p.max_parallel}"
         )
-        for x in self.suggestions:
-            yield f"  to fit: {x.line()}"
-        if not p.fits and not self.suggestions:
-            yield "  no single change makes it fit"
+        yield from suggestion_lines(self.suggestions, p.fits)
         bq = p.best_quant
         if bq.gpu_only and budget.gpus:
             yield f"best llama.cpp quantisation on the devices alone: {bq.gpu_only}"
@@ -565,10 +562,7 @@ class VllmPlanReport:
             f"{verdict}: GPU KV cache size {e.kv_cache_tokens:,} tokens; maximum concurrency for "
             f"{e.max_model_len:,} tokens per request: {e.max_concurrency:.2f}x; longest max-model-len: {longest:,}"
         )
-        for x in self.suggestions:
-            yield f"  to fit: {x.line()}"
-        if not e.fits and not self.suggestions:
-            yield "  no single change makes it fit"
+        yield from suggestion_lines(self.suggestions, e.fits)
         yield f"run: {' '.join(vllm_command(e, self.model))}"
 
 

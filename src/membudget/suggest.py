@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from membudget.plan import Plan
     from membudget.request import PlanRequest
 
-__all__ = ["Suggestion", "llamacpp_suggestions", "vllm_suggestions"]
+__all__ = ["Suggestion", "llamacpp_suggestions", "suggestion_lines", "vllm_suggestions"]
 
 # Quality lost by each smaller preset, on the scale of the KV-cache types' (q8_0 = 1).
 _PRESET_COST = {"Q8_0": 1, "Q6_K": 1, "Q5_K_M": 2, "Q4_K_M": 2, "Q3_K_M": 3, "Q2_K": 4}
@@ -65,6 +65,14 @@ class Suggestion:
     def line(self) -> str:
         extra = f"  ({' '.join(self.flags)})" if self.flags else ""
         return f"{self.change}: needs {format_bytes(self.needed_bytes)}{extra}"
+
+
+def suggestion_lines(found: tuple[Suggestion, ...], fits: bool) -> list[str]:
+    """The text a plan prints about what to change."""
+    lines = [f"  to fit: {x.line()}" for x in found]
+    if not fits and not found:
+        lines.append("  no single change makes it fit")
+    return lines
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ __all__ = [
     "LlamaCppSettings",
     "LoadMode",
     "estimate_llamacpp",
+    "graph_bytes",
     "host_compute_bytes",
     "output_bytes",
     "repack_types_for",
@@ -313,6 +314,22 @@ def resolve(spec: ModelSpec, s: LlamaCppSettings, r: LlamaCppRules) -> Resolved:
     )
 
 
+def graph_bytes(
+    spec: ModelSpec, res: Resolved, s: LlamaCppSettings, r: LlamaCppRules
+) -> tuple[int, bool]:
+    """The compute buffer of one backend holding layers, and whether the graph was simulated
+    (:func:`~.llamacpp_layout.compute_for` with these settings and rules)."""
+    return compute_for(
+        spec,
+        res,
+        s.cache_type_k,
+        s.cache_type_v,
+        r.alignment,
+        r.attn_rotation,
+        r.simulate_graph,
+    )
+
+
 def output_bytes(spec: ModelSpec, s: LlamaCppSettings, n_seq: int) -> int:
     """The output buffer: ``n_vocab`` logits (and ``n_embd`` embeddings when asked) for
     ``n_seq`` outputs, in F32 (``llama_context::output_reserve``)."""
@@ -442,15 +459,7 @@ def estimate_llamacpp(
     buffers.append(
         Buffer(CPU, "output", output_bytes(spec, s, res.n_seq), f"logits for {res.n_seq} output(s)")
     )
-    graph, simulated = compute_for(
-        spec,
-        res,
-        s.cache_type_k,
-        s.cache_type_v,
-        r.alignment,
-        r.attn_rotation,
-        r.simulate_graph,
-    )
+    graph, simulated = graph_bytes(spec, res, s, r)
     method: ComputeMethod = "simulated" if simulated else "phase model"
     n_tokens = res.n_tokens
     detail = f"worst case: {n_tokens} tokens over {res.kv_size} cells ({method})"
