@@ -41,10 +41,10 @@ from membudget.engines.llamacpp import (
     graph_bytes,
     host_compute_bytes,
     output_bytes,
-    repack_types_for,
+    repack_types,
     resolve,
 )
-from membudget.engines.llamacpp_devices import CPU, split_counts
+from membudget.engines.llamacpp_devices import split_counts
 from membudget.engines.llamacpp_layout import CacheTable, WeightTable, cache_table
 from membudget.engines.llamacpp_layout import weight_table as _weight_table
 from membudget.model import ModelSpec
@@ -79,12 +79,11 @@ class Placement:
 
 @dataclass(frozen=True, slots=True)
 class Solution:
-    """The placement chosen for one context and sequence count, and what each device needs."""
+    """The placement chosen for one context and sequence count, and whether it fits (what each
+    device then needs is the estimate's, :func:`~membudget.engines.llamacpp.estimate_llamacpp`)."""
 
     placement: Placement
     settings: LlamaCppSettings
-    needs: tuple[tuple[str, int], ...]
-    """(device, resident bytes), the CPU first, then the devices in engine order."""
     fits: bool
 
 
@@ -221,14 +220,7 @@ class Placer:
         self.caps = tuple(n for _, n in devices)
         self.hosts = tuple(name in cpu_devices for name in self.names)
         """Which devices allocate as the CPU backend does (CPU RPC workers)."""
-        types: frozenset[str] | None = frozenset()
-        if settings.repack:
-            types = self.rules.repack_types
-            if types is None:
-                from membudget.hardware import cpu_flags, machine_arch  # noqa: PLC0415
-
-                types = repack_types_for(cpu_flags(), machine_arch())
-        self.weights = _weight_table(spec, self.rules.alignment, types or frozenset())
+        self.weights = _weight_table(spec, self.rules.alignment, repack_types(settings, self.rules))
         self.moe = spec.is_moe and any(self.weights.gpu_exps)
         self.total_experts = max(1, spec.n_expert) if self.moe else 1
         self.used_experts = max(1, spec.n_expert_used) if self.moe else 1
@@ -382,12 +374,7 @@ class Placer:
         _, best, ok = self._scored(c)[0]
         if ok and not self.pins.tensor_split and len(self.names) > 1 and any(best.counts):
             best = self._balance(c, best)
-        loads = c.loads(best.cpu_slots, best.n_cpu_moe, best.counts, self.hosts)
-        needs = (
-            (CPU, c.cpu(best.cpu_slots, best.n_cpu_moe, any(best.counts))),
-            *zip(self.names, loads, strict=True),
-        )
-        return Solution(best, self._settings(settings, best), needs, ok)
+        return Solution(best, self._settings(settings, best), ok)
 
     def _balance(self, c: _Costs, p: Placement) -> Placement:
         """Spread the blocks so each device keeps the largest equal share of its budget free."""

@@ -55,6 +55,7 @@ __all__ = [
     "graph_bytes",
     "host_compute_bytes",
     "output_bytes",
+    "repack_types",
     "repack_types_for",
     "resolve",
 ]
@@ -257,7 +258,8 @@ def repack_types_for(flags: frozenset[str], arch: str) -> frozenset[str]:
     return frozenset()
 
 
-def _repack_types(s: LlamaCppSettings, r: LlamaCppRules) -> frozenset[str]:
+def repack_types(s: LlamaCppSettings, r: LlamaCppRules) -> frozenset[str]:
+    """The weight types the CPU backend repacks under ``s`` and ``r`` (none with --no-repack)."""
     if not s.repack:
         return frozenset()
     if r.repack_types is not None:
@@ -439,7 +441,7 @@ def estimate_llamacpp(
     r = rules or LlamaCppRules()
     res = resolve(spec, s, r)
     slots = layer_devices(spec.n_layer, s.n_gpu_layers, s.gpus, s.tensor_split)
-    types = _repack_types(s, r)
+    types = repack_types(s, r)
     w = weight_table(spec, r.alignment, types)
     span = _mapped_span(spec, slots, s.n_cpu_moe, types)
     mapped = s.load_mode in ("auto", "mmap")
