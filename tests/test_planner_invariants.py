@@ -195,8 +195,8 @@ def test_max_context_fits_and_one_step_more_fits_under_no_placement(
 def test_q8_0_never_needs_more_than_f16(
     name: str, preset: str, hw: tuple[int, list[int], list[int]], ctx: int
 ) -> None:
-    """At one placement, a q8_0 cache needs no more than f16 on any device; and its largest
-    context is never shorter."""
+    """At one placement, a q8_0 cache needs no more than f16 on any device that holds cache,
+    nor in all; and its largest context is never shorter."""
     spec = _spec(name, preset)
     b = _budget(*hw)
     f16 = make_plan(spec, LlamaCppSettings(n_ctx=ctx, flash_attn="on"), b, R, extras=False)
@@ -215,8 +215,15 @@ def test_q8_0_never_needs_more_than_f16(
         ),
         R,
     ).by_device(resident=True)
-    for dev, n in f16.estimate.by_device(resident=True).items():
-        assert q8.get(dev, 0) <= n, dev
+    # A quantised cache adds the Hadamard rotation to the graph, so a device that holds no
+    # cache (only the output layer, say) may need a little more compute; every device with a
+    # cache, and the machine as a whole, need less.
+    f16_devices = f16.estimate.by_device(resident=True)
+    cached = {b.device for b in f16.estimate.buffers if b.kind in ("kv", "kv_swa")}
+    for dev, n in f16_devices.items():
+        if dev in cached:
+            assert q8.get(dev, 0) <= n, dev
+    assert sum(q8.values()) <= sum(f16_devices.values())
     q8_plan = make_plan(
         spec,
         LlamaCppSettings(n_ctx=ctx, flash_attn="on", cache_type_k="q8_0", cache_type_v="q8_0"),

@@ -36,15 +36,17 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from membudget.engines.llamacpp import (
+    OP_OFFLOAD_MIN_BATCH,
     LlamaCppRules,
     LlamaCppSettings,
     graph_bytes,
     host_compute_bytes,
+    host_pins,
     output_bytes,
     repack_types,
     resolve,
 )
-from membudget.engines.llamacpp_devices import split_counts
+from membudget.engines.llamacpp_devices import offload_device, split_counts
 from membudget.engines.llamacpp_layout import CacheTable, WeightTable, cache_table
 from membudget.engines.llamacpp_layout import weight_table as _weight_table
 from membudget.model import ModelSpec
@@ -93,11 +95,16 @@ class _Costs:
     A device holds slots as CUDA allocates them, or (``host``: a CPU RPC worker) as the CPU
     backend does."""
 
-    def __init__(self, w: WeightTable, c: CacheTable, graph: int, host: int, out: int) -> None:
+    def __init__(
+        self, w: WeightTable, c: CacheTable, graph: int, host: int, out: int, offload: int = -1
+    ) -> None:
         n = w.n_slots
         self.n_slots = n
         self.graph = graph
         self.host = host
+        self.offload = offload
+        """The device that takes the CPU layers' large-batch products (the first CUDA device),
+        which therefore reserves a compute buffer even when it holds no layer; -1: none."""
         dev_full = ([0] * (n + 1), [0] * (n + 1))  # CUDA rules, CPU rules
         dev_exps = ([0] * (n + 1), [0] * (n + 1))
         cpu_full = [0] * (n + 1)
@@ -106,6 +113,7 @@ class _Costs:
         last = n - 1
         for i in range(n):
             cache = c.slot_bytes(i)
+            caches = (c.slot_bytes(i, gpu=True), cache)
             for kind, (dense, exps, tied) in enumerate(
                 (
                     (w.gpu_dense[i], w.gpu_exps[i], w.tied_output_gpu),
@@ -113,7 +121,7 @@ class _Costs:
                 )
             ):
                 copy = tied if i == last else 0  # the output's copy of token_embd
-                dev_full[kind][i + 1] = dev_full[kind][i] + dense + exps + cache + copy
+                dev_full[kind][i + 1] = dev_full[kind][i] + dense + exps + caches[kind] + copy
                 dev_exps[kind][i + 1] = dev_exps[kind][i] + exps
             cpu_full[i + 1] = cpu_full[i] + w.cpu_dense[i] + w.cpu_exps[i] + cache
             cpu_exps[i + 1] = cpu_exps[i] + w.cpu_exps[i]
@@ -143,8 +151,10 @@ class _Costs:
 
     def loads(self, s: int, k: int, counts: Sequence[int], hosts: Sequence[bool]) -> list[int]:
         out, pos = [], s
-        for n, host in zip(counts, hosts, strict=True):
-            out.append(self.graph + self.gpu(pos, pos + n, k, host) if n else 0)
+        for j, (n, host) in enumerate(zip(counts, hosts, strict=True)):
+            out.append(
+                self.graph + self.gpu(pos, pos + n, k, host) if n or j == self.offload else 0
+            )
             pos += n
         return out
 
@@ -220,7 +230,13 @@ class Placer:
         self.caps = tuple(n for _, n in devices)
         self.hosts = tuple(name in cpu_devices for name in self.names)
         """Which devices allocate as the CPU backend does (CPU RPC workers)."""
-        self.weights = _weight_table(spec, self.rules.alignment, repack_types(settings, self.rules))
+        self.offload = offload_device(self.names)
+        self.weights = _weight_table(
+            spec,
+            self.rules.alignment,
+            repack_types(settings, self.rules, self.names),
+            host_pins(spec, settings, self.names),
+        )
         self.moe = spec.is_moe and any(self.weights.gpu_exps)
         self.total_experts = max(1, spec.n_expert) if self.moe else 1
         self.used_experts = max(1, spec.n_expert_used) if self.moe else 1
@@ -247,6 +263,7 @@ class Placer:
             graph,
             host_compute_bytes(self.spec, res.n_tokens),
             output_bytes(self.spec, s, res.n_seq),
+            self.offload if res.n_tokens >= OP_OFFLOAD_MIN_BATCH else -1,
         )
 
     # -- the search ----------------------------------------------------------------------

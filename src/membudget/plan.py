@@ -23,7 +23,7 @@ from membudget.engines.llamacpp import (
     LlamaCppSettings,
     estimate_llamacpp,
 )
-from membudget.engines.llamacpp_devices import CPU
+from membudget.engines.llamacpp_devices import CPU, has_host_buffer
 from membudget.errors import InvalidArgumentError, MembudgetError
 from membudget.hardware import AppleInfo, Hardware, apple_working_set
 from membudget.model import ModelSpec
@@ -480,7 +480,7 @@ def llamacpp_flags(estimate: LlamaCppEstimate, model_path: str | None = None) ->
         flags += ["-ctk", s.cache_type_k, "-ctv", s.cache_type_v]
     flags += ["-fa", "on" if estimate.flash_attn else "off"]
     flags += ["-ngl", _ngl(estimate)]
-    if len(s.gpus) > 1 and s.tensor_split:
+    if s.tensor_split:  # several devices, or one named by a pinned -ts
         flags += ["-ts", ",".join(share_text(x) for x in s.tensor_split)]
     if s.n_cpu_moe:
         flags += ["--n-cpu-moe", str(s.n_cpu_moe)]
@@ -488,6 +488,12 @@ def llamacpp_flags(estimate: LlamaCppEstimate, model_path: str | None = None) ->
         flags.append("--swa-full")
     if not s.repack:
         flags.append("--no-repack")
+    if s.tensor_overrides:
+        flags += ["-ot", ",".join(f"{p}={b}" for p, b in s.tensor_overrides)]
+    if s.n_cpu_ffn:
+        flags += ["-ncffn", str(s.n_cpu_ffn)]
+    if s.no_host:
+        flags.append("--no-host")
     if s.load_mode != "auto":
         flags += ["-lm", s.load_mode]
     return flags
@@ -591,7 +597,9 @@ def _warnings(spec: ModelSpec, estimate: LlamaCppEstimate, requested_ubatch: int
         )
     if any(d.startswith("RPC") for d in s.gpus):
         out.append(RPC_WARNING)
-    if s.gpus and s.n_gpu_layers > 0:
+    # A CUDA device takes the large-batch matrix products of CPU layers too (op offload), so
+    # its compute buffer exists even with -ngl 0.
+    if s.gpus and (s.n_gpu_layers > 0 or any(has_host_buffer(d) for d in s.gpus)):
         out.append(
             "compute buffers with more than one backend are estimated: llama.cpp splits the graph "
             "between backends (with pipeline parallelism it keeps copies of each split's inputs), "

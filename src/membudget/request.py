@@ -86,6 +86,10 @@ LLAMACPP_ONLY = {
     "tensor_split": "--tensor-split",
     "n_cpu_moe": "--n-cpu-moe",
     "load_mode": "--load-mode",
+    "tensor_overrides": "--override-tensor",
+    "n_cpu_ffn": "--n-cpu-ffn",
+    "no_host": "--no-host",
+    "repack": "--no-repack",
 }
 VLLM_ONLY = {
     "tensor_parallel": "--tensor-parallel-size",
@@ -136,6 +140,14 @@ class PlanRequest:
     """``--n-cpu-moe``; ``None``: the planner chooses (mixtures of experts only)."""
     load_mode: str = "auto"
     """``-lm/--load-mode``: auto, mmap, none or dio."""
+    tensor_overrides: tuple[tuple[str, str], ...] = ()
+    """``-ot PATTERN=CPU`` in the order given."""
+    n_cpu_ffn: int = 0
+    """``-ncffn``: dense FFN weights of the first N layers on the CPU."""
+    no_host: bool = False
+    """``--no-host``: no pinned host buffer for the CPU's weights."""
+    repack: bool = True
+    """``--repack`` (default) or ``-nr/--no-repack``."""
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     nodes: int = 1
@@ -165,6 +177,7 @@ class PlanRequest:
             ("--parallel", self.parallel, 1),
             ("--n-gpu-layers", self.n_gpu_layers, 0),
             ("--n-cpu-moe", self.n_cpu_moe, 0),
+            ("--n-cpu-ffn", self.n_cpu_ffn, 0),
             ("--tensor-parallel-size", self.tensor_parallel, 1),
             ("--pipeline-parallel-size", self.pipeline_parallel, 1),
             ("--nodes", self.nodes, 1),
@@ -281,6 +294,10 @@ def llamacpp_settings(request: PlanRequest) -> LlamaCppSettings:
     parallel = request.n_parallel
     return LlamaCppSettings(
         load_mode=load_mode,
+        tensor_overrides=request.tensor_overrides,
+        n_cpu_ffn=request.n_cpu_ffn,
+        no_host=request.no_host,
+        repack=request.repack,
         n_outputs_max=min(request.batch, parallel),
         n_ctx=request.n_ctx,
         n_batch=request.batch,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -65,7 +66,29 @@ Quant = Annotated[
 
 
 # Command-line parameters and the PlanRequest fields they set, where the names differ.
-_FIELDS = {"ram": "memory", "rpc_node": "rpc_bytes", "gpu": "gpu_bytes", "cpu_moe": "n_cpu_moe"}
+_FIELDS = {
+    "ram": "memory",
+    "rpc_node": "rpc_bytes",
+    "gpu": "gpu_bytes",
+    "cpu_moe": "n_cpu_moe",
+    "override_tensor": "tensor_overrides",
+}
+
+
+def parse_overrides(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``-ot`` values, each ``PATTERN=BUFFER_TYPE[,PATTERN=BUFFER_TYPE...]`` as llama.cpp reads
+    them (common/arg.cpp ``parse_tensor_buffer_overrides``: split at commas, then at the first
+    ``=``), in the order given."""
+    out: list[tuple[str, str]] = []
+    for value in values:
+        for item in value.split(","):
+            pattern, sep, buft = item.partition("=")
+            if not sep or not pattern:
+                raise InvalidArgumentError(
+                    "--override-tensor", value, "must be PATTERN=BUFFER_TYPE, e.g. exps=CPU"
+                )
+            out.append((pattern, buft))
+    return tuple(out)
 
 
 _ALL_LAYERS = 1 << 20  # --cpu-moe: llama.cpp's override matches the experts of every layer
@@ -222,6 +245,38 @@ def plan(
             help="llama.cpp -lm: auto or mmap (map the file), none or dio (read it into memory).",
         ),
     ] = "auto",
+    override_tensor: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--override-tensor",
+            "-ot",
+            help="llama.cpp -ot PATTERN=CPU,...: weights whose name the regular expression "
+            "matches stay in host memory (repeatable).",
+        ),
+    ] = None,
+    n_cpu_ffn: Annotated[
+        int,
+        typer.Option(
+            "--n-cpu-ffn",
+            "-ncffn",
+            help="llama.cpp -ncffn: the dense FFN weights of the first N layers on the CPU.",
+        ),
+    ] = 0,
+    no_host: Annotated[
+        bool,
+        typer.Option(
+            "--no-host",
+            help="llama.cpp --no-host: no pinned host buffer, so the CPU repacks beside a GPU.",
+        ),
+    ] = False,
+    repack: Annotated[
+        bool,
+        typer.Option(
+            "--repack/--no-repack",
+            " /-nr",
+            help="llama.cpp --repack/-nr: the CPU backend's repacked weight copies.",
+        ),
+    ] = True,
     ram: Annotated[
         str | None, typer.Option(help="CPU RAM budget when GPUs are given (same as --memory).")
     ] = None,
@@ -289,6 +344,10 @@ def plan(
         tensor_split=parse_split(tensor_split),
         n_cpu_moe=cpu_moe_layers(source, cpu_moe, n_cpu_moe),
         load_mode=load_mode,
+        tensor_overrides=parse_overrides(override_tensor or ()),
+        n_cpu_ffn=n_cpu_ffn,
+        no_host=no_host,
+        repack=repack,
         tensor_parallel=tensor_parallel,
         pipeline_parallel=pipeline_parallel,
         nodes=nodes,

@@ -24,10 +24,21 @@ version-dependent ones switchable:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from membudget.engines.llamacpp_devices import CPU, layer_devices, tensor_device
+from membudget.engines.llamacpp_devices import (
+    CPU,
+    FFN_DENSE_REGEX,
+    HostPins,
+    cuda_runs_ssm_scan,
+    ffn_overrides,
+    has_host_buffer,
+    layer_devices,
+    offload_device,
+    tensor_device,
+)
 from membudget.engines.llamacpp_layout import (
     Resolved,
     WeightTable,
@@ -54,6 +65,7 @@ __all__ = [
     "estimate_llamacpp",
     "graph_bytes",
     "host_compute_bytes",
+    "host_pins",
     "output_bytes",
     "repack_types",
     "repack_types_for",
@@ -66,6 +78,9 @@ LOAD_MODES: tuple[LoadMode, ...] = ("auto", "mmap", "none", "dio")
 BufferKind = Literal["model", "kv", "kv_swa", "recurrent", "output", "compute"]
 ComputeMethod = Literal["simulated", "phase model"]
 _F32 = 4
+OP_OFFLOAD_MIN_BATCH = (
+    32  # ggml-cuda.cu: GGML_OP_OFFLOAD_MIN_BATCH's default, op_offload_min_batch_size
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +146,30 @@ class LlamaCppSettings:
     sequence without speculative decoding; ``n_batch`` for embeddings), which shrinks the
     worst-case graph's logits (tools/server/server-context.cpp ``server_output_limits``)."""
 
+    no_host: bool = False
+    """``--no-host``: no pinned host buffer for the CPU's weights, so a CPU with a GPU beside
+    it repacks as it would alone."""
+    tensor_overrides: tuple[tuple[str, str], ...] = ()
+    """``-ot PATTERN=BUFFER_TYPE`` in the order given (the first match wins); membudget plans
+    ``CPU`` as the buffer type."""
+    n_cpu_ffn: int = 0
+    """``-ncffn``: the dense FFN weights of the first N layers stay on the CPU."""
+
     def __post_init__(self) -> None:
-        for name in ("n_ctx", "n_batch", "n_ubatch", "n_parallel", "n_outputs_max"):
+        for pattern, buft in self.tensor_overrides:
+            if buft != "CPU":
+                raise InvalidArgumentError(
+                    "--override-tensor",
+                    f"{pattern}={buft}",
+                    "names a buffer type membudget does not plan; it plans PATTERN=CPU",
+                )
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise InvalidArgumentError(
+                    "--override-tensor", f"{pattern}={buft}", f"is not a regular expression: {e}"
+                ) from None
+        for name in ("n_ctx", "n_batch", "n_ubatch", "n_parallel", "n_outputs_max", "n_cpu_ffn"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidArgumentError(name, value, "must be a non-negative integer")
@@ -232,10 +269,11 @@ def _resolve_flash_attn(setting: FlashAttn, type_v: str) -> bool:
     # backends do for every head size llama.cpp ships (llama-context.cpp, flash_attn_type).
     on = setting != "off"
     if not on and cache_type(type_v).name not in ("F16", "F32", "BF16"):
+        # llama-context.cpp, llama_init_from_model: "quantized V cache requires flash_attn".
         raise InvalidArgumentError(
-            "cache_type_v",
+            "--cache-type-v",
             type_v,
-            "is quantised, which llama.cpp allows only with flash attention on",
+            "is a quantised V cache, which llama.cpp allows only with flash attention on",
         )
     return on
 
@@ -258,15 +296,34 @@ def repack_types_for(flags: frozenset[str], arch: str) -> frozenset[str]:
     return frozenset()
 
 
-def repack_types(s: LlamaCppSettings, r: LlamaCppRules) -> frozenset[str]:
-    """The weight types the CPU backend repacks under ``s`` and ``r`` (none with --no-repack)."""
+def repack_types(
+    s: LlamaCppSettings, r: LlamaCppRules, devices: tuple[str, ...] | None = None
+) -> frozenset[str]:
+    """The weight types the CPU backend repacks under ``s`` and ``r`` with ``devices`` (default
+    ``s.gpus``) beside it: none with ``--no-repack``, and none when a device offers a pinned host
+    buffer (CUDA) and ``--no-host`` is not given, since that buffer comes before the CPU's extra
+    buffer types (llama-model.cpp ``make_cpu_buft_list``)."""
     if not s.repack:
+        return frozenset()
+    if not s.no_host and any(has_host_buffer(d) for d in (s.gpus if devices is None else devices)):
         return frozenset()
     if r.repack_types is not None:
         return r.repack_types
     from membudget.hardware import cpu_flags, machine_arch  # noqa: PLC0415
 
     return repack_types_for(cpu_flags(), machine_arch())
+
+
+def host_pins(
+    spec: ModelSpec, s: LlamaCppSettings, devices: tuple[str, ...] | None = None
+) -> HostPins:
+    """The weights that stay in host memory under ``s`` with ``devices`` (default ``s.gpus``):
+    ``-ot PATTERN=CPU``, ``-ncffn``'s patterns, and ``ssm_a`` where CUDA cannot run the scan."""
+    gpus = s.gpus if devices is None else devices
+    patterns = tuple(p for p, _ in s.tensor_overrides)
+    patterns += ffn_overrides(s.n_cpu_ffn, FFN_DENSE_REGEX)
+    cuda = any(d.startswith("CUDA") for d in gpus)
+    return HostPins(patterns, cuda and not cuda_runs_ssm_scan(spec))
 
 
 def resolve(spec: ModelSpec, s: LlamaCppSettings, r: LlamaCppRules) -> Resolved:
@@ -348,7 +405,11 @@ def host_compute_bytes(spec: ModelSpec, n_tokens: int) -> int:
 
 
 def _mapped_span(
-    spec: ModelSpec, slots: list[str], n_cpu_moe: int, repack: frozenset[str]
+    spec: ModelSpec,
+    slots: list[str],
+    n_cpu_moe: int,
+    repack: frozenset[str],
+    pins: HostPins | None = None,
 ) -> int | None:
     """Bytes of the CPU_Mapped buffers llama.cpp reports: per file, the span from the first
     to the last tensor it keeps in the mapping, whatever lies between (offloaded or repacked
@@ -361,7 +422,7 @@ def _mapped_span(
         il = block_index(t.name)
         if spec.n_layer_mtp and il is not None and il >= spec.n_layer:
             continue  # not loaded (TENSOR_SKIP)
-        if tensor_device(t.name, slots, n_cpu_moe) != CPU or repacks(t, repack):
+        if tensor_device(t.name, slots, n_cpu_moe, pins) != CPU or repacks(t, repack):
             continue
         if t.offset is None:
             return None
@@ -442,20 +503,25 @@ def estimate_llamacpp(
     res = resolve(spec, s, r)
     slots = layer_devices(spec.n_layer, s.n_gpu_layers, s.gpus, s.tensor_split)
     types = repack_types(s, r)
-    w = weight_table(spec, r.alignment, types)
-    span = _mapped_span(spec, slots, s.n_cpu_moe, types)
+    pins = host_pins(spec, s)
+    w = weight_table(spec, r.alignment, types, pins)
+    span = _mapped_span(spec, slots, s.n_cpu_moe, types, pins)
     mapped = s.load_mode in ("auto", "mmap")
     buffers = _weight_buffers(w, slots, s.n_cpu_moe, span, s.cpu_devices, mapped)
     c = cache_table(spec, res, s.cache_type_k, s.cache_type_v, r.alignment, r.mla_k_only)
-    for kind, column, detail in (
-        ("kv", c.kv, f"{res.kv_size} cells x {res.n_stream} stream(s)"),
-        ("kv_swa", c.swa, f"{res.swa_size} cells x {res.n_stream} stream(s)"),
-        ("recurrent", c.recurrent, f"{res.n_seq} sequence state(s)"),
+    # A slot's caches as its device allocates them: CUDA's rules on a GPU, the CPU backend's
+    # on the CPU and on CPU RPC workers.
+    gpu_slot = [d != CPU and d not in s.cpu_devices for d in slots]
+    for kind, (cpu_col, gpu_col), detail in (
+        ("kv", (c.kv, c.kv_gpu), f"{res.kv_size} cells x {res.n_stream} stream(s)"),
+        ("kv_swa", (c.swa, c.swa_gpu), f"{res.swa_size} cells x {res.n_stream} stream(s)"),
+        ("recurrent", (c.recurrent, c.recurrent_gpu), f"{res.n_seq} sequence state(s)"),
     ):
         per_device: dict[str, int] = {}
-        for i, n in enumerate(column):
+        for i, dev in enumerate(slots):
+            n = gpu_col[i] if gpu_slot[i] else cpu_col[i]
             if n:
-                per_device[slots[i]] = per_device.get(slots[i], 0) + n
+                per_device[dev] = per_device.get(dev, 0) + n
         buffers.extend(Buffer(dev, kind, n, detail) for dev, n in per_device.items())  # type: ignore[arg-type]
     # The output buffer is host memory (pinned when the output layer is on a GPU).
     buffers.append(
@@ -466,8 +532,12 @@ def estimate_llamacpp(
     n_tokens = res.n_tokens
     detail = f"worst case: {n_tokens} tokens over {res.kv_size} cells ({method})"
     used = list(dict.fromkeys(slots))
-    # Each backend holding layers reserves the graph's working set; a host that only feeds
-    # the GPUs keeps the embedding rows.
+    # Each backend holding layers reserves the graph's working set, and so does the device that
+    # takes the CPU layers' large-batch products; a host that only feeds the GPUs keeps the
+    # embedding rows.
+    first = offload_device(s.gpus)
+    if first >= 0 and s.gpus[first] not in used and res.n_tokens >= OP_OFFLOAD_MIN_BATCH:
+        used.append(s.gpus[first])
     buffers.extend(Buffer(dev, "compute", graph, detail) for dev in used)
     if CPU not in used:
         buffers.append(

@@ -8,6 +8,13 @@ From ``llama_model::load_tensors`` (``src/llama-model.cpp``), commit 0c1e570:
   split point exceeds ``(il - i_gpu_start) / min(N, n_layer + 1)``. The split is ``-ts`` or, by
   default, each GPU's free memory.
 - ``--n-cpu-moe K`` keeps the routed experts of the first ``K`` layers on the CPU.
+- ``-ot PATTERN=CPU`` (and ``-ncffn K``, written as such overrides by common/arg.cpp) keeps every
+  tensor whose name the pattern matches (``std::regex_search``) in host memory, whatever its
+  layer's device (``llama_model_loader::create_tensor``). So does a weight whose op the GPU
+  cannot run (``weight_buft_supported``): CUDA's Mamba2 scan takes only some state sizes.
+- With a CUDA device the CPU's weights go to CUDA's pinned host buffer first, so the CPU's
+  repacked types are never used (``make_cpu_buft_list``: host buffer, then the extra buffer
+  types), unless ``--no-host``; with the file mapped that host buffer becomes the mapping.
 - A layer's KV cache and recurrent state live on the layer's device (``offload_kqv``).
 
 CUDA allocates each quantised matrix with its last row padded to 512 values
@@ -17,18 +24,91 @@ CUDA allocates each quantised matrix with its last row padded to 512 values
 from __future__ import annotations
 
 import bisect
+import re
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
-from membudget.model import TensorSpec, block_index
+from membudget.model import ModelSpec, TensorSpec, block_index
 from membudget.quant import ggml_type_by_name
 
-__all__ = ["CPU", "cuda_alloc_bytes", "layer_devices", "split_counts", "tensor_device"]
+__all__ = [
+    "CPU",
+    "FFN_DENSE_REGEX",
+    "FFN_EXPS_REGEX",
+    "HostPins",
+    "cuda_alloc_bytes",
+    "cuda_runs_ssm_scan",
+    "ffn_overrides",
+    "has_host_buffer",
+    "layer_devices",
+    "offload_device",
+    "split_counts",
+    "tensor_device",
+]
 
 CPU = "CPU"
 CUDA_ALIGNMENT = 128  # ggml-cuda.cu, ggml_backend_cuda_buffer_type_get_alignment
 MATRIX_ROW_PADDING = 512  # ggml-cuda/common.cuh
+# common/common.h: the patterns --cpu-moe, --n-cpu-moe and --n-cpu-ffn write as overrides.
+FFN_EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"  # LLM_FFN_EXPS_REGEX
+FFN_DENSE_REGEX = r"\.ffn_(up|down|gate)\."  # LLM_FFN_DENSE_REGEX
+
+
+def ffn_overrides(n_layers: int, regex: str) -> tuple[str, ...]:
+    """The patterns ``-ncffn``/``-ncmoe N`` add (common.h ``llm_add_n_cpu_ffn_overrides``)."""
+    return tuple(f"blk\\.{i}{regex}" for i in range(n_layers))
+
+
+def has_host_buffer(device: str) -> bool:
+    """Whether llama.cpp's device offers a pinned host buffer type: CUDA does
+    (``ggml_backend_cuda_device_get_host_buffer_type``); Metal and RPC do not (NULL)."""
+    return device.startswith("CUDA")
+
+
+def offload_device(devices: Sequence[str]) -> int:
+    """Index of the device the scheduler gives the CPU's large-batch ops (``op_offload``: the
+    highest-priority backend whose ``offload_op`` accepts them, CUDA's at 32 tokens or more;
+    RPC and Metal have none), or -1."""
+    return next((i for i, d in enumerate(devices) if has_host_buffer(d)), -1)
+
+
+def cuda_runs_ssm_scan(spec: ModelSpec) -> bool:
+    """Whether CUDA runs this model's SSM scan (ggml-cuda.cu, ``supports_op`` for
+    ``GGML_OP_SSM_SCAN``): Mamba2 needs a state of 96, 128 or 256 and heads of a multiple of 16
+    values; Mamba a state of 16, one group and an inner size that is a multiple of 128."""
+    r = spec.recurrent
+    if r is None or r.kind not in ("mamba", "mamba2"):
+        return True
+    if r.kind == "mamba2":
+        head_dim = r.head_dim or (r.d_inner // r.n_head if r.n_head else 0)
+        return r.d_state in (96, 128, 256) and head_dim % 16 == 0
+    return r.d_state == 16 and r.d_inner % 128 == 0 and max(r.n_group, 1) == 1
+
+
+@dataclass(frozen=True, slots=True)
+class HostPins:
+    """Weights that stay in host memory whatever their layer's device: those the ``-ot
+    PATTERN=CPU`` overrides match (in llama.cpp's order, ``-ncffn`` written as overrides), and
+    ``ssm_a`` when the GPU cannot run the scan that reads it (``LLM_TENSOR_SSM_A`` is checked
+    against ``GGML_OP_SSM_SCAN``)."""
+
+    patterns: tuple[str, ...] = ()
+    ssm_a: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns) or self.ssm_a
+
+    def __call__(self, name: str) -> bool:
+        if self.ssm_a and name.endswith(".ssm_a"):
+            return True
+        return any(_regex(p).search(name) for p in self.patterns)
+
+
+@lru_cache(maxsize=256)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def _f32(x: float) -> float:
@@ -80,9 +160,13 @@ def layer_devices(
     return out
 
 
-def tensor_device(name: str, slots: Sequence[str], n_cpu_moe: int = 0) -> str:
+def tensor_device(
+    name: str, slots: Sequence[str], n_cpu_moe: int = 0, pins: HostPins | None = None
+) -> str:
     """The device a weight tensor is loaded to."""
     if name.startswith(("token_embd", "token_types", "position_embd")):
+        return CPU
+    if pins and pins(name):
         return CPU
     il = block_index(name)
     if il is not None:

@@ -29,10 +29,16 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from membudget.engines.llamacpp_compute import compute_bytes
-from membudget.engines.llamacpp_devices import cuda_alloc_bytes
+from membudget.engines.llamacpp_devices import (
+    CUDA_ALIGNMENT,
+    MATRIX_ROW_PADDING,
+    HostPins,
+    cuda_alloc_bytes,
+)
 from membudget.engines.llamacpp_graph import GraphSettings, graph_compute_bytes
 from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
 from membudget.model import ModelSpec, TensorSpec, block_index
+from membudget.quant import GGMLType
 
 __all__ = [
     "INPUT_TENSORS",
@@ -163,7 +169,9 @@ def repacks(t: TensorSpec, types: frozenset[str]) -> bool:
     )
 
 
-def _build_weights(spec: ModelSpec, alignment: int, types: frozenset[str]) -> WeightTable:
+def _build_weights(
+    spec: ModelSpec, alignment: int, types: frozenset[str], pins: HostPins
+) -> WeightTable:
     n_slots = spec.n_layer + 1
     if not spec.tensors:
         zeros = (0,) * n_slots
@@ -182,7 +190,9 @@ def _build_weights(spec: ModelSpec, alignment: int, types: frozenset[str]) -> We
             continue  # llama.cpp skips the MTP blocks' tensors (TENSOR_SKIP) unless drafting
         cpu = pad(t.n_bytes, alignment)
         repack = cpu if repacks(t, types) else 0
-        if il is None and t.name.startswith(INPUT_TENSORS):
+        if (il is None and t.name.startswith(INPUT_TENSORS)) or (pins and pins(t.name)):
+            # The input layer, and the tensors kept in host memory whatever their layer's
+            # device, are the CPU's in every placement.
             input_bytes += cpu
             input_repack += repack
             continue
@@ -210,25 +220,50 @@ def _build_weights(spec: ModelSpec, alignment: int, types: frozenset[str]) -> We
     )
 
 
-def weight_table(spec: ModelSpec, alignment: int, repack_types: frozenset[str]) -> WeightTable:
+def weight_table(
+    spec: ModelSpec,
+    alignment: int,
+    repack_types: frozenset[str],
+    pins: HostPins = HostPins(),  # noqa: B008 - frozen
+) -> WeightTable:
     """The weight table of ``spec`` (kept for the last few models)."""
     return _MEMO.get(
         spec,
-        ("weights", alignment, repack_types),
-        lambda: _build_weights(spec, alignment, repack_types),
+        ("weights", alignment, repack_types, pins),
+        lambda: _build_weights(spec, alignment, repack_types, pins),
     )
 
 
 @dataclass(frozen=True, slots=True)
 class CacheTable:
-    """KV, sliding-window KV and recurrent-state bytes of each slot (the output slot has none)."""
+    """KV, sliding-window KV and recurrent-state bytes of each slot (the output slot has none),
+    as the CPU backend allocates them and, ``*_gpu``, as CUDA does (its quantised rows padded
+    to 512 values, tensors aligned to 128 bytes: ``ggml_backend_cuda_buffer_type_get_alloc_size``)."""
 
     kv: tuple[int, ...]
     swa: tuple[int, ...]
     recurrent: tuple[int, ...]
+    kv_gpu: tuple[int, ...]
+    swa_gpu: tuple[int, ...]
+    recurrent_gpu: tuple[int, ...]
 
-    def slot_bytes(self, i: int) -> int:
+    def slot_bytes(self, i: int, gpu: bool = False) -> int:
+        if gpu:
+            return self.kv_gpu[i] + self.swa_gpu[i] + self.recurrent_gpu[i]
         return self.kv[i] + self.swa[i] + self.recurrent[i]
+
+    def columns(self, gpu: bool) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """KV, SWA and recurrent columns under one backend's rules."""
+        if gpu:
+            return self.kv_gpu, self.swa_gpu, self.recurrent_gpu
+        return self.kv, self.swa, self.recurrent
+
+
+def _cuda_cache_bytes(qtype: GGMLType, n_embd: int, rows: int) -> int:
+    size = row_bytes(qtype, n_embd) * rows
+    if qtype.block_size > 1 and n_embd % MATRIX_ROW_PADDING:
+        size += row_bytes(qtype, MATRIX_ROW_PADDING - n_embd % MATRIX_ROW_PADDING)
+    return pad(size, CUDA_ALIGNMENT)
 
 
 def _build_cache(
@@ -236,6 +271,7 @@ def _build_cache(
 ) -> CacheTable:
     n_slots = spec.n_layer + 1
     kv, swa, rec = [0] * n_slots, [0] * n_slots, [0] * n_slots
+    kv_g, swa_g, rec_g = [0] * n_slots, [0] * n_slots, [0] * n_slots
     if not spec.embedding_only:
         tk, tv = cache_type(type_k), cache_type(type_v)
         layers = cache_layers(spec)
@@ -244,20 +280,28 @@ def _build_cache(
         v_variable = len({c.n_embd_v for c in layers}) > 1
         for c in layers:
             cells = res.swa_size if c.sliding_window else res.kv_size
-            k_bytes = pad(row_bytes(tk, c.n_embd_k) * cells * res.n_stream, alignment)
+            rows = cells * res.n_stream
+            k_bytes = pad(row_bytes(tk, c.n_embd_k) * rows, alignment)
             # Without flash attention V rows are padded to the widest layer when widths differ.
             v_width = v_max if (not res.flash_attn and v_variable) else c.n_embd_v
-            v_bytes = 0 if k_only else pad(row_bytes(tv, v_width) * cells * res.n_stream, alignment)
+            v_bytes = 0 if k_only else pad(row_bytes(tv, v_width) * rows, alignment)
             target = swa if c.sliding_window else kv
             target[c.index] += k_bytes + v_bytes
+            gpu = _cuda_cache_bytes(tk, c.n_embd_k, rows)
+            gpu += 0 if k_only else _cuda_cache_bytes(tv, v_width, rows)
+            (swa_g if c.sliding_window else kv_g)[c.index] += gpu
         if spec.n_recurrent_layers:
             conv, ssm = recurrent_state_dims(spec)
             rows = res.n_seq  # max(1, n_seq_max) states (llama-memory-recurrent.cpp)
             per_layer = pad(conv * _F32 * rows, alignment) + pad(ssm * _F32 * rows, alignment)
+            per_gpu = pad(conv * _F32 * rows, CUDA_ALIGNMENT) + pad(
+                ssm * _F32 * rows, CUDA_ALIGNMENT
+            )
             for il, layer in enumerate(spec.layers):
                 if layer.recurrent:
                     rec[il] += per_layer
-    return CacheTable(tuple(kv), tuple(swa), tuple(rec))
+                    rec_g[il] += per_gpu
+    return CacheTable(tuple(kv), tuple(swa), tuple(rec), tuple(kv_g), tuple(swa_g), tuple(rec_g))
 
 
 def cache_table(

@@ -57,9 +57,10 @@ class ReportedBuffer:
 
 
 def normalise_device(name: str) -> str:
-    """``CPU_Mapped``/``CPU_REPACK``/``CUDA_Host`` live in host memory: ``CPU``; ``MTL0_Mapped``
-    is ``MTL0``; a GPU name stays as it is (``CUDA0``, ``Vulkan0``)."""
-    if name.startswith("CPU") or name.endswith("_Host"):
+    """``CPU_Mapped``/``CPU_REPACK``/``CUDA_Host`` and the CPU backend's other extra buffer types
+    (``AMX``, ``KleidiAI``) live in host memory: ``CPU``; ``MTL0_Mapped`` is ``MTL0``; a GPU name
+    stays as it is (``CUDA0``, ``Vulkan0``)."""
+    if name.startswith(("CPU", "AMX", "KleidiAI")) or name.endswith("_Host"):
         return "CPU"
     return name.removesuffix("_Mapped").removesuffix("_REPACK")
 

@@ -1,0 +1,136 @@
+"""The CUDA rules, pinned by logs of a real CUDA llama-server (no GPU needed here).
+
+``tests/data/llama-server-cuda-h200.json.gz`` holds what ``scripts/cuda_accuracy.sh`` brought
+back from an NVIDIA H200 (llama.cpp 0c1e570, the tree llama-cpp-python 0.3.36 vendors, built
+with ``-DGGML_CUDA=ON``): for each case of :mod:`tests.cuda_grid`, the command that ran, the
+sha256 of the model the tests write, and the log's device, fit, buffer and error lines.
+
+Each case is planned again here with the same flags (``--gpu 140GiB --memory 100GiB``):
+
+- the printed command is the command that ran;
+- every model, KV, SWA, recurrent-state and output buffer, per device, equals the log's to its
+  printed 0.01 MiB;
+- the compute buffers of a graph split between CUDA and the CPU are not modelled yet: where they
+  differ the plan must say so in a warning (the next step of issue 13);
+- what llama.cpp refused, membudget refuses, with llama.cpp's reason.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cuda_grid import CASES, FIXTURE, GPU, RAM, CudaCase, make
+from tests.test_llama_server import _cli, _plan, _planned, _reported
+
+_DATA: dict[str, Any] = json.loads(gzip.decompress(FIXTURE.read_bytes()))
+_BY_ID = {c["id"]: c for c in _DATA["cases"]}
+# Spellings of one llama-server flag: the printed command may use either.
+_ALIASES = {"--no-repack": "-nr", "--n-cpu-moe": "-ncmoe", "--tensor-split": "-ts"}
+# llama.cpp's own failures on the CPU side of these tiny random models (an F16 vector that a
+# CPU op asserts on), not a memory question.
+_CRASHED = {"gemma2/full", "lfm2/full", "rwkv6/full"}
+# llama.cpp's refusal (its log) and the words of membudget's for the same settings.
+_REASONS = {
+    "does not support different K (q8_0) and V (f16) cache types": "different K and V cache types",
+    "quantized V cache requires flash_attn": "quantised V cache, which llama.cpp allows only with "
+    "flash attention on",
+}
+_AMX = "the device's CPU has AMX: with --no-host llama.cpp uses its AMX buffer type, not modelled"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return {}
+
+
+def _model(models: dict[str, Path], folder: Path, case: CudaCase) -> Path:
+    if case.model not in models:
+        path = folder / f"{case.model}.gguf"
+        make(case.model, path)
+        models[case.model] = path
+    path = models[case.model]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == _BY_ID[case.id]["sha256"], (
+        f"{case.model}: the test model changed since the CUDA logs were taken; run "
+        "scripts/cuda_accuracy.sh on a GPU again"
+    )
+    return path
+
+
+def _pairs(args: list[str]) -> list[tuple[str, str]]:
+    """Flags and their values, spelling unified, in a comparable order."""
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(args):
+        flag = _ALIASES.get(args[i], args[i])
+        value = ""
+        if i + 1 < len(args) and not args[i + 1].startswith("--") and args[i + 1] not in _FLAGS:
+            value = args[i + 1]
+            i += 1
+        out.append((flag, value))
+        i += 1
+    return sorted(out)
+
+
+_FLAGS = {"-nr", "--no-host", "--kv-unified", "--swa-full", "-cmoe"}
+
+
+def _differences(data: dict[str, Any], log: str, compute: bool) -> list[str]:
+    planned, reported = _planned(data), _reported(log)
+    keys = {k for k, v in planned.items() if v} | {k for k, v in reported.items() if v[0]}
+    out = []
+    for key in sorted(keys):
+        if (key[1] == "compute") != compute:
+            continue
+        mine = planned.get(key, 0) / 2**20
+        mib, lines = reported.get(key, (0.0, 0))
+        if abs(mine - mib) > 0.005 * max(lines, 1) + 1e-6:
+            out.append(f"{key[0]} {key[1]}: plan {mine:.4f} MiB, log {mib:.2f} MiB")
+    return out
+
+
+REPLAYED = [c for c in CASES if "fit-left" not in c.id and c.id not in _CRASHED]
+
+
+@pytest.mark.parametrize("case", REPLAYED, ids=[c.id for c in REPLAYED])
+def test_the_cuda_log_matches_the_plan(
+    case: CudaCase, models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    entry = _BY_ID[case.id]
+    folder = tmp_path_factory.getbasetemp() / "cuda-models"
+    folder.mkdir(exist_ok=True)
+    path = _model(models, folder, case)
+    base = ["--gpu", GPU, "--memory", RAM]
+    if entry["status"] != "ok":
+        # llama.cpp refused (exit 1 before any buffer): membudget refuses too, with the reason.
+        errors = "\n".join(line for line in entry["log"].splitlines() if " E " in line)
+        theirs, ours = next((k, v) for k, v in _REASONS.items() if k in errors)
+        code, out = _cli("plan", str(path), "--engine", "llama-server", *base, *case.extra)
+        assert code == 2, out
+        assert ours in out, (theirs, out)
+        return
+    if case.bare:
+        data = _plan(str(path), "--engine", "llama-server", *base, *case.extra)
+    else:
+        data = _plan(str(path), *base, *case.plan, *case.extra)
+        ran = [str(path) if a == "{model}" else a for a in entry["args"]]
+        assert _pairs(data["commands"]["llama.cpp"][1:]) == _pairs(ran)
+    if "--no-host" in case.extra and "AMX model buffer" in entry["log"]:
+        pytest.skip(_AMX)
+    assert _differences(data, entry["log"], compute=False) == []
+    if _differences(data, entry["log"], compute=True):
+        assert any("compute buffers" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_the_fixture_covers_the_grid() -> None:
+    """Every case the grid defines was run on the GPU, and nearly all loaded."""
+    assert set(_BY_ID) == {c.id for c in CASES}
+    ok = [c for c in _DATA["cases"] if c["status"] == "ok"]
+    assert len(ok) >= len(CASES) - len(_CRASHED) - 2
+    assert "H200" in _DATA["gpu"]
