@@ -139,7 +139,8 @@ def _plan_command(path: Path, case: CudaCase) -> list[str]:
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = main(["plan", str(path), "--gpu", GPU, "--memory", RAM, *case.plan, "--json"])
+        argv = ["plan", str(path), "--engine", "llama.cpp", "--gpu", GPU, "--memory", RAM]
+        code = main([*argv, *case.plan, "--json"])
     text = out.getvalue()
     if code not in (0, 1):
         raise RuntimeError(f"plan exited {code}: {text[-500:]}")

@@ -42,7 +42,10 @@ def _cli(*args: str) -> tuple[int, str]:
 
 
 def _plan(*args: str) -> dict[str, Any]:
-    code, out = _cli("plan", *args, "--json")
+    """``membudget plan ARGS --json``; the llama.cpp engine (the settings as given) unless ARGS
+    name another."""
+    engine = () if "--engine" in args else ("--engine", "llama.cpp")
+    code, out = _cli("plan", *args, *engine, "--json")
     assert code in (0, 1), out
     data: dict[str, Any] = json.loads(out[: out.rindex("}") + 1])
     return data

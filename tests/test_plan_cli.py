@@ -81,12 +81,12 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
         ),
         pytest.param(
             ["llama-3.1-8b", "--gpu", "80GiB", "-tp", "2"],
-            "--tensor-parallel-size is not used by the llama.cpp engine",
+            "--tensor-parallel-size is not used by the llama-server engine",
             id="a vLLM flag with llama.cpp",
         ),
         pytest.param(
             ["llama-3.1-8b", "--memory", "8GiB", "--max-model-len", "4096"],
-            "--max-model-len is not used by the llama.cpp engine",
+            "--max-model-len is not used by the llama-server engine",
             id="--max-model-len with llama.cpp",
         ),
         pytest.param(
@@ -234,6 +234,57 @@ def test_plan_text_names_the_ollama_settings_and_the_placement(
         capsys, "qwen3-8b", "--quant", "Q4_K_M", "--gpu", "8GiB", "--ram", "32GiB", "--ctx", "24320"
     )
     assert code == 0
-    assert "Ollama: num_ctx 24320, OLLAMA_NUM_PARALLEL=1" in out
+    assert "Ollama: num_ctx 6080, OLLAMA_NUM_PARALLEL=4" in out  # 4 slots sharing 24,320
     assert "placement (chosen by membudget)" in out
     assert "largest context that fits: 40,960 tokens (the trained context" in out
+
+
+def test_llama_server_takes_the_trained_context_or_the_largest_that_fits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The default engine runs -c 0 as llama-server does: the trained context when it fits;
+    when it does not, the largest context that does (what --fit would lower it to, at most),
+    pinned in the printed command and said in a warning; never below 4096 a stream."""
+    code, out, _ = run(capsys, "qwen3-8b", "--quant", "Q4_K_M", "--memory", "64GiB", "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert data["settings"]["n_ctx"] == 40960
+    assert data["commands"]["llama.cpp"][3:7] == ["-c", "40960", "-np", "4"]
+
+    code, out, _ = run(capsys, "qwen3-8b", "--quant", "Q4_K_M", "--memory", "8GiB", "--json")
+    data = json.loads(out)
+    assert code == 0
+    n_ctx = data["settings"]["n_ctx"]
+    assert 4096 <= n_ctx < 40960
+    assert n_ctx == data["budget"]["max_context"]
+    assert data["commands"]["llama.cpp"][3:5] == ["-c", str(n_ctx)]
+    assert any("-c left to llama-server" in w for w in data["warnings"])
+    # one token more does not fit: the context is the largest
+    code, _, _ = run(
+        capsys, "qwen3-8b", "--quant", "Q4_K_M", "--memory", "8GiB", "-c", str(n_ctx + 256)
+    )
+    assert code == 1
+
+    # a context given is kept, fitting or not
+    code, out, _ = run(
+        capsys, "qwen3-8b", "--quant", "Q4_K_M", "--memory", "8GiB", "-c", "0", "--json"
+    )
+    assert json.loads(out)["settings"]["n_ctx"] == n_ctx  # -c 0 is fit's automatic context too
+    code, out, _ = run(
+        capsys, "qwen3-8b", "--quant", "Q4_K_M", "--memory", "8GiB", "-c", "40960", "--json"
+    )
+    assert code == 1
+    assert json.loads(out)["settings"]["n_ctx"] == 40960
+
+
+def test_llama_server_gives_each_stream_the_trained_context(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """-np 2 without a unified cache and no -c: fit sets n_ctx to the trained context times the
+    streams (common/fit.cpp)."""
+    _, out, _ = run(
+        capsys, "qwen3-8b", "--quant", "Q4_K_M", "--memory", "64GiB", "-np", "2", "--json"
+    )
+    data = json.loads(out)
+    assert data["settings"]["n_ctx"] == 2 * 40960
+    assert data["settings"]["n_ctx_seq"] == 40960

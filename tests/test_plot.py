@@ -35,7 +35,7 @@ def test_context_grid_is_on_llama_cpps_grid(limit: int) -> None:
 
 def test_curve_agrees_with_the_plan() -> None:
     spec = catalog_spec("qwen3-8b")
-    request = PlanRequest(memory_bytes=16 * 2**30)
+    request = PlanRequest(engine="llama.cpp", memory_bytes=16 * 2**30)
     curve = memory_curve(spec, request, _no_probe)
     plan = run_plan(request, spec, _no_probe)
     assert isinstance(plan, PlanReport)

@@ -39,7 +39,7 @@ def test_plan_is_the_same_document_as_the_cli(
     r = client.post("/api/plan", json={"model": "qwen3-8b", "memory": "16GiB", "ctx": 8192})
     assert r.status_code == 200
     web = check(r.json())
-    main(["plan", "qwen3-8b", "--memory", "16GiB", "-c", "8192", "--json"])
+    main(["plan", "qwen3-8b", "--engine", "llama.cpp", "--memory", "16GiB", "-c", "8192", "--json"])
     cli = json.loads(capsys.readouterr().out)
     assert web["memory"] == cli["memory"]
     assert web["budget"] == cli["budget"]

@@ -61,6 +61,13 @@ def _share(x: float) -> float | int:
     return int(x) if float(x).is_integer() else x
 
 
+def ollama_num_ctx(e: LlamaCppEstimate) -> int:
+    """Ollama's ``num_ctx`` for the plan's cache: Ollama starts llama-server with ``-c num_ctx*N
+    -np N`` and one stream a sequence, so a unified cache of ``n_ctx`` cells is the same cells as
+    ``n_ctx / N`` tokens a sequence."""
+    return e.n_ctx // e.n_seq_max if e.settings.kv_unified else e.n_ctx_seq
+
+
 @dataclass(frozen=True, slots=True)
 class PlanReport:
     """What llama.cpp allocates for a model under given settings, against a budget."""
@@ -181,7 +188,7 @@ class PlanReport:
             "commands": {
                 "llama.cpp": list(p.command),
                 "llama.cpp_rpc": rpc_commands(e, p.command),
-                "ollama": {"num_ctx": e.n_ctx_seq, "OLLAMA_NUM_PARALLEL": e.n_seq_max},
+                "ollama": {"num_ctx": ollama_num_ctx(e), "OLLAMA_NUM_PARALLEL": e.n_seq_max},
             },
         }
 
@@ -300,7 +307,7 @@ class PlanReport:
         else:
             yield f"run: {p.command_line}"
         yield (
-            f"Ollama: num_ctx {e.n_ctx_seq}, OLLAMA_NUM_PARALLEL={e.n_seq_max}"
+            f"Ollama: num_ctx {ollama_num_ctx(e)}, OLLAMA_NUM_PARALLEL={e.n_seq_max}"
             + (
                 f", OLLAMA_KV_CACHE_TYPE={e.settings.cache_type_k}"
                 if e.settings.cache_type_k == e.settings.cache_type_v

@@ -105,7 +105,7 @@ VLLM_ONLY = {
 class PlanRequest:
     """Everything a user may choose for one plan. Defaults are llama-server's and vLLM's."""
 
-    engine: Engine = "llama.cpp"
+    engine: Engine = "llama-server"
     ctx: int | None = None
     """``-c``; ``None``: the engine's default (4096; llama-server: the trained context)."""
     batch: int = 2048
@@ -381,6 +381,10 @@ def _vllm(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) 
     return VllmPlanReport(estimate, model, found)
 
 
+DEFAULT_CTX = 4096  # the library's and llama-cpp-python's context when none is given or known
+FIT_MIN_CTX = 4096  # common/common.h: fit_params_min_ctx, the least context --fit sets a stream
+
+
 def llamacpp_plan(
     request: PlanRequest,
     spec: ModelSpec,
@@ -389,6 +393,7 @@ def llamacpp_plan(
     full: bool = True,
 ) -> Plan:
     """The llama.cpp plan ``request`` asks for (``spec`` as loaded, before ``--quant``)."""
+    auto_ctx = request.engine == "llama-server" and not request.ctx
     request = request.resolved()
     if request.quant is not None:
         spec = apply_preset(spec, request.quant)
@@ -396,17 +401,41 @@ def llamacpp_plan(
         # --cpu-moe, or a count past the layers: every layer's experts (llama.cpp's override
         # simply matches them all)
         request = replace(request, n_cpu_moe=spec.n_layer)
+    trained = spec.n_ctx_train or DEFAULT_CTX
+    streams = 1 if request.kv_unified else request.n_parallel
+    if auto_ctx:
+        # llama-server's -c 0 with --fit on (its default): the trained context for each stream
+        # (common/fit.cpp, common_params_fit_impl: n_ctx = n_ctx_train * n_streams).
+        request = replace(request, ctx=trained * streams)
     budget = request_budget(request, probe)
     model_path = spec.source if spec.source_kind == "gguf" else None
-    return make_plan(
-        spec,
-        llamacpp_settings(request),
-        budget,
-        model_path=model_path,
-        pins=request.pins,
-        extras=full,
-        limits=full,
-    )
+
+    def plan_at(r: PlanRequest) -> Plan:
+        return make_plan(
+            spec,
+            llamacpp_settings(r),
+            budget,
+            model_path=model_path,
+            pins=r.pins,
+            extras=full,
+            limits=full,
+        )
+
+    plan = plan_at(request)
+    floor = min(FIT_MIN_CTX, trained) * streams
+    if auto_ctx and full and not plan.fits and plan.max_context >= floor:
+        # What fit does when the trained context does not fit: a smaller context, never below
+        # its minimum (--fit-ctx, 4096 a stream). membudget takes the largest that fits and
+        # prints it, so llama-server's own estimate never changes it.
+        smaller = plan_at(replace(request, ctx=plan.max_context))
+        if smaller.fits:
+            note = (
+                f"-c left to llama-server: the trained context ({trained:,} tokens a stream) "
+                f"does not fit, so the command pins -c {smaller.estimate.n_ctx}, the largest "
+                "that does (llama-server's --fit would lower it too)"
+            )
+            plan = replace(smaller, warnings=(*smaller.warnings, note))
+    return plan
 
 
 def run_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) -> PlanResult:

@@ -118,7 +118,7 @@ def given_fields(ctx: typer.Context) -> frozenset[str]:
 def flags_request(
     *,
     source: str,
-    engine: str = "llama.cpp",
+    engine: str = "llama-server",
     ctx: int | None,
     batch: int,
     ubatch: int,
@@ -164,11 +164,13 @@ def plan(
     engine: Annotated[
         str,
         typer.Option(
-            help="llama.cpp (its settings as given), llama-server (a bare llama-server's "
-            "defaults for what is not given), vllm, or reference for the reference estimator. A "
-            "flag the engine does not use is refused; --ctx with vllm is its --max-model-len."
+            help="llama-server (what a bare llama-server does with what is not given: the "
+            "trained context, or the largest that fits, 4 slots sharing one cache), llama.cpp "
+            "(the library: 4096 tokens, one sequence), vllm, or reference for the reference "
+            "estimator. A flag the engine does not use is refused; --ctx with vllm is its "
+            "--max-model-len."
         ),
-    ] = "llama.cpp",
+    ] = "llama-server",
     ctx: Ctx = None,
     batch: Batch = 2048,
     ubatch: UBatch = 512,
@@ -395,6 +397,7 @@ def validate(
 
     request = flags_request(
         source=str(model),
+        engine="llama.cpp",  # the settings as given: what the log (or the C API load) ran with
         ctx=ctx,
         batch=batch,
         ubatch=ubatch,

@@ -31,7 +31,7 @@ from membudget.errors import InvalidArgumentError
 def plot(
     source: Source,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write: mem.png or mem.svg.")],
-    engine: Annotated[str, typer.Option(help="llama.cpp or vllm.")] = "llama.cpp",
+    engine: Annotated[str, typer.Option(help="llama-server, llama.cpp or vllm.")] = "llama-server",
     ctx: Ctx = None,
     batch: Batch = 2048,
     ubatch: UBatch = 512,
