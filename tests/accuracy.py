@@ -10,9 +10,9 @@ from pathlib import Path
 
 from membudget import load_model
 from membudget.engines.llamacpp import LlamaCppRules, LlamaCppSettings, estimate_llamacpp
-from membudget.engines.llamacpp_log import parse_llamacpp_log
-from membudget.engines.llamacpp_run import run_llamacpp
-from membudget.engines.llamacpp_validate import BufferComparison, compare
+from membudget.engines.llamacpp.log import parse_llamacpp_log
+from membudget.engines.llamacpp.run import run_llamacpp
+from membudget.engines.llamacpp.validate import BufferComparison, compare
 from tests.arch_models import ARCHS, SMALL_VOCAB
 
 S = LlamaCppSettings

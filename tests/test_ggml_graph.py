@@ -1,4 +1,4 @@
-"""The shape-only ggml graph and the replay of ggml-alloc (membudget.engines.ggml_graph)."""
+"""The shape-only ggml graph and the replay of ggml-alloc (membudget.engines.llamacpp.ggml)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from membudget.engines.ggml_graph import Graph, Placement, Tensor, allocate, place
+from membudget.engines.llamacpp.ggml import Graph, Placement, Tensor, allocate, place
 
 MIB = 1 << 20
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from membudget.cli import main
-from membudget.engines.llamacpp_log import parse_llamacpp_log
+from membudget.engines.llamacpp.log import parse_llamacpp_log
 from tests.accuracy import make_model
 from tests.llama_server import REQUIRE_ENV, binaries, run_server
 
@@ -229,3 +229,50 @@ def test_a_bare_llama_server_allocates_what_the_llama_server_engine_says(
     assert data["settings"]["kv_unified"] is True
     assert_same_buffers(data, run_server(["-m", str(path)]))
     assert_same_buffers(data, run_server(data["commands"]["llama.cpp"][1:]))
+
+
+REFUSAL_ARCHS = ("qwen3", "gemma3", "deepseek2", "granitehybrid", "gpt-oss", "qwen3next")
+REFUSAL_FLAGS = [
+    pytest.param(["-ctk", "q8_0"], id="K q8_0, V f16"),
+    pytest.param(["-ctv", "q8_0"], id="K f16, V q8_0"),
+    pytest.param(["-ctk", "q8_0", "-ctv", "q8_0", "-fa", "off"], id="q8_0 without FA"),
+    pytest.param(["-ctk", "q4_0", "-ctv", "q4_0", "-fa", "on"], id="q4_0 with FA"),
+    pytest.param(["-ctk", "q8_0", "-ctv", "q4_0", "-fa", "auto"], id="q8_0/q4_0, FA auto"),
+    pytest.param(["-ctk", "f16", "-ctv", "f16", "-fa", "off", "--swa-full"], id="f16, swa-full"),
+]
+
+
+@pytest.mark.parametrize("flags", REFUSAL_FLAGS)
+@pytest.mark.parametrize("arch", REFUSAL_ARCHS)
+def test_membudget_refuses_what_llama_server_refuses(
+    zoo: Path, arch: str, flags: list[str]
+) -> None:
+    """The same settings, planned and run: membudget exits 2 exactly when llama-server stops
+    before listening, and its reason names what llama.cpp's does."""
+    path = _model(zoo, arch)
+    args = ["-m", str(path), "-c", "1024", "-np", "1", *flags]
+    try:
+        run_server(args)
+        refused = ""
+    except RuntimeError as e:
+        refused = "\n".join(line for line in str(e).splitlines() if " E " in line)
+    code, out = _cli("plan", str(path), "--engine", "llama.cpp", "--memory", "64GiB", *args[2:])
+    assert (code == 2) == bool(refused), (out, refused)
+    if refused:
+        if "different K" in refused:
+            assert "different K and V cache types" in out
+        if "quantized V cache requires flash_attn" in refused:
+            assert "allows only with flash attention on" in out
+
+
+@pytest.mark.parametrize("mode", ["mlock", "mmap+mlock", "dio"])
+def test_the_other_load_modes_allocate_what_the_plan_says(zoo: Path, mode: str) -> None:
+    """``-lm mlock`` reads the weights in as ``none`` does and locks them; ``mmap+mlock`` maps
+    the file as ``mmap`` does and locks the span (nothing of it reclaimable); ``dio`` reads."""
+    path = _model(zoo, "qwen3")
+    data = _plan(str(path), "--memory", "64GiB", "--ctx", "2048", "-lm", mode)
+    assert data["commands"]["llama.cpp"][-2:] == ["-lm", mode]
+    assert_same_buffers(data, run_server(data["commands"]["llama.cpp"][1:]))
+    if mode != "dio":
+        model = [b for d in data["devices"] for b in d["buffers"] if b["kind"] == "model"]
+        assert all(not b.get("reclaimable_bytes") for b in model)

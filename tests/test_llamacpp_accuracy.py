@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from membudget.engines.llamacpp_run import llamacpp_available
+from membudget.engines.llamacpp.run import llamacpp_available
 from tests.accuracy import GRID, REAL, REAL_GRID, Case, label, run_case
 from tests.arch_models import ARCHS, SMALL_VOCAB
 
 # Issue 4 asks for the compute buffer within 5% and the total within 3%. The graph simulation
-# (membudget.engines.llamacpp_graph) equals llama.cpp's printed figure for every architecture in
+# (membudget.engines.llamacpp.graph) equals llama.cpp's printed figure for every architecture in
 # the grid, so compute is held to the same 0.01 MiB as the other buffers, and the total to 0.5%
 # (what is left is llama.cpp's rounding of each buffer to 0.01 MiB).
 TOTAL_TOLERANCE = 0.005

@@ -1,4 +1,4 @@
-"""llama.cpp's compute buffer from the rebuilt graph (membudget.engines.llamacpp_graph).
+"""llama.cpp's compute buffer from the rebuilt graph (membudget.engines.llamacpp.graph).
 
 The golden figures are llama.cpp's own ("CPU compute buffer size is X MiB", four decimals, from
 llama-cpp-python 0.3.36 = llama.cpp 0c1e570) for the small models of tests/arch_models.py; they
@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from membudget import load_model
 from membudget.cli import app
 from membudget.engines.llamacpp import LlamaCppRules, LlamaCppSettings, estimate_llamacpp
-from membudget.engines.llamacpp_graph import (
+from membudget.engines.llamacpp.graph import (
     GraphSettings,
     graph_compute_bytes,
     simulated_architectures,

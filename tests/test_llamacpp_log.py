@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from membudget import MembudgetError
-from membudget.engines.llamacpp_log import normalise_device, parse_llamacpp_log
+from membudget.engines.llamacpp.log import normalise_device, parse_llamacpp_log
 
 DATA = Path(__file__).parent / "data"
 
@@ -88,7 +88,7 @@ def test_a_log_without_a_report() -> None:
 def test_rpc_servers_are_named_by_their_order_in_rpc() -> None:
     """llama.cpp prints every RPC server's device as RPC0[host:port]; the log's "using device
     RPCk (host:port)" lines give each endpoint its index (the real llama-server, two workers)."""
-    from membudget.engines.llamacpp_log import reported_n_outputs_max
+    from membudget.engines.llamacpp.log import reported_n_outputs_max
 
     text = (DATA / "llama-server-rpc-qwen3.log").read_text()
     got = {(b.device, b.kind): b.mib for b in parse_llamacpp_log(text)}

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from membudget import load_model
 from membudget.engines.llamacpp import LlamaCppRules, LlamaCppSettings, estimate_llamacpp
-from membudget.engines.llamacpp_devices import (
+from membudget.engines.llamacpp.devices import (
     CPU,
     cuda_alloc_bytes,
     layer_devices,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from membudget.engines.llamacpp import LlamaCppSettings, estimate_llamacpp
-from membudget.engines.llamacpp_devices import CPU
+from membudget.engines.llamacpp.devices import CPU
 from membudget.engines.vllm import estimate_vllm
 from membudget.errors import InvalidArgumentError
 from membudget.hardware import Hardware

@@ -15,7 +15,7 @@ from typing import Any
 
 from membudget.budget import MemoryBudget
 from membudget.engines.llamacpp import LlamaCppEstimate
-from membudget.engines.llamacpp_devices import split_counts
+from membudget.engines.llamacpp.devices import split_counts
 from membudget.engines.vllm import VllmEstimate
 from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
 from membudget.model import ModelSpec
@@ -171,7 +171,7 @@ def explain_llamacpp(e: LlamaCppEstimate) -> tuple[Step, ...]:
         model = Input(
             "model",
             "graph rebuilt op by op, allocator replayed",
-            f"membudget.engines.llamacpp_graph, equal to {rule}'s CPU report "
+            f"membudget.engines.llamacpp.graph, equal to {rule}'s CPU report "
             "(benchmarks/accuracy.py)",
         )
     else:

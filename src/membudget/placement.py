@@ -24,7 +24,7 @@ all experts (``--cpu-moe``) on the CPU. Over that space the search is exact:
   read, which is why ``--n-cpu-moe`` usually beats moving whole layers), then spreads the blocks
   so that every device keeps the same share of its budget free.
 
-Every figure comes from the tables of :mod:`membudget.engines.llamacpp_layout`, the ones
+Every figure comes from the tables of :mod:`membudget.engines.llamacpp.layout`, the ones
 :func:`~membudget.engines.llamacpp.estimate_llamacpp` sums, so a placement's cost here is the
 estimate's to the byte.
 """
@@ -36,7 +36,6 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from membudget.engines.llamacpp import (
-    OP_OFFLOAD_MIN_BATCH,
     LlamaCppRules,
     LlamaCppSettings,
     graph_bytes,
@@ -46,9 +45,13 @@ from membudget.engines.llamacpp import (
     repack_types,
     resolve,
 )
-from membudget.engines.llamacpp_devices import offload_device, split_counts
-from membudget.engines.llamacpp_layout import CacheTable, WeightTable, cache_table
-from membudget.engines.llamacpp_layout import weight_table as _weight_table
+from membudget.engines.llamacpp.devices import (
+    OP_OFFLOAD_MIN_BATCH,
+    offload_device,
+    split_counts,
+)
+from membudget.engines.llamacpp.layout import CacheTable, WeightTable, cache_table
+from membudget.engines.llamacpp.layout import weight_table as _weight_table
 from membudget.model import ModelSpec
 
 __all__ = ["Pins", "Placement", "Placer", "Solution", "least"]

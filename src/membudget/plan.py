@@ -23,7 +23,7 @@ from membudget.engines.llamacpp import (
     LlamaCppSettings,
     estimate_llamacpp,
 )
-from membudget.engines.llamacpp_devices import CPU, has_host_buffer
+from membudget.engines.llamacpp.devices import CPU, has_host_buffer
 from membudget.errors import InvalidArgumentError, MembudgetError
 from membudget.hardware import AppleInfo, Hardware, apple_working_set
 from membudget.model import ModelSpec
@@ -579,6 +579,17 @@ class Plan:
         return f"does NOT fit: needs {need} of {format_bytes(b.memory_bytes)} ({short} short)"
 
 
+def memlock_limit() -> int | None:
+    """This machine's soft RLIMIT_MEMLOCK in bytes; None when unlimited or unknown."""
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY or soft < 0 else int(soft)
+
+
 def _warnings(spec: ModelSpec, estimate: LlamaCppEstimate, requested_ubatch: int) -> list[str]:
     out = []
     train = spec.n_ctx_train
@@ -597,6 +608,17 @@ def _warnings(spec: ModelSpec, estimate: LlamaCppEstimate, requested_ubatch: int
         )
     if any(d.startswith("RPC") for d in s.gpus):
         out.append(RPC_WARNING)
+    if s.load_mode in ("mlock", "mmap+mlock"):
+        locked = sum(b.n_bytes for b in estimate.buffers if b.device == CPU and b.kind == "model")
+        limit = memlock_limit()
+        if limit is not None and limit < locked:
+            # llama-mmap.cpp, llama_mlock::raw_lock: "failed to mlock ... buffer: ... Try
+            # increasing RLIMIT_MEMLOCK ('ulimit -l' as root)"; the weights then stay unlocked.
+            out.append(
+                f"-lm {s.load_mode} locks {format_bytes(locked)} of weights, but this machine's "
+                f"locked-memory limit (ulimit -l) is {format_bytes(limit)}: llama.cpp will fail "
+                "to lock them and go on unlocked; raise the limit first"
+            )
     # A CUDA device takes the large-batch matrix products of CPU layers too (op offload), so
     # its compute buffer exists even with -ngl 0.
     if s.gpus and (s.n_gpu_layers > 0 or any(has_host_buffer(d) for d in s.gpus)):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from membudget.engines.llamacpp import LlamaCppEstimate
-from membudget.engines.llamacpp_validate import BufferComparison
+from membudget.engines.llamacpp.validate import BufferComparison
 from membudget.engines.vllm import VllmEstimate, max_model_len, vllm_command
 from membudget.explain import Step, explain_llamacpp, explain_placement, explain_vllm
 from membudget.model import ModelSpec

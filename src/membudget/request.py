@@ -196,7 +196,7 @@ class PlanRequest:
             raise InvalidArgumentError(
                 "--load-mode",
                 self.load_mode,
-                f"must be one of {', '.join(LOAD_MODES)} (mlock is not planned yet)",
+                f"must be one of {', '.join(LOAD_MODES)}",
             )
         if self.apple is not None and self.gpu_bytes:
             raise InvalidArgumentError(

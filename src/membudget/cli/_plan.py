@@ -244,7 +244,8 @@ def plan(
         typer.Option(
             "--load-mode",
             "-lm",
-            help="llama.cpp -lm: auto or mmap (map the file), none or dio (read it into memory).",
+            help="llama.cpp -lm: auto or mmap (map the file), none or dio (read it into "
+            "memory), mlock (read and lock) or mmap+mlock (map and lock).",
         ),
     ] = "auto",
     override_tensor: Annotated[
@@ -390,8 +391,8 @@ def validate(
     and the compute buffer is within 5%; 1 otherwise; 2 for bad input.
     """
     from membudget.engines.llamacpp import estimate_llamacpp
-    from membudget.engines.llamacpp_log import parse_llamacpp_log, reported_n_outputs_max
-    from membudget.engines.llamacpp_validate import compare
+    from membudget.engines.llamacpp.log import parse_llamacpp_log, reported_n_outputs_max
+    from membudget.engines.llamacpp.validate import compare
     from membudget.report_plan import ValidationReport
     from membudget.request import llamacpp_settings
 
@@ -416,7 +417,7 @@ def validate(
         except OSError as e:
             raise MembudgetError(f"Cannot read log {str(from_log)!r}: {e.strerror}.") from None
     else:
-        from membudget.engines.llamacpp_run import run_llamacpp
+        from membudget.engines.llamacpp.run import run_llamacpp
 
         with busy("loading the model in llama.cpp", quiet=quiet):
             text = run_llamacpp(model, settings)

@@ -8,8 +8,8 @@ writes the new state back with a copy into the external state tensor.
 
 from __future__ import annotations
 
-from membudget.engines.ggml_graph import Tensor
-from membudget.engines.llamacpp_ops import (
+from membudget.engines.llamacpp.ggml import Tensor
+from membudget.engines.llamacpp.ops import (
     GraphBuilder,
     GraphSettings,
     row_size,

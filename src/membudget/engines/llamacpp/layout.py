@@ -28,14 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from membudget.engines.llamacpp_compute import compute_bytes
-from membudget.engines.llamacpp_devices import (
+from membudget.engines.llamacpp.devices import (
     CUDA_ALIGNMENT,
     MATRIX_ROW_PADDING,
     HostPins,
     cuda_alloc_bytes,
 )
-from membudget.engines.llamacpp_graph import GraphSettings, graph_compute_bytes
+from membudget.engines.llamacpp.graph import GraphSettings, graph_compute_bytes
+from membudget.engines.llamacpp.phases import compute_bytes
 from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
 from membudget.model import ModelSpec, TensorSpec, block_index
 from membudget.quant import GGMLType

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from membudget.engines.llamacpp import LlamaCppSettings
+from membudget.engines.llamacpp.profile import LlamaCppSettings
 from membudget.errors import MembudgetError
 from membudget.kv import cache_type
 
@@ -59,7 +59,7 @@ def run_llamacpp(
         "repack": repack,
     }
     done = subprocess.run(  # noqa: S603 - our own module, run with this interpreter
-        [sys.executable, "-m", "membudget.engines._llamacpp_child", json.dumps(cfg)],
+        [sys.executable, "-m", "membudget.engines.llamacpp._child", json.dumps(cfg)],
         capture_output=True,
         text=True,
         timeout=timeout,

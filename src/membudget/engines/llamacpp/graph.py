@@ -6,7 +6,7 @@ ggml-alloc place it; the compute buffer is what that placement needs. For the ar
 registered here, :func:`graph_compute_bytes` builds the same graph in the same order
 (``src/models/<arch>.cpp`` of llama.cpp 0c1e570, with the pieces in :mod:`.llamacpp_ops` and
 :mod:`.llamacpp_recurrent`) and replays ggml-alloc over it
-(:func:`membudget.engines.ggml_graph.allocate`). Measured against llama.cpp's CPU build
+(:func:`membudget.engines.llamacpp.ggml.allocate`). Measured against llama.cpp's CPU build
 (``benchmarks/accuracy.py``: every registered architecture, with realistic and with tiny
 vocabularies, eight settings each) the result equals llama.cpp's report. Other
 architectures get ``None``, and the caller falls back to the phase model of
@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from membudget.engines.ggml_graph import Tensor, allocate
-from membudget.engines.llamacpp_ops import Gating, GraphSettings, has_tensor, row_size, tensor_width
-from membudget.engines.llamacpp_recurrent import RecurrentBuilder
+from membudget.engines.llamacpp.ggml import Tensor, allocate
+from membudget.engines.llamacpp.ops import Gating, GraphSettings, has_tensor, row_size, tensor_width
+from membudget.engines.llamacpp.recurrent import RecurrentBuilder
 from membudget.model import ModelSpec
 
 __all__ = ["GraphSettings", "graph_compute_bytes", "simulated_architectures"]

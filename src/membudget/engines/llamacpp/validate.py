@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from membudget.engines.llamacpp import LlamaCppEstimate
-from membudget.engines.llamacpp_log import ReportedBuffer
+from membudget.engines.llamacpp.log import ReportedBuffer
+from membudget.engines.llamacpp.profile import LlamaCppEstimate
 
 __all__ = ["COMPARED_KINDS", "BufferComparison", "compare"]
 

@@ -37,6 +37,7 @@ __all__ = [
     "CPU",
     "FFN_DENSE_REGEX",
     "FFN_EXPS_REGEX",
+    "OP_OFFLOAD_MIN_BATCH",
     "HostPins",
     "cuda_alloc_bytes",
     "cuda_runs_ssm_scan",
@@ -51,6 +52,9 @@ __all__ = [
 CPU = "CPU"
 CUDA_ALIGNMENT = 128  # ggml-cuda.cu, ggml_backend_cuda_buffer_type_get_alignment
 MATRIX_ROW_PADDING = 512  # ggml-cuda/common.cuh
+# ggml-cuda.cu, ggml_backend_cuda_reg_get_device: op_offload_min_batch_size, the
+# GGML_OP_OFFLOAD_MIN_BATCH environment variable's default.
+OP_OFFLOAD_MIN_BATCH = 32
 # common/common.h: the patterns --cpu-moe, --n-cpu-moe and --n-cpu-ffn write as overrides.
 FFN_EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"  # LLM_FFN_EXPS_REGEX
 FFN_DENSE_REGEX = r"\.ffn_(up|down|gate)\."  # LLM_FFN_DENSE_REGEX

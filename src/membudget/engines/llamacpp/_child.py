@@ -1,6 +1,6 @@
 """Child process: load a model in the real llama.cpp (llama-cpp-python) and let it log.
 
-Run as ``python -m membudget.engines._llamacpp_child '<json settings>'``. llama.cpp's log goes
+Run as ``python -m membudget.engines.llamacpp._child '<json settings>'``. llama.cpp's log goes
 to stderr unchanged; the parent parses it. A child process keeps llama.cpp's memory and any
 crash away from the caller.
 """

@@ -1,5 +1,5 @@
 """The pieces llama.cpp builds its graphs from (``llm_graph_context`` in ``src/llama-graph.cpp``),
-as shape-only ggml ops on a :class:`~membudget.engines.ggml_graph.Graph`.
+as shape-only ggml ops on a :class:`~membudget.engines.llamacpp.ggml.Graph`.
 
 Each method adds the same ops, with the same shapes and sources in the same order, as the
 llama.cpp function its docstring names (llama.cpp 0c1e570). Weights and caches are external
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from membudget.engines.ggml_graph import Graph, Tensor, type_size
+from membudget.engines.llamacpp.ggml import Graph, Tensor, type_size
 from membudget.model import LayerSpec, ModelSpec
 
 __all__ = ["Gating", "GraphBuilder", "GraphSettings"]

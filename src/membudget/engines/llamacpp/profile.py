@@ -28,9 +28,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from membudget.engines.llamacpp_devices import (
+from membudget.engines.llamacpp.devices import (
     CPU,
     FFN_DENSE_REGEX,
+    OP_OFFLOAD_MIN_BATCH,
     HostPins,
     cuda_runs_ssm_scan,
     ffn_overrides,
@@ -39,7 +40,7 @@ from membudget.engines.llamacpp_devices import (
     offload_device,
     tensor_device,
 )
-from membudget.engines.llamacpp_layout import (
+from membudget.engines.llamacpp.layout import (
     Resolved,
     WeightTable,
     cache_table,
@@ -73,14 +74,15 @@ __all__ = [
 ]
 
 FlashAttn = Literal["on", "off", "auto"]
-LoadMode = Literal["auto", "mmap", "none", "dio"]
-LOAD_MODES: tuple[LoadMode, ...] = ("auto", "mmap", "none", "dio")
+LoadMode = Literal["auto", "mmap", "none", "dio", "mlock", "mmap+mlock"]
+LOAD_MODES: tuple[LoadMode, ...] = ("auto", "mmap", "none", "dio", "mlock", "mmap+mlock")
+# llama-model-loader.cpp: use_mmap for auto, mmap and mmap+mlock; llama-model.cpp: use_mlock
+# for mlock and mmap+mlock (host buffers locked, or the mapping locked as it is read).
+MAPPED_MODES = frozenset({"auto", "mmap", "mmap+mlock"})
+LOCKED_MODES = frozenset({"mlock", "mmap+mlock"})
 BufferKind = Literal["model", "kv", "kv_swa", "recurrent", "output", "compute"]
 ComputeMethod = Literal["simulated", "phase model"]
 _F32 = 4
-OP_OFFLOAD_MIN_BATCH = (
-    32  # ggml-cuda.cu: GGML_OP_OFFLOAD_MIN_BATCH's default, op_offload_min_batch_size
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,10 +440,12 @@ def _weight_buffers(
     span: int | None = None,
     cpu_devices: tuple[str, ...] = (),
     mapped: bool = True,
+    locked: bool = False,
 ) -> list[Buffer]:
     """The model buffers: per device, and the CPU's as llama.cpp reports it (the mapped
     ``span`` when known, else the tensors' sum), with what the OS may reclaim of it: the pages
-    that nothing reads (offloaded tensors between mapped ones, repacked tensors' originals)."""
+    that nothing reads (offloaded tensors between mapped ones, repacked tensors' originals),
+    none when ``locked`` (mlock keeps every page of the span in RAM)."""
     if w.flat_bytes:
         return [Buffer(CPU, "model", w.flat_bytes, "weights")]
     per_device: dict[str, int] = {CPU: w.input_bytes}
@@ -469,6 +473,8 @@ def _weight_buffers(
         read = per_device[CPU] - repacked  # the mapped tensors llama.cpp reads from the file
         per_device[CPU] = max(span, read)
         reclaimable = per_device[CPU] - read
+    if locked:
+        reclaimable = 0
     out = [
         Buffer(
             dev,
@@ -506,8 +512,9 @@ def estimate_llamacpp(
     pins = host_pins(spec, s)
     w = weight_table(spec, r.alignment, types, pins)
     span = _mapped_span(spec, slots, s.n_cpu_moe, types, pins)
-    mapped = s.load_mode in ("auto", "mmap")
-    buffers = _weight_buffers(w, slots, s.n_cpu_moe, span, s.cpu_devices, mapped)
+    mapped = s.load_mode in MAPPED_MODES
+    locked = s.load_mode in LOCKED_MODES
+    buffers = _weight_buffers(w, slots, s.n_cpu_moe, span, s.cpu_devices, mapped, locked)
     c = cache_table(spec, res, s.cache_type_k, s.cache_type_v, r.alignment, r.mla_k_only)
     # A slot's caches as its device allocates them: CUDA's rules on a GPU, the CPU backend's
     # on the CPU and on CPU RPC workers.
