@@ -276,3 +276,16 @@ def test_the_other_load_modes_allocate_what_the_plan_says(zoo: Path, mode: str) 
     if mode != "dio":
         model = [b for d in data["devices"] for b in d["buffers"] if b["kind"] == "model"]
         assert all(not b.get("reclaimable_bytes") for b in model)
+
+
+def test_yarn_scaling_stretches_the_trained_context(zoo: Path) -> None:
+    """``--rope-scaling yarn --rope-scale 2`` with no -c: llama-server takes twice the trained
+    context (n_ctx_train = n_ctx_orig_yarn / rope_freq_scale), and so does the plan; its
+    printed command passes the flags on and allocates the same."""
+    path = _model(zoo, "qwen3")
+    rope = ["--rope-scaling", "yarn", "--rope-scale", "2"]
+    data = _plan(str(path), "--engine", "llama-server", "--memory", "64GiB", *rope)
+    assert data["settings"]["n_ctx"] == 2 * 4096
+    assert data["commands"]["llama.cpp"][-4:] == rope
+    assert_same_buffers(data, run_server(["-m", str(path), *rope]))
+    assert_same_buffers(data, run_server(data["commands"]["llama.cpp"][1:]))

@@ -182,3 +182,27 @@ def test_largest_context_is_over_every_placement() -> None:
     b = Budget(32 * GIB, 32 * GIB, 0, "t", (("CUDA0", 8 * GIB),))
     p = make_plan(_spec("qwen3-8b"), LlamaCppSettings(n_ctx=24320), b, R, extras=False)
     assert p.max_context == 40960
+
+
+def test_yarn_changes_the_trained_context_only_at_a_new_factor() -> None:
+    """llama_init_from_model: with YaRN at a factor other than the model's own, n_ctx_train
+    becomes the original context times the factor; linear scaling leaves it."""
+    from membudget.readers.catalog import catalog_spec
+    from membudget.request import PlanRequest, yarn_ctx_train
+
+    spec = replace(
+        catalog_spec("qwen3-8b"),
+        n_ctx_train=131072,
+        rope_scaling="yarn",
+        rope_factor=4.0,
+        n_ctx_orig_yarn=32768,
+    )
+    assert yarn_ctx_train(spec, PlanRequest(rope_scale=4.0)) is None
+    assert yarn_ctx_train(spec, PlanRequest()) is None
+    scaled = yarn_ctx_train(spec, PlanRequest(rope_scale=8.0))
+    assert scaled is not None
+    assert scaled[0] == 262144
+    assert yarn_ctx_train(spec, PlanRequest(rope_scale=8.0, rope_scaling="linear")) is None
+    scaled = yarn_ctx_train(spec, PlanRequest(rope_scale=2.0, yarn_orig_ctx=40960))
+    assert scaled is not None
+    assert scaled[0] == 81920

@@ -125,9 +125,9 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
             id="an RPC worker of an unknown backend",
         ),
         pytest.param(
-            ["qwen3-8b", "--memory", "32GiB", "-lm", "mlock"],
-            "--load-mode must be one of auto, mmap, none, dio",
-            id="a load mode not planned yet",
+            ["qwen3-8b", "--memory", "32GiB", "-lm", "lock"],
+            "--load-mode must be one of auto, mmap, none, dio, mlock, mmap+mlock",
+            id="a load mode llama.cpp does not have",
         ),
         pytest.param(
             ["qwen3-30b-a3b", "--gpu", "8GiB", "--memory", "32GiB", "-cmoe", "--n-cpu-moe", "3"],

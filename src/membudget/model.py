@@ -200,6 +200,14 @@ class ModelSpec:
     tied_embeddings: bool = False
     embedding_only: bool = False
     tensors: tuple[TensorSpec, ...] = field(default=(), repr=False)
+    rope_scaling: str = ""
+    """The RoPE scaling the model was trained with (GGUF ``{arch}.rope.scaling.type``, config
+    ``rope_scaling``): ``none``, ``linear``, ``yarn``, ...; empty when not said."""
+    rope_factor: float = 0.0
+    """Its context factor (GGUF ``{arch}.rope.scaling.factor``); 0 when not said."""
+    n_ctx_orig_yarn: int = 0
+    """The context before scaling (GGUF ``{arch}.rope.scaling.original_context_length``); 0 when
+    not said (llama.cpp then takes ``n_ctx_train``)."""
     n_layer_mtp: int = 0
     """Multi-token-prediction blocks stored after the trunk (GGUF ``{arch}.nextn_predict_layers``).
     ``layers`` holds the trunk only: llama.cpp loads, caches and runs these blocks only for MTP

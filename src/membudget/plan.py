@@ -494,6 +494,7 @@ def llamacpp_flags(estimate: LlamaCppEstimate, model_path: str | None = None) ->
         flags += ["-ncffn", str(s.n_cpu_ffn)]
     if s.no_host:
         flags.append("--no-host")
+    flags += s.rope_flags
     if s.load_mode != "auto":
         flags += ["-lm", s.load_mode]
     return flags

@@ -8,6 +8,7 @@ report, so ``membudget plan --json`` and ``POST /api/plan`` give the same docume
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -90,6 +91,9 @@ LLAMACPP_ONLY = {
     "n_cpu_ffn": "--n-cpu-ffn",
     "no_host": "--no-host",
     "repack": "--no-repack",
+    "rope_scaling": "--rope-scaling",
+    "rope_scale": "--rope-scale",
+    "yarn_orig_ctx": "--yarn-orig-ctx",
 }
 VLLM_ONLY = {
     "tensor_parallel": "--tensor-parallel-size",
@@ -148,6 +152,12 @@ class PlanRequest:
     """``--no-host``: no pinned host buffer for the CPU's weights."""
     repack: bool = True
     """``--repack`` (default) or ``-nr/--no-repack``."""
+    rope_scaling: str | None = None
+    """``--rope-scaling none|linear|yarn``; None: the model's own."""
+    rope_scale: float | None = None
+    """``--rope-scale N``: stretch the context N times; None: the model's own factor."""
+    yarn_orig_ctx: int = 0
+    """``--yarn-orig-ctx N``: the context before YaRN scaling; 0: the model's own."""
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     nodes: int = 1
@@ -192,6 +202,14 @@ class PlanRequest:
                 ",".join(f"{x:g}" for x in split),
                 "needs non-negative shares, not all zero",
             )
+        if self.rope_scaling is not None and self.rope_scaling not in ("none", "linear", "yarn"):
+            raise InvalidArgumentError(
+                "--rope-scaling", self.rope_scaling, "must be none, linear or yarn"
+            )
+        if self.rope_scale is not None and not self.rope_scale > 0:
+            raise InvalidArgumentError("--rope-scale", self.rope_scale, "must be a positive factor")
+        if self.yarn_orig_ctx < 0:
+            raise InvalidArgumentError("--yarn-orig-ctx", self.yarn_orig_ctx, "must be 0 or more")
         if self.load_mode not in LOAD_MODES:
             raise InvalidArgumentError(
                 "--load-mode",
@@ -293,6 +311,7 @@ def llamacpp_settings(request: PlanRequest) -> LlamaCppSettings:
     load_mode = next(m for m in LOAD_MODES if m == request.load_mode)
     parallel = request.n_parallel
     return LlamaCppSettings(
+        rope_flags=rope_flags(request),
         load_mode=load_mode,
         tensor_overrides=request.tensor_overrides,
         n_cpu_ffn=request.n_cpu_ffn,
@@ -309,6 +328,18 @@ def llamacpp_settings(request: PlanRequest) -> LlamaCppSettings:
         flash_attn=fa,
         swa_full=request.swa_full,
     )
+
+
+def rope_flags(request: PlanRequest) -> tuple[str, ...]:
+    """The RoPE flags as given, for the printed command."""
+    out: list[str] = []
+    if request.rope_scaling is not None:
+        out += ["--rope-scaling", request.rope_scaling]
+    if request.rope_scale is not None:
+        out += ["--rope-scale", f"{request.rope_scale:g}"]
+    if request.yarn_orig_ctx:
+        out += ["--yarn-orig-ctx", str(request.yarn_orig_ctx)]
+    return tuple(out)
 
 
 def request_budget(request: PlanRequest, probe: Callable[[], Hardware]) -> Budget:
@@ -381,6 +412,32 @@ def _vllm(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) 
     return VllmPlanReport(estimate, model, found)
 
 
+def yarn_ctx_train(spec: ModelSpec, request: PlanRequest) -> tuple[int, str] | None:
+    """The trained context llama.cpp takes under the request's RoPE flags, and why, or None
+    when they change nothing. With YaRN scaling at a factor other than the model's own,
+    ``llama_init_from_model`` sets ``n_ctx_train = n_ctx_orig_yarn / rope_freq_scale`` (in
+    single precision): the context before scaling times the factor. Linear scaling leaves it
+    (llama.cpp still warns past it)."""
+    scaling = request.rope_scaling or spec.rope_scaling or "linear"
+    if scaling != "yarn" or request.rope_scale is None:
+        return None
+    trained_scale = _f32(1.0 / spec.rope_factor) if spec.rope_factor else 1.0
+    scale = _f32(1.0 / _f32(request.rope_scale))  # --rope-scale N: rope_freq_scale = 1/N
+    if scale == trained_scale:
+        return None
+    orig = request.yarn_orig_ctx or spec.n_ctx_orig_yarn or spec.n_ctx_train
+    n_ctx_train = int(_f32(orig / scale))
+    why = (
+        f"--rope-scaling yarn --rope-scale {request.rope_scale:g}: llama.cpp takes the trained "
+        f"context as {n_ctx_train:,} ({orig:,} before scaling, times {request.rope_scale:g})"
+    )
+    return n_ctx_train, why
+
+
+def _f32(x: float) -> float:
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
 DEFAULT_CTX = 4096  # the library's and llama-cpp-python's context when none is given or known
 FIT_MIN_CTX = 4096  # common/common.h: fit_params_min_ctx, the least context --fit sets a stream
 
@@ -401,6 +458,9 @@ def llamacpp_plan(
         # --cpu-moe, or a count past the layers: every layer's experts (llama.cpp's override
         # simply matches them all)
         request = replace(request, n_cpu_moe=spec.n_layer)
+    scaled = yarn_ctx_train(spec, request)
+    if scaled is not None:
+        spec = replace(spec, n_ctx_train=scaled[0])
     trained = spec.n_ctx_train or DEFAULT_CTX
     streams = 1 if request.kv_unified else request.n_parallel
     if auto_ctx:
@@ -422,6 +482,8 @@ def llamacpp_plan(
         )
 
     plan = plan_at(request)
+    if scaled is not None:
+        plan = replace(plan, warnings=(*plan.warnings, scaled[1]))
     floor = min(FIT_MIN_CTX, trained) * streams
     if auto_ctx and full and not plan.fits and plan.max_context >= floor:
         # What fit does when the trained context does not fit: a smaller context, never below

@@ -280,6 +280,19 @@ def plan(
             help="llama.cpp --repack/-nr: the CPU backend's repacked weight copies.",
         ),
     ] = True,
+    rope_scaling: Annotated[
+        str | None,
+        typer.Option(help="llama.cpp --rope-scaling none|linear|yarn (default: the model's)."),
+    ] = None,
+    rope_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="llama.cpp --rope-scale N: the context stretched N times (YaRN sets the trained context to the original times N)."
+        ),
+    ] = None,
+    yarn_orig_ctx: Annotated[
+        int, typer.Option(help="llama.cpp --yarn-orig-ctx N (default: the model's).")
+    ] = 0,
     ram: Annotated[
         str | None, typer.Option(help="CPU RAM budget when GPUs are given (same as --memory).")
     ] = None,
@@ -351,6 +364,9 @@ def plan(
         n_cpu_ffn=n_cpu_ffn,
         no_host=no_host,
         repack=repack,
+        rope_scaling=rope_scaling,
+        rope_scale=rope_scale,
+        yarn_orig_ctx=yarn_orig_ctx,
         tensor_parallel=tensor_parallel,
         pipeline_parallel=pipeline_parallel,
         nodes=nodes,

@@ -91,6 +91,13 @@ def _float(value: MetadataValue | None) -> float:
     return number if math.isfinite(number) else 0.0
 
 
+def _rope_type(value: MetadataValue | None) -> str:
+    """``{arch}.rope.scaling.type`` as llama.cpp reads it (``llama_rope_scaling_type_from_string``)."""
+    return (
+        value if isinstance(value, str) and value in ("none", "linear", "yarn", "longrope") else ""
+    )
+
+
 def spec_from_gguf(f: GGUFFile) -> ModelSpec:
     """Describe the model that ``f`` holds."""
     if not f.architecture:
@@ -256,6 +263,9 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
         n_ff=n_ff,
         n_vocab=vocab,
         n_ctx_train=m.get_int(Keys.LLM.CONTEXT_LENGTH, 0),
+        rope_scaling=_rope_type(m.raw(Keys.Rope.SCALING_TYPE)),
+        rope_factor=_float(m.raw(Keys.Rope.SCALING_FACTOR)),
+        n_ctx_orig_yarn=m.get_int(Keys.Rope.SCALING_ORIG_CTX_LEN, 0),
         layers=layers,
         weights=weights,
         quant=Quantization(

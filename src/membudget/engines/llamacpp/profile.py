@@ -156,6 +156,9 @@ class LlamaCppSettings:
     ``CPU`` as the buffer type."""
     n_cpu_ffn: int = 0
     """``-ncffn``: the dense FFN weights of the first N layers stay on the CPU."""
+    rope_flags: tuple[str, ...] = ()
+    """RoPE flags passed through to the command (they change no buffer; what they change of
+    the trained context is applied to the model before planning)."""
 
     def __post_init__(self) -> None:
         for pattern, buft in self.tensor_overrides:
