@@ -289,3 +289,14 @@ def test_yarn_scaling_stretches_the_trained_context(zoo: Path) -> None:
     assert data["commands"]["llama.cpp"][-4:] == rope
     assert_same_buffers(data, run_server(["-m", str(path), *rope]))
     assert_same_buffers(data, run_server(data["commands"]["llama.cpp"][1:]))
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "gemma3", "granitehybrid", "deepseek2", "qwen3next"])
+def test_one_worker_with_every_layer_is_scheduled_exactly(zoo: Path, arch: str) -> None:
+    """Every layer on one RPC worker: the worker's compute buffer and the host's (the graph
+    inputs and token rows llama.cpp's scheduler leaves on the CPU) equal the log's, as they do
+    on a CUDA device (tests/test_cuda_logs.py)."""
+    path = _model(zoo, arch)
+    data = _plan(str(path), "--memory", "64GiB", "--ctx", "2048", "--rpc-node", "1GiB:cpu")
+    assert not any("compute buffers" in w for w in data["warnings"])
+    assert_same_buffers(data, _run_with_workers(data, 1))

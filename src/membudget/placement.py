@@ -38,6 +38,7 @@ from functools import partial
 from membudget.engines.llamacpp import (
     LlamaCppRules,
     LlamaCppSettings,
+    full_offload_split,
     graph_bytes,
     host_compute_bytes,
     host_pins,
@@ -99,12 +100,22 @@ class _Costs:
     backend does."""
 
     def __init__(
-        self, w: WeightTable, c: CacheTable, graph: int, host: int, out: int, offload: int = -1
+        self,
+        w: WeightTable,
+        c: CacheTable,
+        graph: int,
+        host: int,
+        out: int,
+        offload: int = -1,
+        split: tuple[int, int] | None = None,
     ) -> None:
         n = w.n_slots
         self.n_slots = n
         self.graph = graph
         self.host = host
+        self.split = split
+        """Host and device compute buffers when the one device holds every layer and every
+        expert (the scheduler's figures, as the estimate has them)."""
         self.offload = offload
         """The device that takes the CPU layers' large-batch products (the first CUDA device),
         which therefore reserves a compute buffer even when it holds no layer; -1: none."""
@@ -143,8 +154,15 @@ class _Costs:
     def cpu(self, s: int, k: int, any_device: bool) -> int:
         """Resident CPU bytes with slots ``0 .. s - 1`` there and experts below ``k``."""
         experts = self.cpu_exps[max(k, s)] - self.cpu_exps[s] if k > s else 0
-        compute = self.graph if s > 0 or not any_device else self.host
+        if s > 0 or not any_device:
+            compute = self.graph
+        else:
+            compute = self.split[0] if self.split is not None and k == 0 else self.host
         return self.cpu_fixed + self.cpu_full[s] + experts + compute
+
+    def device_graph(self, s: int, k: int) -> int:
+        """A device's compute buffer when the CPU keeps ``s`` slots and experts below ``k``."""
+        return self.split[1] if self.split is not None and s == 0 and k == 0 else self.graph
 
     def cpu_read(self, s: int, k: int, used: int, total: int) -> int:
         """Weight bytes the CPU reads per token, times ``total``: its dense weights whole, its
@@ -154,10 +172,9 @@ class _Costs:
 
     def loads(self, s: int, k: int, counts: Sequence[int], hosts: Sequence[bool]) -> list[int]:
         out, pos = [], s
+        graph = self.device_graph(s, k)
         for j, (n, host) in enumerate(zip(counts, hosts, strict=True)):
-            out.append(
-                self.graph + self.gpu(pos, pos + n, k, host) if n or j == self.offload else 0
-            )
+            out.append(graph + self.gpu(pos, pos + n, k, host) if n or j == self.offload else 0)
             pos += n
         return out
 
@@ -168,7 +185,7 @@ class _Costs:
         n = self.n_slots
         pos, counts = s, []
         for cap, host in zip(caps, hosts, strict=True):
-            room = cap - self.graph
+            room = cap - self.device_graph(s, k)
             if pos == n or room < 0 or self.gpu(pos, pos + 1, k, host) > room:
                 counts.append(0)
                 continue
@@ -255,11 +272,21 @@ class Placer:
         r = self.rules
         res = resolve(self.spec, s, r)
         c = cache_table(self.spec, res, s.cache_type_k, s.cache_type_v, r.alignment, r.mla_k_only)
+        split = None
         if compute is not None:
             graph = compute
         else:
-            graph, _ = graph_bytes(self.spec, res, s, r)
+            graph, simulated = graph_bytes(self.spec, res, s, r)
             self.computed[(s.n_ctx, s.n_parallel)] = graph
+            if simulated and len(self.names) == 1:
+                # one device holding every layer: the scheduler's split, as the estimate has it
+                one = replace(
+                    s,
+                    gpus=self.names,
+                    n_gpu_layers=self.spec.n_layer + 1,
+                    cpu_devices=self.names if self.hosts[0] else (),
+                )
+                split = full_offload_split(self.spec, res, one, r, [self.names[0]])
         return _Costs(
             self.weights,
             c,
@@ -267,6 +294,7 @@ class Placer:
             host_compute_bytes(self.spec, res.n_tokens),
             output_bytes(self.spec, s, res.n_seq),
             self.offload if res.n_tokens >= OP_OFFLOAD_MIN_BATCH else -1,
+            split,
         )
 
     # -- the search ----------------------------------------------------------------------

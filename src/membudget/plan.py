@@ -621,12 +621,17 @@ def _warnings(spec: ModelSpec, estimate: LlamaCppEstimate, requested_ubatch: int
                 "to lock them and go on unlocked; raise the limit first"
             )
     # A CUDA device takes the large-batch matrix products of CPU layers too (op offload), so
-    # its compute buffer exists even with -ngl 0.
-    if s.gpus and (s.n_gpu_layers > 0 or any(has_host_buffer(d) for d in s.gpus)):
+    # its compute buffer exists even with -ngl 0. One device holding every layer of a dense
+    # model is scheduled as llama.cpp schedules it; other splits are not yet.
+    split = s.gpus and (s.n_gpu_layers > 0 or any(has_host_buffer(d) for d in s.gpus))
+    scheduled = all("scheduled" in b.detail for b in estimate.buffers if b.kind == "compute")
+    fused = spec.is_moe and any(d.startswith("CUDA") for d in s.gpus)
+    if split and not (scheduled and not fused):
         out.append(
-            "compute buffers with more than one backend are estimated: llama.cpp splits the graph "
-            "between backends (with pipeline parallelism it keeps copies of each split's inputs), "
-            "which membudget does not model yet; weights, KV cache and output are exact"
+            "compute buffers with more than one backend are estimated: membudget follows "
+            "llama.cpp's scheduler only with every layer on one device (not "
+            "for part of the layers on the CPU, several devices with their pipeline copies, or "
+            "CUDA's fused expert routing); weights, KV cache and output are exact"
         )
     return out
 

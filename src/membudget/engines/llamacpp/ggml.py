@@ -87,6 +87,11 @@ class Tensor:
     flags: frozenset[Flag] = frozenset()
     """``input`` / ``output``; replaced, never changed in place (see :meth:`mark`)."""
     name: str = ""
+    slot: int = -1
+    """An external's layer (``n_layer``: the output layer; -1: the input layer)."""
+    kind: str = ""
+    """An external's kind: ``w`` weight, ``e`` routed expert, ``a`` a Mamba scan's ``ssm_a``,
+    ``c`` cache."""
     n_bytes: int = field(init=False)
     """``ggml_nbytes``: the last element's end, through the strides."""
 
@@ -131,6 +136,8 @@ class Graph:
         self.nodes: list[Tensor] = []
         self.leafs: list[Tensor] = []
         self._seen: set[Tensor] = set()
+        self.layer = -1
+        """The layer being built: externals created now belong to it."""
 
     # -- ordering ---------------------------------------------------------------------------
     def expand(self, t: Tensor) -> None:
@@ -160,9 +167,12 @@ class Graph:
     def input(self, type_name: str, *ne: int, name: str = "") -> Tensor:
         return self.new(type_name, *ne, name=name, flags=("input",))
 
-    def external(self, type_name: str, *ne: int, name: str = "") -> Tensor:
+    def external(self, type_name: str, *ne: int, name: str = "", kind: str = "w") -> Tensor:
+        """A weight (``w``), routed expert (``e``) or cache (``c``) of the current layer."""
         t = self.new(type_name, *ne, name=name)
         t.external = True
+        t.slot = self.layer
+        t.kind = kind
         return t
 
     @staticmethod

@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from membudget.engines.llamacpp.ggml import Tensor, allocate
+from membudget.engines.llamacpp.ggml import Graph, Tensor, allocate
 from membudget.engines.llamacpp.ops import Gating, GraphSettings, has_tensor, row_size, tensor_width
 from membudget.engines.llamacpp.recurrent import RecurrentBuilder
 from membudget.model import ModelSpec
 
-__all__ = ["GraphSettings", "graph_compute_bytes", "simulated_architectures"]
+__all__ = ["GraphSettings", "build_graph", "graph_compute_bytes", "simulated_architectures"]
 
 Build = Callable[[RecurrentBuilder], None]
 
@@ -65,7 +65,7 @@ class _Decoder:
         if b.iswa:
             b.attn_inputs("swa_")
         out_ids = b.out_ids()
-        for il, layer in enumerate(spec.layers):
+        for il, layer in b.layers():
             cur = b.norm(inp)
             q, k, v = b.qkv(layer, cur)
             if qk_norm:
@@ -144,7 +144,7 @@ def _deepseek2(b: RecurrentBuilder) -> None:
     b.attn_inputs(k_only=True)
     out_ids = b.out_ids()
     ns, n_kv = s.n_stream, s.n_kv
-    for il, layer in enumerate(spec.layers):
+    for il, layer in b.layers():
         h = layer.n_head
         cur = b.norm(inp)
         if mla.q_lora_rank:
@@ -164,7 +164,7 @@ def _deepseek2(b: RecurrentBuilder) -> None:
         k_cur = g.f32("CONCAT", (rank + rope, 1, n_tok), v_cur, k_pe)
         for t in (q_cur, v_cur, k_cur):
             g.expand(t)
-        cache = g.external(s.cache_type_k.upper(), rank + rope, n_kv, ns)
+        cache = g.external(s.cache_type_k.upper(), rank + rope, n_kv, ns, kind="c")
         dst = g.reshape(cache, rank + rope, n_kv * ns) if ns > 1 else cache
         rows = g.view(k_cur, (rank + rope, n_tok), (k_cur.nb[2],))
         g.expand(g.set_rows(dst, rows, b.inputs["k_idxs"]))
@@ -192,13 +192,13 @@ def _gpt_oss(b: RecurrentBuilder) -> None:
     """gpt-oss (``src/models/openai-moe.cpp``): alternating sliding-window and full attention
     with sinks, a MoE whose softmax runs over the chosen experts only, and the output rows
     picked after the last layer rather than inside it."""
-    g, spec = b.g, b.spec
+    g = b.g
     inp = b.inp_embd()
     pos = b.inp_pos()
     b.attn_inputs()
     b.attn_inputs("swa_")
     out_ids = b.out_ids()
-    for layer in spec.layers:
+    for _, layer in b.layers():
         cur = b.norm(inp)
         q, k, v = b.qkv(layer, cur)
         q = g.same("ROPE", q, pos, None)
@@ -239,7 +239,7 @@ class _Hybrid:
         def add(residual: Tensor, x: Tensor) -> Tensor:
             return g.same("ADD", *((residual, x) if self.residual_first else (x, residual)))
 
-        for il, layer in enumerate(spec.layers):
+        for il, layer in b.layers():
             cur = b.norm(inp)
             if layer.recurrent:
                 step = {"mamba2": b.mamba2, "shortconv": b.shortconv}.get(kind, b.mamba)
@@ -273,7 +273,7 @@ def _falcon_h1(b: RecurrentBuilder) -> None:
     b.rs_input()
     b.attn_inputs()
     out_ids = b.out_ids()
-    for il, layer in enumerate(spec.layers):
+    for il, layer in b.layers():
         q, k, v = b.qkv(layer, b.norm(inp))
         q, k = g.same("ROPE", q, pos, None), g.same("ROPE", k, pos, None)
         attn = b.attention(layer, q, k, v)
@@ -294,7 +294,7 @@ def _rwkv6(b: RecurrentBuilder) -> None:
     inp = b.layer_norm(b.inp_embd())
     b.rs_input()
     out_ids = b.out_ids()
-    for il in range(spec.n_layer):
+    for il, _ in b.layers():
         inp = g.reshape(inp, e, per_seq, n)
         shift = b.conv_window(e, 2)  # token_shift_count rows of n_embd
         stride = shift.nb[1:3]
@@ -311,7 +311,7 @@ def _rwkv6(b: RecurrentBuilder) -> None:
         last_att = g.view(att_norm, (e, 1, n), att_norm.nb[1:3])
         last_ffn = g.view(ffn_norm, (e, 1, n), ffn_norm.nb[1:3])
         shift = g.f32("CONCAT", (e, 2, n), last_att, last_ffn)
-        store = g.external("F32", 2 * e * n)
+        store = g.external("F32", 2 * e * n, kind="c")
         g.expand(g.copy_into(g.view(shift, (2 * e * n,), ()), store))
         ffn_inp = g.reshape(ffn_inp, e, n_tok)
         ffn_norm = g.reshape(ffn_norm, e, n_tok)
@@ -343,7 +343,7 @@ class _GatedDeltaNet:
         b.attn_inputs()
         pos = g.input("I32", n_tok * 4, name="inp_pos") if self.mrope else b.inp_pos()
         out_ids = b.out_ids()
-        for il, layer in enumerate(spec.layers):
+        for il, layer in b.layers():
             cur = b.norm(inp)
             g.expand(cur)
             if layer.recurrent:
@@ -446,12 +446,19 @@ def _supported(spec: ModelSpec) -> bool:
     return r.kind == "shortconv"
 
 
-def graph_compute_bytes(spec: ModelSpec, settings: GraphSettings) -> int | None:
-    """Bytes ggml-alloc reserves for llama.cpp's worst-case graph on one CPU backend, or
-    ``None`` for an architecture this module does not rebuild."""
+def build_graph(spec: ModelSpec, settings: GraphSettings) -> Graph | None:
+    """llama.cpp's worst-case graph for ``spec``, or ``None`` for an architecture this module
+    does not rebuild."""
     build = _BUILDERS.get(spec.architecture)
     if build is None or not _supported(spec):
         return None
     b = RecurrentBuilder(spec, settings)
     build(b)
-    return allocate(b.g, settings.alignment)
+    return b.g
+
+
+def graph_compute_bytes(spec: ModelSpec, settings: GraphSettings) -> int | None:
+    """Bytes ggml-alloc reserves for llama.cpp's worst-case graph on one CPU backend, or
+    ``None`` for an architecture this module does not rebuild."""
+    g = build_graph(spec, settings)
+    return None if g is None else allocate(g, settings.alignment)

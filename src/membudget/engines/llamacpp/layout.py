@@ -34,7 +34,7 @@ from membudget.engines.llamacpp.devices import (
     HostPins,
     cuda_alloc_bytes,
 )
-from membudget.engines.llamacpp.graph import GraphSettings, graph_compute_bytes
+from membudget.engines.llamacpp.graph import GraphSettings, build_graph, graph_compute_bytes
 from membudget.engines.llamacpp.phases import compute_bytes
 from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
 from membudget.model import ModelSpec, TensorSpec, block_index
@@ -344,6 +344,7 @@ def _graph_key(spec: ModelSpec) -> int:
             if len(_SHAPES) > _GRAPHS_SIZE:
                 _SHAPES.clear()
                 _GRAPHS.clear()
+                _SPLITS.clear()
             return _SHAPES.setdefault(shape, len(_SHAPES))
 
     return _MEMO.get(spec, "graph-key", make)
@@ -401,3 +402,74 @@ def compute_for(
         n_outputs=res.n_outputs,
     )
     return phase, False
+
+
+_SPLITS: OrderedDict[tuple[int, GraphSettings, bool, bool], tuple[int, int] | None] = OrderedDict()
+
+
+def split_compute(
+    spec: ModelSpec,
+    res: Resolved,
+    type_k: str,
+    type_v: str,
+    attn_rotation: bool,
+    device: str,
+    host_device: bool,
+) -> tuple[int, int] | None:
+    """The compute buffers of the host and of ``device`` when ``device`` holds every layer,
+    as llama.cpp's scheduler splits the graph between them (:mod:`.sched`): the CPU keeps the
+    graph inputs and the token rows it looks up, the device the rest and copies of what it
+    reads from the host. ``host_device``: the device allocates as the CPU backend does (a CPU
+    RPC worker). None for an architecture without a graph builder."""
+    from membudget.engines.llamacpp.devices import cuda_runs_ssm_scan  # noqa: PLC0415
+    from membudget.engines.llamacpp.ggml import Tensor  # noqa: PLC0415
+    from membudget.engines.llamacpp.sched import (  # noqa: PLC0415
+        Backend,
+        cuda_alloc_size,
+        cuda_supports,
+        schedule,
+    )
+
+    gs = GraphSettings(
+        n_tokens=pad(res.n_tokens, res.n_seq),
+        n_outputs=res.n_outputs,
+        n_seqs=res.n_seq,
+        n_kv=res.kv_size,
+        n_swa_kv=res.swa_size,
+        n_stream=res.n_stream,
+        flash_attn=res.flash_attn,
+        cache_type_k=type_k,
+        cache_type_v=type_v,
+        alignment=32,
+        attn_rotation=attn_rotation,
+    )
+    cuda = device.startswith("CUDA")
+    key = (_graph_key(spec), gs, cuda, host_device)
+    with _GRAPHS_LOCK:
+        if key in _SPLITS:
+            _SPLITS.move_to_end(key)
+            return _SPLITS[key]
+    g = build_graph(spec, gs)
+    result: tuple[int, int] | None = None
+    if g is not None:
+        scan_ok = cuda_runs_ssm_scan(spec)
+        if host_device:
+            gpu = Backend(device, 32)
+        else:
+            # CUDA's rules; an RPC worker with a GPU allocates as its backend does, but the
+            # scheduler offloads nothing to it
+            gpu = Backend(
+                device, CUDA_ALIGNMENT, 32 if cuda else 0, cuda_supports(scan_ok), cuda_alloc_size
+            )
+
+        def device_of(t: Tensor) -> int:
+            on_host = t.slot < 0 or (t.kind == "a" and not scan_ok and not host_device)
+            return 1 if on_host else 0
+
+        dev, cpu = schedule(g, (gpu, Backend("CPU", 32)), device_of)
+        result = (cpu, dev)
+    with _GRAPHS_LOCK:
+        _SPLITS[key] = result
+        while len(_SPLITS) > _GRAPHS_SIZE:
+            _SPLITS.popitem(last=False)
+    return result

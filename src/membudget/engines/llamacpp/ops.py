@@ -9,6 +9,7 @@ left out where llama.cpp applies them in place (they change no size and no place
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -203,8 +204,8 @@ class GraphBuilder:
         for t in (q, k, v) if self.iswa else (q, v, k):
             g.expand(t)
         hk, hv, nkv, ns = layer.head_dim_k, layer.head_dim_v, layer.n_head_kv, s.n_stream
-        cache_k = g.external(s.cache_type_k.upper(), hk * nkv, n_kv, ns)
-        cache_v = g.external(s.cache_type_v.upper(), hv * nkv, n_kv, ns)
+        cache_k = g.external(s.cache_type_k.upper(), hk * nkv, n_kv, ns, kind="c")
+        cache_v = g.external(s.cache_type_v.upper(), hv * nkv, n_kv, ns, kind="c")
         k_dst = g.reshape(cache_k, hk * nkv, n_kv * ns) if ns > 1 else cache_k
         k_rows = g.view(k, (hk * nkv, n_tok), (k.nb[2],))
         g.expand(g.set_rows(k_dst, k_rows, self.inputs[prefix + "k_idxs"]))
@@ -313,7 +314,7 @@ class GraphBuilder:
         cur = g.reshape(x, e, 1, n_tok)
 
         def experts_mm(n_out: int, n_in: int, b: Tensor) -> Tensor:
-            w = g.external("F16", n_in, n_out, n_exp)
+            w = g.external("F16", n_in, n_out, n_exp, kind="e")
             return g.f32("MUL_MAT_ID", (n_out, n_used, n_tok), w, b, selected)
 
         up = experts_mm(n_ff, e, cur)
@@ -329,10 +330,19 @@ class GraphBuilder:
             g.expand(out)
         return g.cont(out) if n_used == 1 else out
 
+    def layers(self) -> Iterator[tuple[int, LayerSpec]]:
+        """The layers in order, each external built meanwhile tagged with its layer; after the
+        last, the output layer's."""
+        for il, layer in enumerate(self.spec.layers):
+            self.g.layer = il
+            yield il, layer
+        self.g.layer = self.spec.n_layer
+
     def output(self, x: Tensor, *, final_softcap: bool = False, layer_norm: bool = False) -> None:
         """The final norm (``t_embd``) and the logits (``t_logits``): graph outputs, which
         ggml-alloc never frees or reuses."""
         g = self.g
+        g.layer = self.spec.n_layer
         cur = self.layer_norm(x) if layer_norm else self.norm(x)
         cur.mark("output")
         logits = self.linear(cur, self.spec.n_vocab)

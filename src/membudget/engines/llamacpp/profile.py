@@ -47,6 +47,7 @@ from membudget.engines.llamacpp.layout import (
     compute_for,
     pad,
     repacks,
+    split_compute,
     weight_table,
 )
 from membudget.errors import InvalidArgumentError
@@ -64,6 +65,7 @@ __all__ = [
     "LlamaCppSettings",
     "LoadMode",
     "estimate_llamacpp",
+    "full_offload_split",
     "graph_bytes",
     "host_compute_bytes",
     "host_pins",
@@ -403,6 +405,38 @@ def output_bytes(spec: ModelSpec, s: LlamaCppSettings, n_seq: int) -> int:
     return floats * _F32
 
 
+def full_offload_split(
+    spec: ModelSpec, res: Resolved, s: LlamaCppSettings, r: LlamaCppRules, slots: list[str]
+) -> tuple[int, int] | None:
+    """Host and device compute buffers when one device holds every layer, as llama.cpp's
+    scheduler splits the graph (:func:`~.layout.split_compute`); None otherwise. A mixture of
+    experts keeps the one-backend figure on the device: CUDA's fused routing keeps tensors
+    alive longer than the plain schedule, which the scheduler model does not follow yet (an RPC
+    worker fuses nothing). Weights kept on the host (``-ot``, ``-ncffn``, ``--n-cpu-moe``, a scan
+    CUDA cannot run) split the graph further; those placements keep the one-backend figure."""
+    if len(s.gpus) != 1 or any(d != s.gpus[0] for d in slots):
+        return None
+    device_name = s.gpus[0]
+    cuda = device_name.startswith("CUDA")
+    if s.tensor_overrides or s.n_cpu_ffn or s.n_cpu_moe or (cuda and not cuda_runs_ssm_scan(spec)):
+        return None  # weights on the host: their ops are split again, not modelled yet
+    split = split_compute(
+        spec,
+        res,
+        s.cache_type_k,
+        s.cache_type_v,
+        r.attn_rotation,
+        device_name,
+        device_name in s.cpu_devices,
+    )
+    if split is None:
+        return None
+    host, device = split
+    if spec.is_moe and cuda:
+        device, _ = graph_bytes(spec, res, s, r)
+    return host, device
+
+
 def host_compute_bytes(spec: ModelSpec, n_tokens: int) -> int:
     """The CPU's share of the graph when every layer is on a GPU: the embedding rows it feeds
     them (an estimate: not yet checked against a CUDA build's log)."""
@@ -544,12 +578,18 @@ def estimate_llamacpp(
     used = list(dict.fromkeys(slots))
     # Each backend holding layers reserves the graph's working set, and so does the device that
     # takes the CPU layers' large-batch products; a host that only feeds the GPUs keeps the
-    # embedding rows.
+    # graph's inputs and the token rows it looks up.
     first = offload_device(s.gpus)
     if first >= 0 and s.gpus[first] not in used and res.n_tokens >= OP_OFFLOAD_MIN_BATCH:
         used.append(s.gpus[first])
-    buffers.extend(Buffer(dev, "compute", graph, detail) for dev in used)
-    if CPU not in used:
+    split = full_offload_split(spec, res, s, r, slots) if simulated else None
+    if split is not None:
+        host, device = split
+        buffers.append(Buffer(used[0], "compute", device, detail.replace(method, "scheduled")))
+        buffers.append(Buffer(CPU, "compute", host, "graph inputs and token rows (scheduled)"))
+    else:
+        buffers.extend(Buffer(dev, "compute", graph, detail) for dev in used)
+    if CPU not in used and split is None:
         buffers.append(
             Buffer(
                 CPU,

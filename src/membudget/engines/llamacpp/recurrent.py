@@ -36,7 +36,7 @@ class RecurrentBuilder(GraphBuilder):
         """``build_rs`` up to its lookup: the layer's state rows (one zeroed in place) and
         the main copy indices."""
         g, n = self.g, self.s.n_seqs
-        rows = g.reshape(g.external("F32", n_state, n), n_state, n)
+        rows = g.reshape(g.external("F32", n_state, n, kind="c"), n_state, n)
         g.expand(g.inplace("SCALE", g.view(rows, (n_state,), ())))
         return rows, g.view(self.inputs["s_copy"], (n,), ())
 
@@ -75,7 +75,7 @@ class RecurrentBuilder(GraphBuilder):
         conv = self.conv_window(e, d_conv - 1)
         bx = g.f32("CONCAT", (d_conv - 1 + per_seq, e, n), conv, bx)
         snap = g.view(bx, (d_conv - 1, e, n), bx.nb[1:3])
-        g.expand(g.copy_into(snap, g.external("F32", (d_conv - 1) * e, n)))
+        g.expand(g.copy_into(snap, g.external("F32", (d_conv - 1) * e, n, kind="c")))
         conv_out = g.f32("SSM_CONV", (e, per_seq, n), bx, g.external("F32", d_conv, e))
         y = self.linear(g.same("MUL", c, conv_out), e)
         return g.reshape(y, e, n_tok)
@@ -117,7 +117,7 @@ class RecurrentBuilder(GraphBuilder):
         out = g.f32("RWKV_WKV6", (e, n_tok + head * n), k, v, r, first, w, state)
         y = g.view(out, (e * n_tok,), ())
         tail = g.view(out, (n_state * n,), ())
-        g.expand(g.copy_into(tail, g.external("F32", n_state * n)))
+        g.expand(g.copy_into(tail, g.external("F32", n_state * n, kind="c")))
         y = g.reshape(g.same("NORM", g.reshape(y, head, n_head, n_tok)), e, n_tok)
         y = g.same("ADD", g.same("MUL", y, g.external("F32", e)), g.external("F32", e))
         y = self.linear(g.same("MUL", y, gate), e)
@@ -165,7 +165,7 @@ class RecurrentBuilder(GraphBuilder):
         n_ssm = d_state * d_inner
         srows, smain = self.rs_rows(n_ssm)
         states = g.reshape(srows, d_state, 1, d_inner, n)
-        a = g.external("F32", d_state, d_inner)
+        a = g.external("F32", d_state, d_inner, kind="a")
         y_ssm = g.f32("SSM_SCAN", (x4.n_elements + n_ssm * n,), states, x4, dt, a, bs, cs, smain)
         g.expand(y_ssm)
         self.rs_extra(srows)
@@ -206,7 +206,7 @@ class RecurrentBuilder(GraphBuilder):
         n_ssm = d_state * d_inner
         srows, smain = self.rs_rows(n_ssm)
         states = g.reshape(srows, d_state, head_dim, n_head, n)
-        a = g.external("F32", 1, n_head)
+        a = g.external("F32", 1, n_head, kind="a")
         y_ssm = g.f32("SSM_SCAN", (xs.n_elements + n_ssm * n,), states, xs, dt, a, bs, cs, smain)
         g.expand(y_ssm)
         self.rs_extra(srows)
