@@ -10,8 +10,8 @@ Each case is planned again here with the same flags (``--gpu 140GiB --memory 100
 - the printed command is the command that ran;
 - every model, KV, SWA, recurrent-state and output buffer, per device, equals the log's to its
   printed 0.01 MiB;
-- with every layer of a dense model on the GPU, the compute buffers of both the GPU and the
-  host equal the log's too (llama.cpp's scheduler, :mod:`membudget.engines.llamacpp.sched`);
+- with every layer on the GPU, the compute buffers of both the GPU and the host equal the
+  log's too (llama.cpp's scheduler, :mod:`membudget.engines.llamacpp.sched`);
   for the other splits the plan must say in a warning that they are estimated;
 - what llama.cpp refused, membudget refuses, with llama.cpp's reason.
 """
@@ -119,8 +119,10 @@ def test_the_cuda_log_matches_the_plan(
     if case.bare:
         data = _plan(str(path), "--engine", "llama-server", *base, *case.extra)
     else:
-        data = _plan(str(path), *base, *case.plan, *case.extra)
         ran = [str(path) if a == "{model}" else a for a in entry["args"]]
+        # the command pinned -fa as the plan of the day resolved "auto"; plan that command
+        fa = [] if "-fa" in case.plan else ["-fa", ran[ran.index("-fa") + 1]]
+        data = _plan(str(path), *base, *case.plan, *fa, *case.extra)
         assert _pairs(data["commands"]["llama.cpp"][1:]) == _pairs(ran)
     if "--no-host" in case.extra and "AMX model buffer" in entry["log"]:
         pytest.skip(_AMX)
@@ -133,14 +135,22 @@ def test_the_cuda_log_matches_the_plan(
         assert not warned, data["warnings"]
 
 
-# Cases whose compute buffers membudget schedules exactly (the replay above checks them all):
-# a dense model with every layer on the one GPU.
+# Cases whose compute buffers membudget schedules exactly (the replay above checks every case
+# without a warning): every layer on the one GPU, dense or a mixture of experts (CUDA's fused
+# routing included), whatever the cache.
 _SCHEDULED = {
     "llama/full",
     "qwen3/full",
     "gemma3/full",
     "gemma3/c2000-q8_0-fa-on",
     "llama/c700-b300-q4_0",
+    "qwen3moe/full",
+    "gpt-oss/full",
+    "deepseek2/full",
+    "glm4moe/full",
+    "jamba/full",
+    "gpt-oss/c3000-swa-full-ub256",
+    "deepseek2/c5000-np3-unified-fa-off",
 }
 
 

@@ -240,8 +240,14 @@ class Placer:
         self.spec = spec
         self.pool = pool
         """Unified memory: the CPU and every device together (Apple Silicon)."""
+        # the devices stay named: flash attention "auto" is resolved against them
         self.base = replace(
-            settings, n_gpu_layers=0, gpus=(), tensor_split=(), n_cpu_moe=0, cpu_devices=()
+            settings,
+            n_gpu_layers=0,
+            gpus=tuple(name for name, _ in devices),
+            tensor_split=(),
+            n_cpu_moe=0,
+            cpu_devices=(),
         )
         self.rules = rules or LlamaCppRules()
         self.pins = pins or Pins()

@@ -22,6 +22,7 @@ from membudget.engines.llamacpp import (
     LlamaCppRules,
     LlamaCppSettings,
     estimate_llamacpp,
+    scheduled_exactly,
 )
 from membudget.engines.llamacpp.devices import CPU, has_host_buffer
 from membudget.errors import InvalidArgumentError, MembudgetError
@@ -625,13 +626,13 @@ def _warnings(spec: ModelSpec, estimate: LlamaCppEstimate, requested_ubatch: int
     # model is scheduled as llama.cpp schedules it; other splits are not yet.
     split = s.gpus and (s.n_gpu_layers > 0 or any(has_host_buffer(d) for d in s.gpus))
     scheduled = all("scheduled" in b.detail for b in estimate.buffers if b.kind == "compute")
-    fused = spec.is_moe and any(d.startswith("CUDA") for d in s.gpus)
-    if split and not (scheduled and not fused):
+    if split and not (scheduled and scheduled_exactly(spec, s.gpus)):
         out.append(
             "compute buffers with more than one backend are estimated: membudget follows "
             "llama.cpp's scheduler only with every layer on one device (not "
-            "for part of the layers on the CPU, several devices with their pipeline copies, or "
-            "CUDA's fused expert routing); weights, KV cache and output are exact"
+            "for part of the layers on the CPU, several devices with their pipeline copies, "
+            "weights kept on the host, or a gated-delta-net hybrid on CUDA); weights, KV cache "
+            "and output are exact"
         )
     return out
 

@@ -31,6 +31,7 @@ from membudget.engines.llamacpp.profile import (
     repack_types,
     repack_types_for,
     resolve,
+    scheduled_exactly,
 )
 
 __all__ = [
@@ -52,4 +53,5 @@ __all__ = [
     "repack_types",
     "repack_types_for",
     "resolve",
+    "scheduled_exactly",
 ]

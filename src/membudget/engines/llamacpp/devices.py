@@ -40,6 +40,8 @@ __all__ = [
     "OP_OFFLOAD_MIN_BATCH",
     "HostPins",
     "cuda_alloc_bytes",
+    "cuda_fa_kernel",
+    "cuda_runs_flash_attn",
     "cuda_runs_ssm_scan",
     "ffn_overrides",
     "has_host_buffer",
@@ -76,6 +78,37 @@ def offload_device(devices: Sequence[str]) -> int:
     highest-priority backend whose ``offload_op`` accepts them, CUDA's at 32 tokens or more;
     RPC and Metal have none), or -1."""
     return next((i for i, d in enumerate(devices) if has_host_buffer(d)), -1)
+
+
+# ggml-cuda/fattn.cu, ggml_cuda_get_best_fattn_kernel: K head sizes with a kernel when V is the
+# same size, and the pairs that need a grouped-query ratio of at least 2.
+CUDA_FA_SAME = frozenset({40, 64, 72, 80, 96, 112, 128, 256, 512})
+CUDA_FA_PAIRS = {192: 128, 320: 256, 576: 512}
+
+
+def cuda_fa_kernel(dk: int, dv: int, gqa: int) -> bool:
+    """Whether CUDA has a flash-attention kernel for K and V heads of ``dk`` and ``dv`` values
+    and ``gqa`` query heads a KV head."""
+    if dk in CUDA_FA_SAME:
+        return dv == dk
+    return CUDA_FA_PAIRS.get(dk) == dv and gqa >= 2
+
+
+def cuda_runs_flash_attn(spec: ModelSpec) -> bool:
+    """Whether CUDA runs flash attention for every attention layer of ``spec`` (MLA attends
+    over the latent: K ``kv_lora_rank + rope`` wide, V ``kv_lora_rank``, one KV head)."""
+    for layer in spec.layers:
+        if not layer.has_kv:
+            continue
+        if spec.mla is not None and spec.mla.compressed_cache:
+            dk = spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim
+            ok = cuda_fa_kernel(dk, spec.mla.kv_lora_rank, layer.n_head)
+        else:
+            gqa = layer.n_head // max(layer.n_head_kv, 1)
+            ok = cuda_fa_kernel(layer.head_dim_k, layer.head_dim_v, gqa)
+        if not ok:
+            return False
+    return True
 
 
 def cuda_runs_ssm_scan(spec: ModelSpec) -> bool:

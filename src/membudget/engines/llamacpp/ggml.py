@@ -19,13 +19,14 @@ Rules read from llama.cpp 0c1e570 (the llama.cpp inside llama-cpp-python 0.3.36)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
 
 from membudget._gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-__all__ = ["Graph", "Placement", "Tensor", "allocate", "place", "type_size"]
+__all__ = ["Graph", "Placement", "Tensor", "allocate", "place", "replay", "type_size"]
 
 Dims = tuple[int, int, int, int]
 Flag = Literal["input", "output"]
@@ -321,10 +322,36 @@ def allocate(graph: Graph, alignment: int = 32) -> int:
 
 def place(graph: Graph, alignment: int = 32) -> Placement:
     """Replay ``ggml_gallocr_alloc_graph_impl`` over ``graph``."""
-    mem = _Allocator(alignment)
-    info: dict[Tensor, _Info] = {}
     offsets: dict[Tensor, int] = {}
     reused: dict[Tensor, Tensor] = {}
+    (size,) = replay(graph.leafs, graph.nodes, [alignment], offsets=offsets, reused=reused)
+    return Placement(size, offsets, reused)
+
+
+def replay(
+    leafs: Sequence[Tensor],
+    nodes: Sequence[Tensor],
+    alignments: Sequence[int],
+    *,
+    sources: Mapping[Tensor, tuple[Tensor | None, ...]] | None = None,
+    buffer_of: Mapping[Tensor, int] | None = None,
+    alloc_size: Sequence[Callable[[Tensor], int]] | None = None,
+    offsets: dict[Tensor, int] | None = None,
+    reused: dict[Tensor, Tensor] | None = None,
+) -> list[int]:
+    """``ggml_gallocr_alloc_graph_impl`` with one allocator per buffer (``ggml_gallocr_new_n``):
+    leafs first; per node, its sources, then itself (in place over a sole-consumer parent for
+    the ops ``ggml_op_can_inplace`` lists), then the parents it was the last consumer of. A
+    tensor goes to buffer ``buffer_of[t]`` (the last when not given) at that buffer's alignment
+    and ``alloc_size``; ``sources`` overrides a node's sources (the scheduler's copies). Returns
+    each buffer's size; fills ``offsets`` and ``reused`` when given."""
+    mems = [_Allocator(a) for a in alignments]
+    last = len(mems) - 1
+    info: dict[Tensor, _Info] = {}
+    at: dict[Tensor, int] = {}
+
+    def src_of(t: Tensor) -> tuple[Tensor | None, ...]:
+        return t.src if sources is None else sources.get(t, t.src)
 
     def get(t: Tensor) -> _Info:
         i = info.get(t)
@@ -332,13 +359,16 @@ def place(graph: Graph, alignment: int = 32) -> Placement:
             i = info[t] = _Info()
         return i
 
+    def size(t: Tensor, b: int) -> int:
+        return t.n_bytes if alloc_size is None else alloc_size[b](t)
+
     def allocate_node(t: Tensor) -> None:
         hn = get(t)
         if t.external or hn.allocated or t.view_src is not None:
             return
         hn.allocated = True
         if t.op in _INPLACE_OPS:
-            for parent in t.src:
+            for parent in src_of(t):
                 if parent is None:
                     continue
                 p = get(parent)
@@ -349,38 +379,47 @@ def place(graph: Graph, alignment: int = 32) -> Placement:
                     continue
                 # same layout means same size: no spare tail to give back (free_extra_space)
                 if p.n_children == 1 and p.n_views == 0:
-                    hn.offset = offsets[t] = p.offset
-                    reused[t] = parent
+                    hn.offset = p.offset
+                    at[t] = at[parent]
+                    if offsets is not None:
+                        offsets[t] = p.offset
+                    if reused is not None:
+                        reused[t] = parent
                     p.allocated = False  # the child frees it
                     return
-        hn.offset = offsets[t] = mem.alloc(t.n_bytes)
+        b = last if buffer_of is None else buffer_of.get(t, last)
+        at[t] = b
+        hn.offset = mems[b].alloc(size(t, b))
+        if offsets is not None:
+            offsets[t] = hn.offset
 
     def free_node(t: Tensor) -> None:
         if "output" in t.flags:
             return
         hn = get(t)
-        mem.free(hn.offset, t.n_bytes)
+        b = at[t]
+        mems[b].free(hn.offset, size(t, b))
         hn.allocated = False
 
-    for leaf in graph.leafs:
+    for leaf in leafs:
         allocate_node(leaf)
-    for node in graph.nodes:
+    for node in nodes:
         if node.view_src is not None and node.op != "NONE":
             get(node.view_src).n_views += 1
         if "input" in node.flags:
             allocate_node(node)
-        for src in node.src:
+        for src in src_of(node):
             if src is None:
                 continue
             get(src).n_children += 1
             if "input" in src.flags:
                 allocate_node(src)
-    for node in graph.nodes:
-        for src in node.src:
+    for node in nodes:
+        for src in src_of(node):
             if src is not None:
                 allocate_node(src)
         allocate_node(node)
-        for src in node.src:
+        for src in src_of(node):
             if src is None:
                 continue
             p = get(src)
@@ -394,4 +433,4 @@ def place(graph: Graph, alignment: int = 32) -> Placement:
                     free_node(src.view_src)
             elif p.allocated:
                 free_node(src)
-    return Placement(mem.max_size, offsets, reused)
+    return [m.max_size for m in mems]

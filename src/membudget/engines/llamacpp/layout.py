@@ -350,6 +350,26 @@ def _graph_key(spec: ModelSpec) -> int:
     return _MEMO.get(spec, "graph-key", make)
 
 
+def graph_settings(
+    res: Resolved, type_k: str, type_v: str, alignment: int, attn_rotation: bool
+) -> GraphSettings:
+    """The worst-case graph ``sched_reserve`` builds for ``res``."""
+    return GraphSettings(
+        # graph_reserve rounds the token count up to a multiple of the sequences
+        n_tokens=pad(res.n_tokens, res.n_seq),
+        n_outputs=res.n_outputs,
+        n_seqs=res.n_seq,
+        n_kv=res.kv_size,
+        n_swa_kv=res.swa_size,
+        n_stream=res.n_stream,
+        flash_attn=res.flash_attn,
+        cache_type_k=type_k,
+        cache_type_v=type_v,
+        alignment=alignment,
+        attn_rotation=attn_rotation,
+    )
+
+
 def compute_for(
     spec: ModelSpec,
     res: Resolved,
@@ -364,20 +384,7 @@ def compute_for(
     n_tokens = res.n_tokens
     graph: int | None = None
     if simulate:
-        gs = GraphSettings(
-            # graph_reserve rounds the token count up to a multiple of the sequences
-            n_tokens=pad(n_tokens, res.n_seq),
-            n_outputs=res.n_outputs,
-            n_seqs=res.n_seq,
-            n_kv=res.kv_size,
-            n_swa_kv=res.swa_size,
-            n_stream=res.n_stream,
-            flash_attn=res.flash_attn,
-            cache_type_k=type_k,
-            cache_type_v=type_v,
-            alignment=alignment,
-            attn_rotation=attn_rotation,
-        )
+        gs = graph_settings(res, type_k, type_v, alignment, attn_rotation)
         key = (_graph_key(spec), gs)
         with _GRAPHS_LOCK:
             hit = key in _GRAPHS
@@ -430,19 +437,7 @@ def split_compute(
         schedule,
     )
 
-    gs = GraphSettings(
-        n_tokens=pad(res.n_tokens, res.n_seq),
-        n_outputs=res.n_outputs,
-        n_seqs=res.n_seq,
-        n_kv=res.kv_size,
-        n_swa_kv=res.swa_size,
-        n_stream=res.n_stream,
-        flash_attn=res.flash_attn,
-        cache_type_k=type_k,
-        cache_type_v=type_v,
-        alignment=32,
-        attn_rotation=attn_rotation,
-    )
+    gs = graph_settings(res, type_k, type_v, 32, attn_rotation)
     cuda = device.startswith("CUDA")
     key = (_graph_key(spec), gs, cuda, host_device)
     with _GRAPHS_LOCK:
@@ -459,7 +454,12 @@ def split_compute(
             # CUDA's rules; an RPC worker with a GPU allocates as its backend does, but the
             # scheduler offloads nothing to it
             gpu = Backend(
-                device, CUDA_ALIGNMENT, 32 if cuda else 0, cuda_supports(scan_ok), cuda_alloc_size
+                device,
+                CUDA_ALIGNMENT,
+                32 if cuda else 0,
+                cuda_supports(scan_ok),
+                cuda_alloc_size,
+                fuses_moe=cuda,
             )
 
         def device_of(t: Tensor) -> int:

@@ -27,14 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from membudget.engines.llamacpp.ggml import (
-    _INPLACE_OPS,
-    Graph,
-    Tensor,
-    _Allocator,
-    _Info,
-    type_size,
-)
+from membudget.engines.llamacpp.devices import cuda_fa_kernel
+from membudget.engines.llamacpp.ggml import Graph, Tensor, replay, type_size
 
 __all__ = ["Backend", "schedule"]
 
@@ -54,6 +48,9 @@ class Backend:
     0 takes none (the CPU, RPC, Metal)."""
     supports: Callable[[Tensor], bool] = lambda _t: True
     alloc_size: Callable[[Tensor], int] = lambda t: t.n_bytes
+    fuses_moe: bool = False
+    """CUDA's ``graph_optimize``: keeps the tensors of a fused expert routing and of a fused
+    weighted sum of experts alive until the fusion's end (``add_alloc_dep``)."""
 
 
 def _batch(t: Tensor) -> int:
@@ -179,7 +176,14 @@ def schedule(
         for original, copy in inputs:
             order.append((_dependency(original), backend_of(original)))
             order.append((copy, cur))
-        order.extend(split)
+        keep = _moe_fusions([t for t, _ in split], sources) if backends[cur].fuses_moe else {}
+        for node, dev in split:
+            order.append((node, dev))
+            kept = keep.get(node, ())
+            for k in range(0, len(kept), _MAX_SRC):
+                group = tuple(kept[k : k + _MAX_SRC])
+                dep = Tensor(group[0].type, group[0].ne, group[0].nb, src=group, view_src=group[0])
+                order.append((dep, dev))
         split.clear()
         inputs.clear()
 
@@ -211,108 +215,131 @@ def schedule(
     buffer: dict[Tensor, int] = dict(order)
     for leaf in graph.leafs:
         buffer.setdefault(leaf, where.get(leaf, cpu))
-    return _allocate(graph.leafs, order, sources, buffer, backends)
+    return replay(
+        graph.leafs,
+        [t for t, _ in order],
+        [b.alignment for b in backends],
+        sources=sources,
+        buffer_of=buffer,
+        alloc_size=[b.alloc_size for b in backends],
+    )
+
+
+_MAX_SRC = 10  # GGML_MAX_SRC
+_MOE_REDUCTION_MAX = 15  # ggml-cuda.cu, MOE_WEIGHTED_REDUCTION_MAX_EXPERTS
+
+
+def _moe_fusions(
+    nodes: Sequence[Tensor], sources: dict[Tensor, tuple[Tensor | None, ...]]
+) -> dict[Tensor, list[Tensor]]:
+    """``ggml_backend_cuda_graph_optimize`` over one split: for each fusion it will run, the
+    tensors to keep alive until a later node (``until -> kept``): a weighted sum of experts
+    (``ggml_cuda_match_moe_weighted_reduction``: MUL of experts and router weights, a VIEW per
+    chosen expert, the ADDs) keeps the experts and the weights until the last ADD; a top-k
+    routing (``ggml_cuda_topk_moe_fusion``: SOFT_MAX or a sigmoid, RESHAPE, [bias ADD],
+    ARGSORT, VIEW, GET_ROWS, [the renormalisation], [SCALE]) keeps every node of it and their
+    sources until the node after it."""
+
+    def src(t: Tensor, j: int) -> Tensor | None:
+        found = sources.get(t, t.src)
+        return found[j] if j < len(found) else None
+
+    keep: dict[Tensor, list[Tensor]] = {}
+
+    def add(tensor: Tensor | None, until: Tensor) -> None:
+        if tensor is None:
+            return
+        kept = keep.setdefault(until, [])
+        if all(tensor is not k for k in kept):
+            kept.append(tensor)
+
+    n = len(nodes)
+    i = 0
+    while i < n:
+        node = nodes[i]
+        if node.op == "MUL" and node.type == "F32":
+            a, b = src(node, 0), src(node, 1)
+            weights = b if b is not None and b.ne[0] == 1 else None
+            used = node.ne[1]
+            count = 2 * used
+            if weights is not None and 2 <= used <= _MOE_REDUCTION_MAX and i + count <= n:
+                group = nodes[i + 1 : i + count]
+                views = [t for t in group if t.op == "VIEW"]
+                adds = [t for t in group if t.op == "ADD"]
+                if (
+                    len(views) == used
+                    and len(adds) == used - 1
+                    and all(src(v, 0) is node for v in views)
+                ):
+                    add(a, nodes[i + count - 1])
+                    add(weights, nodes[i + count - 1])
+                    i += count - 1
+        if node.op in ("SOFT_MAX", "UNARY") and i + 5 < n:
+            length = _topk_length(nodes, i, src)
+            if length and i + length < n:
+                until = nodes[i + length]
+                for t in nodes[i : i + length]:
+                    add(t, until)
+                    for s_ in sources.get(t, t.src):
+                        add(s_, until)
+                i += length - 1
+        i += 1
+    return keep
+
+
+def _topk_length(
+    nodes: Sequence[Tensor], i: int, src: Callable[[Tensor, int], Tensor | None]
+) -> int:
+    """How many nodes the top-k routing starting at ``i`` spans, 0 when none does."""
+    n, start = len(nodes), i
+
+    def at(k: int) -> Tensor | None:
+        return nodes[k] if k < n else None
+
+    gate = nodes[i]
+    reshaped = at(i + 1)
+    if reshaped is None or reshaped.op != "RESHAPE" or src(reshaped, 0) is not gate:
+        return 0
+    i += 2
+    ranked = gate
+    t = at(i)
+    if t is not None and t.op == "ADD" and src(t, 0) is gate:
+        ranked = t
+        i += 1
+    order = at(i)
+    if order is None or order.op != "ARGSORT" or src(order, 0) is not ranked:
+        return 0
+    n_expert = order.ne[0]
+    if ((n_expert & (n_expert - 1)) or n_expert > 512) and n_expert not in (288, 576):
+        return 0
+    view, rows = at(i + 1), at(i + 2)
+    if view is None or view.op != "VIEW" or src(view, 0) is not order:
+        return 0
+    if rows is None or rows.op != "GET_ROWS" or src(rows, 0) is not reshaped:
+        return 0
+    if src(rows, 1) is not view:
+        return 0
+    i += 3
+    ops = ("RESHAPE", "SUM_ROWS", "CLAMP")
+    if all((t := at(i + k)) is not None and t.op == op for k, op in enumerate(ops)):
+        div, last = at(i + 3), at(i + 4)
+        if (
+            div is not None
+            and div.op == "DIV"
+            and last is not None
+            and last.op == "RESHAPE"
+            and src(last, 0) is div
+        ):
+            i += 5
+    t = at(i)
+    if t is not None and t.op == "SCALE" and src(t, 0) is nodes[i - 1]:
+        i += 1
+    return i - start
 
 
 def _dependency(original: Tensor) -> Tensor:
     """``ggml_view_tensor(input)`` with ``src[0] = input``: keeps the input until its copy."""
     return Tensor(original.type, original.ne, original.nb, src=(original,), view_src=original)
-
-
-def _allocate(
-    leafs: Sequence[Tensor],
-    order: Sequence[tuple[Tensor, int]],
-    sources: dict[Tensor, tuple[Tensor | None, ...]],
-    buffer: dict[Tensor, int],
-    backends: Sequence[Backend],
-) -> list[int]:
-    """``ggml_gallocr_alloc_graph_impl`` with one allocator per backend."""
-    mems = [_Allocator(b.alignment) for b in backends]
-    info: dict[Tensor, _Info] = {}
-    at: dict[Tensor, int] = {}  # which buffer a tensor was placed in
-
-    def src_of(t: Tensor) -> tuple[Tensor | None, ...]:
-        return sources.get(t, t.src)
-
-    def get(t: Tensor) -> _Info:
-        i = info.get(t)
-        if i is None:
-            i = info[t] = _Info()
-        return i
-
-    def size(t: Tensor, b: int) -> int:
-        return backends[b].alloc_size(t)
-
-    def allocate_node(t: Tensor) -> None:
-        hn = get(t)
-        if t.external or hn.allocated or t.view_src is not None:
-            return
-        hn.allocated = True
-        b = buffer.get(t, len(backends) - 1)
-        if t.op in _INPLACE_OPS:
-            for parent in src_of(t):
-                if parent is None:
-                    continue
-                p = get(parent)
-                if not p.allocated or "output" in parent.flags or parent.external:
-                    continue
-                if (parent.type, parent.ne, parent.nb) != (t.type, t.ne, t.nb):
-                    continue
-                if p.n_children == 1 and p.n_views == 0:
-                    hn.offset = p.offset
-                    at[t] = at[parent]
-                    p.allocated = False
-                    return
-        at[t] = b
-        hn.offset = mems[b].alloc(size(t, b))
-
-    def free_node(t: Tensor) -> None:
-        if "output" in t.flags:
-            return
-        hn = get(t)
-        b = at[t]
-        mems[b].free(hn.offset, size(t, b))
-        hn.allocated = False
-
-    nodes = [t for t, _ in order]
-    for leaf in leafs:
-        allocate_node(leaf)
-    for node in nodes:
-        if node.view_src is not None and node.op != "NONE":
-            get(node.view_src).n_views += 1
-        if "input" in node.flags:
-            allocate_node(node)
-        for src in src_of(node):
-            if src is None:
-                continue
-            get(src).n_children += 1
-            if "input" in src.flags:
-                allocate_node(src)
-    for node in nodes:
-        for src in src_of(node):
-            if src is not None:
-                allocate_node(src)
-        allocate_node(node)
-        for src in src_of(node):
-            if src is None:
-                continue
-            p = get(src)
-            p.n_children -= 1
-            if p.n_children or p.n_views:
-                continue
-            if src.view_src is not None:
-                root = get(src.view_src)
-                root.n_views -= 1
-                if root.n_views == 0 and root.n_children == 0 and root.allocated:
-                    free_node(src.view_src)
-            elif p.allocated:
-                free_node(src)
-    return [m.max_size for m in mems]
-
-
-# ggml-cuda/fattn.cu, ggml_cuda_get_best_fattn_kernel: head sizes with a kernel (K = V).
-_CUDA_FA_SAME = frozenset({40, 64, 72, 80, 96, 112, 128, 256, 512})
-_CUDA_FA_PAIRS = {192: 128, 320: 256, 576: 512}  # K head -> the V head it needs (GQA only)
 
 
 def cuda_supports(spec_recurrent_ok: bool) -> Callable[[Tensor], bool]:
@@ -327,11 +354,7 @@ def cuda_supports(spec_recurrent_ok: bool) -> Callable[[Tensor], bool]:
             q, k, v = t.src[0], t.src[1], t.src[2]
             if q is None or k is None or v is None:
                 return True
-            dk, dv = k.ne[0], v.ne[0]
-            if dk in _CUDA_FA_SAME:
-                return dv == dk
-            gqa = q.ne[2] // max(k.ne[2], 1)
-            return _CUDA_FA_PAIRS.get(dk) == dv and gqa >= 2
+            return cuda_fa_kernel(k.ne[0], v.ne[0], q.ne[2] // max(k.ne[2], 1))
         return True
 
     return supports
