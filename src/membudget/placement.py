@@ -278,30 +278,32 @@ class Placer:
         r = self.rules
         res = resolve(self.spec, s, r)
         c = cache_table(self.spec, res, s.cache_type_k, s.cache_type_v, r.alignment, r.mla_k_only)
-        split = None
+        simulated = False
         if compute is not None:
             graph = compute
         else:
             graph, simulated = graph_bytes(self.spec, res, s, r)
             self.computed[(s.n_ctx, s.n_parallel)] = graph
-            if simulated and len(self.names) == 1:
-                # one device holding every layer: the scheduler's split, as the estimate has it
-                one = replace(
-                    s,
-                    gpus=self.names,
-                    n_gpu_layers=self.spec.n_layer + 1,
-                    cpu_devices=self.names if self.hosts[0] else (),
-                )
-                split = full_offload_split(self.spec, res, one, r, [self.names[0]])
-        return _Costs(
+        costs = _Costs(
             self.weights,
             c,
             graph,
             host_compute_bytes(self.spec, res.n_tokens),
             output_bytes(self.spec, s, res.n_seq),
             self.offload if res.n_tokens >= OP_OFFLOAD_MIN_BATCH else -1,
-            split,
         )
+        n = costs.n_slots
+        if simulated and len(self.names) == 1 and costs.gpu(0, n, 0, self.hosts[0]) <= self.caps[0]:
+            # one device that could hold every layer: the scheduler's split there, as the
+            # estimate has it (a device that cannot hold the weights never holds them all)
+            one = replace(
+                s,
+                gpus=self.names,
+                n_gpu_layers=self.spec.n_layer + 1,
+                cpu_devices=self.names if self.hosts[0] else (),
+            )
+            costs.split = full_offload_split(self.spec, res, one, r, [self.names[0]])
+        return costs
 
     # -- the search ----------------------------------------------------------------------
     def solve(self, n_ctx: int, n_parallel: int) -> Solution:

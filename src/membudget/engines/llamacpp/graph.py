@@ -4,13 +4,13 @@
 up to a multiple of the sequence count), one output per token, over the whole cache, and lets
 ggml-alloc place it; the compute buffer is what that placement needs. For the architectures
 registered here, :func:`graph_compute_bytes` builds the same graph in the same order
-(``src/models/<arch>.cpp`` of llama.cpp 0c1e570, with the pieces in :mod:`.llamacpp_ops` and
-:mod:`.llamacpp_recurrent`) and replays ggml-alloc over it
+(``src/models/<arch>.cpp`` of llama.cpp 0c1e570, with the pieces in :mod:`.ops` and
+:mod:`.recurrent`) and replays ggml-alloc over it
 (:func:`membudget.engines.llamacpp.ggml.allocate`). Measured against llama.cpp's CPU build
 (``benchmarks/accuracy.py``: every registered architecture, with realistic and with tiny
 vocabularies, eight settings each) the result equals llama.cpp's report. Other
 architectures get ``None``, and the caller falls back to the phase model of
-:mod:`.llamacpp_compute`.
+:mod:`.phases`.
 """
 
 from __future__ import annotations

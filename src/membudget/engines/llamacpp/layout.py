@@ -1,17 +1,17 @@
 """What llama.cpp allocates, as per-slot tables: a placement's cost is then a sum, not a rebuild.
 
 A model has ``n_layer + 1`` slots for placement: its repeating layers, then the output layer
-(``llama_model::load_tensors``; see :mod:`.llamacpp_devices`). Everything llama.cpp allocates for
+(``llama_model::load_tensors``; see :mod:`.devices`). Everything llama.cpp allocates for
 weights, KV cache and recurrent state belongs to one slot or to the input layer, which always
 stays on the CPU. This module computes, once per model and settings:
 
 - :class:`WeightTable`: each slot's weight bytes as the CPU backend stores them (padded to its
-  alignment) and as CUDA stores them (:func:`~.llamacpp_devices.cuda_alloc_bytes`), with the
+  alignment) and as CUDA stores them (:func:`~.devices.cuda_alloc_bytes`), with the
   routed experts apart, since ``--n-cpu-moe`` moves only them, and the bytes of each part that
   the CPU backend repacks;
 - :class:`CacheTable`: each slot's KV (full and sliding-window) and recurrent-state bytes for
   the resolved context;
-- the compute buffer, from :func:`~.llamacpp_graph.graph_compute_bytes`, whose graph depends on
+- the compute buffer, from :func:`~.graph.graph_compute_bytes`, whose graph depends on
   the model's shapes and the settings but never on the weights' types, so it is shared by every
   quantisation preset of one model.
 
@@ -34,7 +34,8 @@ from membudget.engines.llamacpp.devices import (
     HostPins,
     cuda_alloc_bytes,
 )
-from membudget.engines.llamacpp.graph import GraphSettings, build_graph, graph_compute_bytes
+from membudget.engines.llamacpp.ggml import Graph, allocate
+from membudget.engines.llamacpp.graph import GraphSettings, build_graph
 from membudget.engines.llamacpp.phases import compute_bytes
 from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
 from membudget.model import ModelSpec, TensorSpec, block_index
@@ -380,7 +381,7 @@ def compute_for(
     simulate: bool,
 ) -> tuple[int, bool]:
     """The compute buffer of one backend holding layers, and whether the graph was simulated
-    (``False``: the phase model of :mod:`.llamacpp_compute`)."""
+    (``False``: the phase model of :mod:`.phases`)."""
     n_tokens = res.n_tokens
     graph: int | None = None
     if simulate:
@@ -392,7 +393,8 @@ def compute_for(
                 _GRAPHS.move_to_end(key)
                 graph = _GRAPHS[key]
         if not hit:
-            graph = graph_compute_bytes(spec, gs)
+            built = _built_graph(spec, gs)
+            graph = None if built is None else allocate(built, gs.alignment)
             with _GRAPHS_LOCK:
                 _GRAPHS[key] = graph
                 while len(_GRAPHS) > _GRAPHS_SIZE:
@@ -409,6 +411,22 @@ def compute_for(
         n_outputs=res.n_outputs,
     )
     return phase, False
+
+
+_LAST_BUILT: list[tuple[tuple[int, GraphSettings], Graph | None]] = []
+
+
+def _built_graph(spec: ModelSpec, gs: GraphSettings) -> Graph | None:
+    """The graph of ``spec`` under ``gs``, kept for the next caller: the one-backend figure
+    and the scheduler's split of one context both replay it."""
+    key = (_graph_key(spec), gs)
+    with _GRAPHS_LOCK:
+        if _LAST_BUILT and _LAST_BUILT[0][0] == key:
+            return _LAST_BUILT[0][1]
+    g = build_graph(spec, gs)
+    with _GRAPHS_LOCK:
+        _LAST_BUILT[:] = [(key, g)]
+    return g
 
 
 _SPLITS: OrderedDict[tuple[int, GraphSettings, bool, bool], tuple[int, int] | None] = OrderedDict()
@@ -444,7 +462,7 @@ def split_compute(
         if key in _SPLITS:
             _SPLITS.move_to_end(key)
             return _SPLITS[key]
-    g = build_graph(spec, gs)
+    g = _built_graph(spec, gs)
     result: tuple[int, int] | None = None
     if g is not None:
         scan_ok = cuda_runs_ssm_scan(spec)

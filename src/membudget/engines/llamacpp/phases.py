@@ -2,7 +2,7 @@
 
 The compute buffer is what ggml-alloc reserves for the worst-case graph (``n_tokens =
 min(n_ctx, n_ubatch)`` tokens, one output per token, attention over the whole cache). For the
-architectures :mod:`.llamacpp_graph` rebuilds, membudget replays the allocator over that graph
+architectures :mod:`.graph` rebuilds, membudget replays the allocator over that graph
 and gets llama.cpp's own figure. For the others this module takes the largest of three phases:
 
 - attention: the KQ mask(s) (f32, or f16 with flash attention) plus, without flash attention,

@@ -17,9 +17,9 @@ version-dependent ones switchable:
   ``n_seq_max`` outputs (``llama_context::output_reserve``).
 - Each buffer's tensors are padded to the backend's alignment (32 bytes on the CPU).
 - The compute buffer is what ggml-alloc reserves for the worst-case graph: ``n_ubatch``
-  tokens, one output per token, attention over the full cache. :mod:`.llamacpp_graph` rebuilds
+  tokens, one output per token, attention over the full cache. :mod:`.graph` rebuilds
   that graph op by op and replays the allocator (exact for the architectures it knows);
-  :mod:`.llamacpp_compute` is the phase model for the others.
+  :mod:`.phases` is the phase model for the others.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class LlamaCppRules:
     machine's CPU flags (:func:`repack_types_for`)."""
     simulate_graph: bool = True
     """Size the compute buffer by replaying ggml-alloc over the rebuilt graph
-    (:mod:`.llamacpp_graph`); ``False`` uses the phase model (:mod:`.llamacpp_compute`), which
+    (:mod:`.graph`); ``False`` uses the phase model (:mod:`.phases`), which
     does not depend on the graph's exact node order."""
     attn_rotation: bool = True
     """A quantised K or V cache with head dims that are multiples of 64 multiplies Q, K and V by
@@ -393,7 +393,7 @@ def graph_bytes(
     spec: ModelSpec, res: Resolved, s: LlamaCppSettings, r: LlamaCppRules
 ) -> tuple[int, bool]:
     """The compute buffer of one backend holding layers, and whether the graph was simulated
-    (:func:`~.llamacpp_layout.compute_for` with these settings and rules)."""
+    (:func:`~.layout.compute_for` with these settings and rules)."""
     return compute_for(
         spec,
         res,
@@ -452,7 +452,7 @@ def scheduled_exactly(spec: ModelSpec, devices: tuple[str, ...]) -> bool:
 
 def host_compute_bytes(spec: ModelSpec, n_tokens: int) -> int:
     """The CPU's share of the graph when every layer is on a GPU: the embedding rows it feeds
-    them (an estimate: not yet checked against a CUDA build's log)."""
+    them (an estimate, for the placements the scheduler model does not cover)."""
     return 3 * spec.n_embd * n_tokens * _F32
 
 
@@ -551,9 +551,8 @@ def estimate_llamacpp(
     """Predict llama.cpp's buffers for ``spec`` under ``settings``, per device.
 
     With ``n_gpu_layers`` and ``gpus`` set, layers, their KV caches and states go to the GPUs as
-    :mod:`.llamacpp_devices` describes. The CPU rules are checked against llama.cpp; the GPU
-    placement follows llama.cpp's code, and CUDA buffer sizes are not yet checked against a
-    CUDA build's report."""
+    :mod:`.devices` describes. Checked against llama.cpp's CPU build, llama-server with RPC
+    workers, and a CUDA llama-server's logs (tests/test_cuda_logs.py)."""
     s = settings or LlamaCppSettings()
     r = rules or LlamaCppRules()
     res = resolve(spec, s, r)
