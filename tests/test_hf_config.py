@@ -225,3 +225,13 @@ def test_bad_configs(tmp_path: Path, content: str, fragment: str) -> None:
     path.write_text(content)
     with pytest.raises(ConfigError, match=fragment):
         load_model(path)
+
+
+def test_rope_scaling_is_read(tmp_path: Path) -> None:
+    """YaRN as config.json states it: the type, the factor and the context before scaling,
+    which llama.cpp compares with --rope-scale (membudget.request.yarn_ctx_train)."""
+    rope = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512}
+    spec = load_model(_write(tmp_path, {**LLAMA, "rope_scaling": rope}))
+    assert (spec.rope_scaling, spec.rope_factor, spec.n_ctx_orig_yarn) == ("yarn", 4.0, 512)
+    plain = load_model(_write(tmp_path, {**LLAMA, "rope_scaling": "nonsense"}))
+    assert (plain.rope_scaling, plain.rope_factor, plain.n_ctx_orig_yarn) == ("", 0.0, 0)

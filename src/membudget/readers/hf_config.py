@@ -141,6 +141,28 @@ class Geometry:
     attn_sinks: bool
     provenance: tuple[tuple[str, str], ...] = ()
     """ModelSpec field -> the config field (or default) it came from."""
+    rope_scaling: str = ""
+    """``rope_scaling.rope_type`` (or ``type``), as convert_hf_to_gguf.py writes
+    ``{arch}.rope.scaling.type``."""
+    rope_factor: float = 0.0
+    n_ctx_orig_yarn: int = 0
+
+
+def _rope(value: object) -> dict[str, Any]:
+    """``rope_scaling`` of a config.json: its type, factor and original context, where given."""
+    if not isinstance(value, dict):
+        return {}
+    kind = value.get("rope_type", value.get("type"))
+    factor = value.get("factor")
+    orig = value.get("original_max_position_embeddings")
+    out: dict[str, Any] = {}
+    if kind in ("linear", "yarn", "longrope"):
+        out["rope_scaling"] = kind
+    if isinstance(factor, (int, float)) and not isinstance(factor, bool) and 0 < factor < 1e6:
+        out["rope_factor"] = float(factor)
+    if isinstance(orig, int) and not isinstance(orig, bool) and 0 < orig < 1 << 31:
+        out["n_ctx_orig_yarn"] = orig
+    return out
 
 
 class _Fields:
@@ -402,6 +424,7 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         n_ff=n_ff,
         n_vocab=n_vocab,
         n_ctx_train=n_ctx,
+        **_rope(cfg.get("rope_scaling")),
         tied=bool(cfg.get("tie_word_embeddings", arch in ("gemma", "gemma2", "gemma3"))),
         attention_bias=bool(cfg.get("attention_bias", arch in ("qwen2", "gpt-oss"))),
         qk_norm=arch in ("qwen3", "qwen3moe", "gemma3", *_GATED_DELTA_NET),
@@ -693,6 +716,9 @@ def spec_from_config(
         n_ff=g.n_ff,
         n_vocab=g.n_vocab,
         n_ctx_train=g.n_ctx_train,
+        rope_scaling=g.rope_scaling,
+        rope_factor=g.rope_factor,
+        n_ctx_orig_yarn=g.n_ctx_orig_yarn,
         layers=build_layers(hyper),
         weights=weights,
         quant=Quantization(scheme.label, tuple((t.name, t.type_name) for t in tensors)),
