@@ -300,3 +300,24 @@ def test_one_worker_with_every_layer_is_scheduled_exactly(zoo: Path, arch: str) 
     data = _plan(str(path), "--memory", "64GiB", "--ctx", "2048", "--rpc-node", "1GiB:cpu")
     assert not any("compute buffers" in w for w in data["warnings"])
     assert_same_buffers(data, _run_with_workers(data, 1))
+
+
+@pytest.mark.parametrize("short_mib", [0, 1, 2])
+def test_the_fit_report_is_the_context_a_bare_llama_server_runs(zoo: Path, short_mib: int) -> None:
+    """``--fit`` on a CPU-only machine: with -fitt set so that the trained context does not fit
+    the total memory, a bare llama-server lowers -c by fit's interpolation; the plan's ``fit``
+    says which -c (and the plan's own command pins the largest that fits its budget)."""
+    import os
+    import re
+
+    path = _model(zoo, "qwen3")
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # as ggml's CPU device
+    mid = _plan(str(path), "--engine", "llama-server", "--memory", str(total), "-c", "2048")
+    used = sum(b["bytes"] for d in mid["devices"] for b in d["buffers"])
+    fitt = (total - used) // 2**20 + short_mib
+    flags = ["-fitt", str(fitt), "-fitc", "256"]
+    data = _plan(str(path), "--engine", "llama-server", "--memory", str(total), *flags)
+    log = run_server(["-m", str(path), *flags])
+    ran = int(re.findall(r"llama_context: n_ctx += (\d+)", log)[-1])
+    assert data["fit"]["n_ctx"] == ran, (data["fit"], ran)
+    assert 256 <= ran < 4096

@@ -524,6 +524,14 @@ RPC_WARNING = (
 
 
 @dataclass(frozen=True, slots=True)
+class FitChoice:
+    """The context ``--fit`` gives a bare llama-server (None: not modelled, or fit gives up)."""
+
+    n_ctx: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """A deployment plan: what the engine allocates, against a budget, with its limits."""
 
@@ -539,6 +547,8 @@ class Plan:
     min_gpus: int | None = None
     """The fewest GPUs of the first budgeted device's size that hold the whole model."""
     warnings: tuple[str, ...] = ()
+    fit: FitChoice | None = None
+    """What a bare llama-server's --fit would choose (the llama-server engine, -c not given)."""
 
     @property
     def needs(self) -> dict[str, int]:

@@ -184,6 +184,7 @@ class PlanReport:
                 "with_offload": p.best_quant.with_offload,
             },
             "min_gpus": p.min_gpus,
+            "fit": None if p.fit is None else {"n_ctx": p.fit.n_ctx, "reason": p.fit.reason},
             "warnings": list(p.warnings),
             "commands": {
                 "llama.cpp": list(p.command),
@@ -306,6 +307,9 @@ class PlanReport:
             yield f"on the main node: {' '.join(rpc[-1])}"
         else:
             yield f"run: {p.command_line}"
+        if p.fit is not None:
+            ctx = "-c ?" if p.fit.n_ctx is None else f"-c {p.fit.n_ctx}"
+            yield f"--fit (a bare llama-server, -c 0): {ctx}; {p.fit.reason}"
         yield (
             f"Ollama: num_ctx {ollama_num_ctx(e)}, OLLAMA_NUM_PARALLEL={e.n_seq_max}"
             + (

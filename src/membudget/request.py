@@ -8,19 +8,20 @@ report, so ``membudget plan --json`` and ``POST /api/plan`` give the same docume
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from membudget.budget import MemoryBudget
-from membudget.engines.llamacpp import LOAD_MODES, FlashAttn, LlamaCppSettings
+from membudget.engines.llamacpp import LOAD_MODES, FlashAttn, LlamaCppEstimate, LlamaCppSettings
 from membudget.engines.vllm import KvCacheDtype, VllmSettings, check_vllm_parallel, estimate_vllm
 from membudget.errors import InvalidArgumentError
 from membudget.hardware import Hardware
 from membudget.model import ModelSpec
 from membudget.placement import Pins
-from membudget.plan import Budget, Plan, apple_target, budget_for, make_plan
+from membudget.plan import Budget, FitChoice, Plan, apple_target, budget_for, make_plan
 from membudget.presets import apply_preset
 from membudget.readers.catalog import hf_repo
 from membudget.report import EstimateReport, Geometry
@@ -68,6 +69,10 @@ def engine_name(text: str) -> Engine:
         ) from None
 
 
+FIT_MIN_CTX = 4096  # common/common.h: fit_params_min_ctx, the least context --fit sets a stream
+FIT_TARGET_MIB = 1024  # common/common.h: fit_params_target, what --fit leaves free per device
+
+
 # Flags that belong to one engine: with the other they are refused, unless they map cleanly
 # (``--ctx`` with vLLM is its ``--max-model-len``). Keyed by PlanRequest field, with the flag.
 LLAMACPP_ONLY = {
@@ -94,6 +99,8 @@ LLAMACPP_ONLY = {
     "rope_scaling": "--rope-scaling",
     "rope_scale": "--rope-scale",
     "yarn_orig_ctx": "--yarn-orig-ctx",
+    "fit_target_mib": "--fit-target",
+    "fit_ctx": "--fit-ctx",
 }
 VLLM_ONLY = {
     "tensor_parallel": "--tensor-parallel-size",
@@ -158,6 +165,10 @@ class PlanRequest:
     """``--rope-scale N``: stretch the context N times; None: the model's own factor."""
     yarn_orig_ctx: int = 0
     """``--yarn-orig-ctx N``: the context before YaRN scaling; 0: the model's own."""
+    fit_target_mib: int = FIT_TARGET_MIB
+    """llama-server's ``-fitt``: what --fit leaves free, MiB (a bare command's report only)."""
+    fit_ctx: int = FIT_MIN_CTX
+    """llama-server's ``-fitc``: the least context --fit sets a stream."""
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     nodes: int = 1
@@ -188,6 +199,8 @@ class PlanRequest:
             ("--n-gpu-layers", self.n_gpu_layers, 0),
             ("--n-cpu-moe", self.n_cpu_moe, 0),
             ("--n-cpu-ffn", self.n_cpu_ffn, 0),
+            ("--fit-target", self.fit_target_mib, 0),
+            ("--fit-ctx", self.fit_ctx, 1),
             ("--tensor-parallel-size", self.tensor_parallel, 1),
             ("--pipeline-parallel-size", self.pipeline_parallel, 1),
             ("--nodes", self.nodes, 1),
@@ -412,6 +425,50 @@ def _vllm(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) 
     return VllmPlanReport(estimate, model, found)
 
 
+def bare_fit(
+    spec: ModelSpec,
+    request: PlanRequest,
+    budget: Budget,
+    probe: Callable[[], Hardware],
+    estimate_at: Callable[[PlanRequest], LlamaCppEstimate],
+    trained: int,
+    streams: int,
+) -> FitChoice:
+    """What ``--fit`` (on by default) makes of a bare llama-server's ``-c 0`` on this budget
+    (common/fit.cpp, common_params_fit_impl). Without GPUs it compares the host's use at the
+    trained context with the machine's total memory less ``-fitt`` (1024 MiB); when that does
+    not fit it interpolates between the use at ``-fitc`` (4096 a stream) and at the trained
+    context, and rounds down to 256 a stream; when even that minimum does not fit it gives up,
+    leaving -c at the minimum. With GPUs it also chooses the layers, which membudget does not
+    model yet."""
+    if budget.gpus:
+        return FitChoice(None, "with GPUs --fit also chooses -ngl and -ts: not modelled yet")
+    total = request.memory_bytes
+    if total is None:
+        total = probe().ram.physical_total_bytes  # ggml's CPU device: the physical pages
+    margin = request.fit_target_mib * MIB
+    n_max, n_min = trained * streams, request.fit_ctx * streams
+
+    def used(n_ctx: int) -> int:
+        return sum(b.n_bytes for b in estimate_at(replace(request, ctx=n_ctx)).buffers)
+
+    used_max = used(n_max)
+    if total - used_max >= margin:
+        return FitChoice(
+            n_max, f"the trained context fits the total memory less {request.fit_target_mib} MiB"
+        )
+    if n_max <= n_min:
+        return FitChoice(n_max, "the trained context is not above --fit-ctx: fit changes nothing")
+    target = total - margin
+    used_min = used(n_min)
+    if target <= used_min:
+        # fit sets -c to its minimum, finds that does not fit either and gives up, leaving it
+        return FitChoice(n_min, "even --fit-ctx does not fit the total memory; fit gives up there")
+    n_ctx = n_min + (n_max - n_min) * (target - used_min) // (used_max - used_min)
+    n_ctx = max(n_ctx - n_ctx % (256 * streams), n_min)
+    return FitChoice(n_ctx, "fit lowers -c to fit the total memory")
+
+
 def yarn_ctx_train(spec: ModelSpec, request: PlanRequest) -> tuple[int, str] | None:
     """The trained context llama.cpp takes under the request's RoPE flags, and why, or None
     when they change nothing. With YaRN scaling at a factor other than the model's own,
@@ -439,7 +496,6 @@ def _f32(x: float) -> float:
 
 
 DEFAULT_CTX = 4096  # the library's and llama-cpp-python's context when none is given or known
-FIT_MIN_CTX = 4096  # common/common.h: fit_params_min_ctx, the least context --fit sets a stream
 
 
 def llamacpp_plan(
@@ -450,6 +506,7 @@ def llamacpp_plan(
     full: bool = True,
 ) -> Plan:
     """The llama.cpp plan ``request`` asks for (``spec`` as loaded, before ``--quant``)."""
+    probe = functools.cache(probe)  # the budget and --fit's report read the machine once
     auto_ctx = request.engine == "llama-server" and not request.ctx
     request = request.resolved()
     if request.quant is not None:
@@ -481,10 +538,20 @@ def llamacpp_plan(
             limits=full,
         )
 
+    def estimate_at(r: PlanRequest) -> LlamaCppEstimate:
+        plan = make_plan(
+            spec, llamacpp_settings(r), budget, pins=r.pins, extras=False, limits=False
+        )
+        return plan.estimate
+
     plan = plan_at(request)
-    if scaled is not None:
-        plan = replace(plan, warnings=(*plan.warnings, scaled[1]))
-    floor = min(FIT_MIN_CTX, trained) * streams
+    fit = (
+        bare_fit(spec, request, budget, probe, estimate_at, trained, streams)
+        if auto_ctx and full
+        else None
+    )
+    notes = (scaled[1],) if scaled is not None else ()
+    floor = min(request.fit_ctx, trained) * streams
     if auto_ctx and full and not plan.fits and plan.max_context >= floor:
         # What fit does when the trained context does not fit: a smaller context, never below
         # its minimum (--fit-ctx, 4096 a stream). membudget takes the largest that fits and
@@ -497,7 +564,7 @@ def llamacpp_plan(
                 "that does (llama-server's --fit would lower it too)"
             )
             plan = replace(smaller, warnings=(*smaller.warnings, note))
-    return plan
+    return replace(plan, fit=fit, warnings=(*plan.warnings, *notes))
 
 
 def run_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) -> PlanResult:

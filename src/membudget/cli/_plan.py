@@ -67,6 +67,7 @@ Quant = Annotated[
 
 # Command-line parameters and the PlanRequest fields they set, where the names differ.
 _FIELDS = {
+    "fit_target": "fit_target_mib",
     "ram": "memory",
     "rpc_node": "rpc_bytes",
     "gpu": "gpu_bytes",
@@ -293,6 +294,22 @@ def plan(
     yarn_orig_ctx: Annotated[
         int, typer.Option(help="llama.cpp --yarn-orig-ctx N (default: the model's).")
     ] = 0,
+    fit_target: Annotated[
+        int,
+        typer.Option(
+            "--fit-target",
+            "-fitt",
+            help="llama-server -fitt: MiB --fit leaves free, for the bare command's report.",
+        ),
+    ] = 1024,
+    fit_ctx: Annotated[
+        int,
+        typer.Option(
+            "--fit-ctx",
+            "-fitc",
+            help="llama-server -fitc: the least context --fit sets a stream (default 4096).",
+        ),
+    ] = 4096,
     ram: Annotated[
         str | None, typer.Option(help="CPU RAM budget when GPUs are given (same as --memory).")
     ] = None,
@@ -367,6 +384,8 @@ def plan(
         rope_scaling=rope_scaling,
         rope_scale=rope_scale,
         yarn_orig_ctx=yarn_orig_ctx,
+        fit_target_mib=fit_target,
+        fit_ctx=fit_ctx,
         tensor_parallel=tensor_parallel,
         pipeline_parallel=pipeline_parallel,
         nodes=nodes,
