@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from membudget.engines.llamacpp.devices import cuda_fa_kernel
 from membudget.engines.llamacpp.ggml import Graph, Tensor, replay, type_size
 
-__all__ = ["Backend", "schedule"]
+__all__ = ["Backend", "cuda_alloc_size", "cuda_supports", "schedule"]
 
 _VIEW_OPS = frozenset({"RESHAPE", "VIEW", "PERMUTE", "TRANSPOSE"})  # ggml_is_view_op
 # ggml-cuda.cu, get_op_batch_size: the rows an op works on, for offload_op.
@@ -61,14 +61,6 @@ def _batch(t: Tensor) -> int:
     if t.op in _BATCH_NE2:
         return t.ne[2]
     return t.ne[1] * t.ne[2] * t.ne[3]  # ggml_nrows
-
-
-@dataclass(slots=True)
-class _Copy:
-    """A split input's copy on another backend (``ggml_dup_tensor_layout``)."""
-
-    of: Tensor
-    tensor: Tensor
 
 
 def schedule(
@@ -342,14 +334,14 @@ def _dependency(original: Tensor) -> Tensor:
     return Tensor(original.type, original.ne, original.nb, src=(original,), view_src=original)
 
 
-def cuda_supports(spec_recurrent_ok: bool) -> Callable[[Tensor], bool]:
+def cuda_supports(scan_ok: bool) -> Callable[[Tensor], bool]:
     """CUDA's ``supports_op`` for the ops membudget's graphs hold: everything but a state scan
-    it has no kernel for (``spec_recurrent_ok``: :func:`.devices.cuda_runs_ssm_scan`) and
+    it has no kernel for (``scan_ok``: :func:`.devices.cuda_runs_ssm_scan`) and
     flash attention over head sizes it has no kernel for."""
 
     def supports(t: Tensor) -> bool:
         if t.op == "SSM_SCAN":
-            return spec_recurrent_ok
+            return scan_ok
         if t.op == "FLASH_ATTN_EXT":
             q, k, v = t.src[0], t.src[1], t.src[2]
             if q is None or k is None or v is None:
