@@ -9,13 +9,13 @@ report, so ``membudget plan --json`` and ``POST /api/plan`` give the same docume
 from __future__ import annotations
 
 import functools
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from membudget.budget import MemoryBudget
 from membudget.engines.llamacpp import LOAD_MODES, FlashAttn, LlamaCppEstimate, LlamaCppSettings
+from membudget.engines.llamacpp.devices import f32
 from membudget.engines.vllm import KvCacheDtype, VllmSettings, check_vllm_parallel, estimate_vllm
 from membudget.errors import InvalidArgumentError
 from membudget.hardware import Hardware
@@ -478,21 +478,17 @@ def yarn_ctx_train(spec: ModelSpec, request: PlanRequest) -> tuple[int, str] | N
     scaling = request.rope_scaling or spec.rope_scaling or "linear"
     if scaling != "yarn" or request.rope_scale is None:
         return None
-    trained_scale = _f32(1.0 / spec.rope_factor) if spec.rope_factor else 1.0
-    scale = _f32(1.0 / _f32(request.rope_scale))  # --rope-scale N: rope_freq_scale = 1/N
+    trained_scale = f32(1.0 / spec.rope_factor) if spec.rope_factor else 1.0
+    scale = f32(1.0 / f32(request.rope_scale))  # --rope-scale N: rope_freq_scale = 1/N
     if scale == trained_scale:
         return None
     orig = request.yarn_orig_ctx or spec.n_ctx_orig_yarn or spec.n_ctx_train
-    n_ctx_train = int(_f32(orig / scale))
+    n_ctx_train = int(f32(orig / scale))
     why = (
         f"--rope-scaling yarn --rope-scale {request.rope_scale:g}: llama.cpp takes the trained "
         f"context as {n_ctx_train:,} ({orig:,} before scaling, times {request.rope_scale:g})"
     )
     return n_ctx_train, why
-
-
-def _f32(x: float) -> float:
-    return float(struct.unpack("f", struct.pack("f", x))[0])
 
 
 DEFAULT_CTX = 4096  # the library's and llama-cpp-python's context when none is given or known

@@ -41,8 +41,10 @@ __all__ = [
     "HostPins",
     "cuda_alloc_bytes",
     "cuda_fa_kernel",
+    "cuda_row_padding",
     "cuda_runs_flash_attn",
     "cuda_runs_ssm_scan",
+    "f32",
     "ffn_overrides",
     "has_host_buffer",
     "layer_devices",
@@ -148,7 +150,8 @@ def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
-def _f32(x: float) -> float:
+def f32(x: float) -> float:
+    """``x`` rounded to single precision, as llama.cpp's ``float`` arithmetic keeps it."""
     return float(struct.unpack("f", struct.pack("f", x))[0])
 
 
@@ -170,12 +173,12 @@ def _split_counts(n_slots: int, n_gpu_layers: int, shares: tuple[float, ...]) ->
         weights = [1.0] * len(weights)
     points, running = [], 0.0
     for w in weights:
-        running = _f32(running + _f32(w))
+        running = f32(running + f32(w))
         points.append(running)
-    points = [_f32(p / running) for p in points]
+    points = [f32(p / running) for p in points]
     counts = [0] * len(weights)
     for j in range(active):
-        idx = bisect.bisect_right(points, _f32(float(j) / active))
+        idx = bisect.bisect_right(points, f32(float(j) / active))
         counts[min(idx, len(counts) - 1)] += 1
     return tuple(counts)
 
@@ -213,10 +216,17 @@ def tensor_device(
     return slots[-1]  # output, output_norm and the other model-level tensors
 
 
+def cuda_row_padding(type_name: str, ne0: int) -> int:
+    """The bytes CUDA adds to a tensor of ``type_name`` whose rows hold ``ne0`` values: a
+    quantised tensor's last row is padded to a multiple of 512 values
+    (``ggml_backend_cuda_buffer_type_get_alloc_size``, ``MATRIX_ROW_PADDING``)."""
+    qtype = ggml_type_by_name(type_name)
+    if qtype is None or qtype.block_size == 1 or not ne0 % MATRIX_ROW_PADDING:
+        return 0
+    return qtype.row_bytes(MATRIX_ROW_PADDING - ne0 % MATRIX_ROW_PADDING)
+
+
 def cuda_alloc_bytes(t: TensorSpec) -> int:
     """Bytes CUDA allocates for ``t``: quantised matrices get their last row padded."""
-    size = t.n_bytes
-    qtype = ggml_type_by_name(t.type_name)
-    if qtype is not None and qtype.block_size > 1 and t.shape and t.shape[0] % MATRIX_ROW_PADDING:
-        size += qtype.row_bytes(MATRIX_ROW_PADDING - t.shape[0] % MATRIX_ROW_PADDING)
-    return -(-size // CUDA_ALIGNMENT) * CUDA_ALIGNMENT
+    padding = cuda_row_padding(t.type_name, t.shape[0]) if t.shape else 0
+    return -(-(t.n_bytes + padding) // CUDA_ALIGNMENT) * CUDA_ALIGNMENT

@@ -30,9 +30,9 @@ from typing import TypeVar
 
 from membudget.engines.llamacpp.devices import (
     CUDA_ALIGNMENT,
-    MATRIX_ROW_PADDING,
     HostPins,
     cuda_alloc_bytes,
+    cuda_row_padding,
 )
 from membudget.engines.llamacpp.ggml import Graph, allocate
 from membudget.engines.llamacpp.graph import GraphSettings, build_graph
@@ -261,9 +261,7 @@ class CacheTable:
 
 
 def _cuda_cache_bytes(qtype: GGMLType, n_embd: int, rows: int) -> int:
-    size = row_bytes(qtype, n_embd) * rows
-    if qtype.block_size > 1 and n_embd % MATRIX_ROW_PADDING:
-        size += row_bytes(qtype, MATRIX_ROW_PADDING - n_embd % MATRIX_ROW_PADDING)
+    size = row_bytes(qtype, n_embd) * rows + cuda_row_padding(qtype.name, n_embd)
     return pad(size, CUDA_ALIGNMENT)
 
 

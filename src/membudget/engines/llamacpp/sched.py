@@ -27,8 +27,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from membudget.engines.llamacpp.devices import cuda_fa_kernel
-from membudget.engines.llamacpp.ggml import Graph, Tensor, replay, type_size
+from membudget.engines.llamacpp.devices import (
+    CUDA_ALIGNMENT,
+    cuda_fa_kernel,
+    cuda_row_padding,
+)
+from membudget.engines.llamacpp.ggml import Graph, Tensor, replay
+from membudget.engines.llamacpp.layout import pad
 
 __all__ = ["Backend", "cuda_alloc_size", "cuda_supports", "schedule"]
 
@@ -361,18 +366,11 @@ def cuda_alloc_size(t: Tensor) -> int:
     if t.op == "FLASH_ATTN_EXT":
         k, v = t.src[1], t.src[2]
         if k is not None and k.type != "F16":
-            size = _pad(size, 128) + k.n_elements * 2
+            size = pad(size, CUDA_ALIGNMENT) + k.n_elements * 2
         same = (
             v is not None and k is not None and v.view_src is not None and v.view_src is k.view_src
         )
         if v is not None and v.type != "F16" and not same:
-            size = _pad(size, 128) + v.n_elements * 2
+            size = pad(size, CUDA_ALIGNMENT) + v.n_elements * 2
         return size
-    block, type_bytes = type_size(t.type)
-    if block > 1 and t.ne[0] % 512:
-        size += (512 - t.ne[0] % 512) // block * type_bytes
-    return size
-
-
-def _pad(n: int, m: int) -> int:
-    return -(-n // m) * m
+    return size + cuda_row_padding(t.type, t.ne[0])
