@@ -133,6 +133,7 @@ def test_the_cuda_log_matches_the_plan(
         assert _differences(data, entry["log"], compute=True) == []
     if case.id in _SCHEDULED:
         assert not warned, data["warnings"]
+        assert data["engine_rules"]["compute_method"] == "scheduled"
 
 
 # Cases whose compute buffers membudget schedules exactly (the replay above checks every case

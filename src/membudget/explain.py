@@ -161,7 +161,7 @@ def explain_llamacpp(e: LlamaCppEstimate) -> tuple[Step, ...]:
         )
     )
     n_tokens = min(e.n_ctx, e.n_ubatch)
-    if e.compute_method == "simulated":
+    if e.compute_method in ("simulated", "scheduled"):
         how = (
             f"ggml-alloc replayed over llama.cpp's worst-case graph for {spec.architecture}: "
             f"{n_tokens} tokens (min(n_ctx, n_ubatch)), one output each, attention over "
@@ -174,6 +174,18 @@ def explain_llamacpp(e: LlamaCppEstimate) -> tuple[Step, ...]:
             f"membudget.engines.llamacpp.graph, equal to {rule}'s CPU report "
             "(benchmarks/accuracy.py)",
         )
+        if e.compute_method == "scheduled":
+            how += (
+                "; split between the device holding every layer and the host as llama.cpp's "
+                "scheduler splits it (the host keeps the graph inputs and token rows; the device "
+                "copies what it reads from them), one allocator per backend"
+            )
+            model = Input(
+                "model",
+                "graph rebuilt, scheduler and allocators replayed",
+                "membudget.engines.llamacpp.sched, equal to CUDA and RPC logs "
+                "(tests/test_cuda_logs.py)",
+            )
     else:
         how = (
             f"worst-case graph of {n_tokens} tokens (min(n_ctx, n_ubatch)) over {e.kv_size:,} "

@@ -635,7 +635,7 @@ def _warnings(spec: ModelSpec, estimate: LlamaCppEstimate, requested_ubatch: int
     # its compute buffer exists even with -ngl 0. One device holding every layer of a dense
     # model is scheduled as llama.cpp schedules it; other splits are not yet.
     split = s.gpus and (s.n_gpu_layers > 0 or any(has_host_buffer(d) for d in s.gpus))
-    scheduled = all("scheduled" in b.detail for b in estimate.buffers if b.kind == "compute")
+    scheduled = estimate.compute_method == "scheduled"
     if split and not (scheduled and scheduled_exactly(spec, s.gpus)):
         out.append(
             "compute buffers with more than one backend are estimated: membudget follows "

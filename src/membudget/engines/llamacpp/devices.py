@@ -36,7 +36,6 @@ from membudget.quant import ggml_type_by_name
 __all__ = [
     "CPU",
     "FFN_DENSE_REGEX",
-    "FFN_EXPS_REGEX",
     "OP_OFFLOAD_MIN_BATCH",
     "HostPins",
     "cuda_alloc_bytes",
@@ -59,8 +58,8 @@ MATRIX_ROW_PADDING = 512  # ggml-cuda/common.cuh
 # ggml-cuda.cu, ggml_backend_cuda_reg_get_device: op_offload_min_batch_size, the
 # GGML_OP_OFFLOAD_MIN_BATCH environment variable's default.
 OP_OFFLOAD_MIN_BATCH = 32
-# common/common.h: the patterns --cpu-moe, --n-cpu-moe and --n-cpu-ffn write as overrides.
-FFN_EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"  # LLM_FFN_EXPS_REGEX
+# common/common.h: the pattern --n-cpu-ffn writes as overrides (--cpu-moe and --n-cpu-moe
+# write LLM_FFN_EXPS_REGEX, which matches the "_exps" tensors the slot tables count apart).
 FFN_DENSE_REGEX = r"\.ffn_(up|down|gate)\."  # LLM_FFN_DENSE_REGEX
 
 

@@ -253,12 +253,6 @@ class CacheTable:
             return self.kv_gpu[i] + self.swa_gpu[i] + self.recurrent_gpu[i]
         return self.kv[i] + self.swa[i] + self.recurrent[i]
 
-    def columns(self, gpu: bool) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        """KV, SWA and recurrent columns under one backend's rules."""
-        if gpu:
-            return self.kv_gpu, self.swa_gpu, self.recurrent_gpu
-        return self.kv, self.swa, self.recurrent
-
 
 def _cuda_cache_bytes(qtype: GGMLType, n_embd: int, rows: int) -> int:
     size = row_bytes(qtype, n_embd) * rows + cuda_row_padding(qtype.name, n_embd)

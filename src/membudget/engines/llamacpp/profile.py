@@ -85,7 +85,7 @@ LOAD_MODES: tuple[LoadMode, ...] = ("auto", "mmap", "none", "dio", "mlock", "mma
 MAPPED_MODES = frozenset({"auto", "mmap", "mmap+mlock"})
 LOCKED_MODES = frozenset({"mlock", "mmap+mlock"})
 BufferKind = Literal["model", "kv", "kv_swa", "recurrent", "output", "compute"]
-ComputeMethod = Literal["simulated", "phase model"]
+ComputeMethod = Literal["simulated", "scheduled", "phase model"]
 _F32 = 4
 
 
@@ -597,7 +597,8 @@ def estimate_llamacpp(
     split = full_offload_split(spec, res, s, r, slots) if simulated else None
     if split is not None:
         host, device = split
-        buffers.append(Buffer(used[0], "compute", device, detail.replace(method, "scheduled")))
+        method = "scheduled"
+        buffers.append(Buffer(used[0], "compute", device, detail.replace("simulated", method)))
         buffers.append(Buffer(CPU, "compute", host, "graph inputs and token rows (scheduled)"))
     else:
         buffers.extend(Buffer(dev, "compute", graph, detail) for dev in used)
