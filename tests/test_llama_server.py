@@ -145,29 +145,42 @@ def test_the_printed_command_allocates_what_the_plan_says(
     ("arch", "args", "workers"),
     [
         pytest.param("qwen3", ["--ctx", "2048"], 2, id="qwen3 on two workers"),
+        pytest.param(
+            "qwen3", ["--ctx", "2048", "-ngl", "5", "-ts", "3,2"], 2, id="qwen3 -ngl 5 -ts 3,2"
+        ),
         pytest.param("gemma3", ["--ctx", "2048", "-ngl", "3"], 1, id="gemma3, one worker, -ngl 3"),
+        pytest.param(
+            "gemma3", ["--ctx", "3000", "--parallel", "2"], 2, id="gemma3 SWA on two workers"
+        ),
         pytest.param(
             "qwen3moe",
             ["--ctx", "2048", "--n-cpu-moe", "2"],
             2,
             id="qwen3moe --n-cpu-moe 2",
         ),
+        pytest.param(
+            "granitehybrid", ["--ctx", "2048", "--parallel", "2"], 3, id="granite on three"
+        ),
+        pytest.param("deepseek2", ["--ctx", "2048"], 2, id="deepseek2 MLA on two workers"),
+        pytest.param("qwen3next", ["--ctx", "2048"], 2, id="qwen3next on two workers"),
     ],
 )
 def test_rpc_workers_hold_what_the_plan_says(
     zoo: Path, arch: str, args: list[str], workers: int
 ) -> None:
     """llama.cpp's RPC backend as the multi-device stand-in: every printed command, its worker
-    addresses put in, places weights, KV cache and output exactly as planned, RPC servers
-    first. The compute buffers of a graph split over several backends are not modelled yet
-    (the scheduler keeps copies of each split's inputs); the plan says so in a warning."""
+    addresses put in, places weights, KV cache, output and compute buffers exactly as planned,
+    RPC servers first. The compute buffers follow llama.cpp's scheduler: each split's input
+    copies, four of each (and of every graph input) when several workers hold every layer
+    (pipeline parallelism), each layer's norm on its layer's device, the host's share."""
 
     path = _model(zoo, arch)
     data = _plan(str(path), "--memory", "64GiB", *args, *["--rpc-node", "1GiB:cpu"] * workers)
     command = data["commands"]["llama.cpp_rpc"][-1]
     assert command[:3] == ["llama-server", "-m", str(path)]
-    assert_same_buffers(data, _run_with_workers(data, workers), compute=False)
-    assert any("compute buffers" in w for w in data["warnings"])
+    assert data["engine_rules"]["compute_method"] == "scheduled"
+    assert not any("compute buffers" in w for w in data["warnings"])
+    assert_same_buffers(data, _run_with_workers(data, workers))
 
 
 def test_the_mapped_span_when_repacked_tensors_sit_at_its_edges(zoo: Path) -> None:
@@ -186,7 +199,7 @@ def test_the_mapped_span_when_repacked_tensors_sit_at_its_edges(zoo: Path) -> No
     data = _plan(
         str(path), "--memory", "64GiB", "--ctx", "2048", "-ngl", "2", "--rpc-node", "1GiB:cpu"
     )
-    assert_same_buffers(data, _run_with_workers(data, 1), compute=False)
+    assert_same_buffers(data, _run_with_workers(data, 1))
 
 
 def test_load_mode_none_reads_the_weights_into_memory(zoo: Path) -> None:
@@ -213,7 +226,7 @@ def test_cpu_moe_keeps_every_expert_on_the_cpu(zoo: Path) -> None:
     data = _plan(str(path), "--memory", "64GiB", "--ctx", "2048", "-cmoe", "--rpc-node", "1GiB:cpu")
     command = data["commands"]["llama.cpp_rpc"][-1]
     assert "--n-cpu-moe" in command
-    assert_same_buffers(data, _run_with_workers(data, 1), compute=False)
+    assert_same_buffers(data, _run_with_workers(data, 1))
 
 
 @pytest.mark.parametrize("arch", ["qwen3", "gemma3", "granitehybrid", "gpt-oss"])

@@ -176,15 +176,17 @@ def explain_llamacpp(e: LlamaCppEstimate) -> tuple[Step, ...]:
         )
         if e.compute_method == "scheduled":
             how += (
-                "; split between the device holding every layer and the host as llama.cpp's "
-                "scheduler splits it (the host keeps the graph inputs and token rows; the device "
-                "copies what it reads from them), one allocator per backend"
+                "; split between the devices and the host as llama.cpp's scheduler splits it "
+                "(each op where the weight it reads lives, the host keeping the graph inputs "
+                "and token rows, each backend a copy of what it reads from another; four "
+                "copies of each, kept for the whole graph, when several devices hold every "
+                "layer: pipeline parallelism), one allocator per backend"
             )
             model = Input(
                 "model",
                 "graph rebuilt, scheduler and allocators replayed",
                 "membudget.engines.llamacpp.sched, equal to CUDA and RPC logs "
-                "(tests/test_cuda_logs.py)",
+                "(tests/test_cuda_logs.py, tests/test_llama_server.py)",
             )
     else:
         how = (

@@ -38,16 +38,18 @@ from functools import partial
 from membudget.engines.llamacpp import (
     LlamaCppRules,
     LlamaCppSettings,
-    full_offload_split,
     graph_bytes,
     host_compute_bytes,
     host_pins,
     output_bytes,
     repack_types,
     resolve,
+    scheduled_split,
 )
 from membudget.engines.llamacpp.devices import (
+    CPU,
     OP_OFFLOAD_MIN_BATCH,
+    layer_devices,
     offload_device,
     split_counts,
 )
@@ -119,6 +121,18 @@ class _Costs:
         self.offload = offload
         """The device that takes the CPU layers' large-batch products (the first CUDA device),
         which therefore reserves a compute buffer even when it holds no layer; -1: none."""
+        self.simulated = False
+        """Whether ``graph`` is a simulated graph (the scheduler's split exists only then)."""
+        self.settings: LlamaCppSettings | None = None
+        """The settings these costs are for, when the scheduler's split can be asked for
+        placements of them (several devices and a simulated graph)."""
+        self.seen: dict[
+            tuple[bool, bool], tuple[tuple[int | None, ...], tuple[int | None, ...], int]
+        ] = {}
+        """The scheduler's compute buffers of the last placement of each kind (CPU layers or
+        not, experts on the CPU or not) checked exactly: each device's when it held layers,
+        each device's when it held none (None where not seen), and the CPU's. Placements of
+        that kind are costed with them."""
         dev_full = ([0] * (n + 1), [0] * (n + 1))  # CUDA rules, CPU rules
         dev_exps = ([0] * (n + 1), [0] * (n + 1))
         cpu_full = [0] * (n + 1)
@@ -154,15 +168,53 @@ class _Costs:
     def cpu(self, s: int, k: int, any_device: bool) -> int:
         """Resident CPU bytes with slots ``0 .. s - 1`` there and experts below ``k``."""
         experts = self.cpu_exps[max(k, s)] - self.cpu_exps[s] if k > s else 0
-        if s > 0 or not any_device:
+        seen = self.seen.get((s > 0, k > 0)) if any_device else None
+        if seen is not None:
+            compute = seen[2]
+        elif s > 0 or not any_device:
             compute = self.graph
         else:
             compute = self.split[0] if self.split is not None and k == 0 else self.host
         return self.cpu_fixed + self.cpu_full[s] + experts + compute
 
-    def device_graph(self, s: int, k: int) -> int:
-        """A device's compute buffer when the CPU keeps ``s`` slots and experts below ``k``."""
+    def device_graph(self, s: int, k: int, j: int) -> int:
+        """Device ``j``'s compute buffer when the CPU keeps ``s`` slots and experts below
+        ``k``."""
+        seen = self.seen.get((s > 0, k > 0))
+        if seen is not None:
+            held = seen[0][j]
+            if held is not None:
+                return held
         return self.split[1] if self.split is not None and s == 0 and k == 0 else self.graph
+
+    def empty_device(self, s: int, k: int, j: int) -> int:
+        """Device ``j``'s compute buffer when it holds no layer."""
+        seen = self.seen.get((s > 0, k > 0))
+        if seen is not None:
+            empty = seen[1][j]
+            if empty is not None:
+                return empty
+        return self.device_graph(s, k, j) if j == self.offload else 0
+
+    def adopt(self, p: Placement, names: Sequence[str], exact: dict[str, int]) -> bool:
+        """Cost placements of ``p``'s kind with the scheduler's buffers ``exact`` of ``p``;
+        whether that changed anything."""
+        key = (p.cpu_slots > 0, p.n_cpu_moe > 0)
+        pairs = list(zip(names, p.counts, strict=True))
+        old = self.seen.get(key)
+        old_held, old_empty = (old[0], old[1]) if old else ((None,) * len(pairs),) * 2
+        held = tuple(
+            exact.get(name, 0) if n else was for (name, n), was in zip(pairs, old_held, strict=True)
+        )
+        empty = tuple(
+            was if n else exact.get(name, 0)
+            for (name, n), was in zip(pairs, old_empty, strict=True)
+        )
+        entry = (held, empty, exact.get(CPU, 0))
+        if self.seen.get(key) == entry:
+            return False
+        self.seen[key] = entry
+        return True
 
     def cpu_read(self, s: int, k: int, used: int, total: int) -> int:
         """Weight bytes the CPU reads per token, times ``total``: its dense weights whole, its
@@ -172,9 +224,11 @@ class _Costs:
 
     def loads(self, s: int, k: int, counts: Sequence[int], hosts: Sequence[bool]) -> list[int]:
         out, pos = [], s
-        graph = self.device_graph(s, k)
         for j, (n, host) in enumerate(zip(counts, hosts, strict=True)):
-            out.append(graph + self.gpu(pos, pos + n, k, host) if n or j == self.offload else 0)
+            if n:
+                out.append(self.device_graph(s, k, j) + self.gpu(pos, pos + n, k, host))
+            else:
+                out.append(self.empty_device(s, k, j))
             pos += n
         return out
 
@@ -184,8 +238,8 @@ class _Costs:
         """Each device in order takes as many slots as fit; ``None`` if some are left over."""
         n = self.n_slots
         pos, counts = s, []
-        for cap, host in zip(caps, hosts, strict=True):
-            room = cap - self.device_graph(s, k)
+        for j, (cap, host) in enumerate(zip(caps, hosts, strict=True)):
+            room = cap - self.device_graph(s, k, j)
             if pos == n or room < 0 or self.gpu(pos, pos + 1, k, host) > room:
                 counts.append(0)
                 continue
@@ -199,6 +253,24 @@ class _Costs:
             counts.append(lo - pos)
             pos = lo
         return tuple(counts) if pos == n else None
+
+    def spill(self, s: int, k: int, caps: Sequence[int], hosts: Sequence[bool]) -> tuple[int, ...]:
+        """What :meth:`fill` would give with the slots left over on the last device."""
+        n = self.n_slots
+        pos, counts = s, []
+        for j, (cap, host) in enumerate(zip(caps, hosts, strict=True)):
+            room = cap - self.device_graph(s, k, j)
+            take = 0
+            while pos + take < n and self.gpu(pos, pos + take + 1, k, host) <= room:
+                take += 1
+            counts.append(take)
+            pos += take
+        counts[-1] += n - pos
+        return tuple(counts)
+
+
+_EXACT_ROUNDS = 3
+"""How often the placer re-chooses with the scheduler's figures of its last choice."""
 
 
 def least(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
@@ -292,6 +364,7 @@ class Placer:
             output_bytes(self.spec, s, res.n_seq),
             self.offload if res.n_tokens >= OP_OFFLOAD_MIN_BATCH else -1,
         )
+        costs.simulated = simulated
         n = costs.n_slots
         if simulated and len(self.names) == 1 and costs.gpu(0, n, 0, self.hosts[0]) <= self.caps[0]:
             # one device that could hold every layer: the scheduler's split there, as the
@@ -302,7 +375,16 @@ class Placer:
                 n_gpu_layers=self.spec.n_layer + 1,
                 cpu_devices=self.names if self.hosts[0] else (),
             )
-            costs.split = full_offload_split(self.spec, res, one, r, [self.names[0]])
+            split = scheduled_split(self.spec, res, one, r, [self.names[0]] * n)
+            if split is not None:
+                costs.split = (split[CPU], split[self.names[0]])
+        if simulated and self.names and all(self.hosts) and n >= len(self.names):
+            # CPU RPC workers, where the scheduler's split is known for every placement: start
+            # from its figures with every layer spread evenly (a device's share barely changes
+            # them), then check each choice exactly (_fill, _solve)
+            even = split_counts(n, n, [1.0] * len(self.names))
+            self._adopt(costs, s, Placement(0, even, 0))
+            costs.settings = s
         return costs
 
     # -- the search ----------------------------------------------------------------------
@@ -344,7 +426,7 @@ class Placer:
         out: list[Placement] = []
 
         def devices_hold(s: int, k: int) -> bool:
-            return c.fill(s, k, caps, self.hosts) is not None
+            return self._fill(c, s, k, caps) is not None
 
         for want in ks:
             if pins.n_gpu_layers is not None:
@@ -359,12 +441,17 @@ class Placer:
                 if first_k is not None:
                     out.append(self._place(c, 0, first_k))
             else:
-                least_s = least(0, n, partial(_last, devices_hold, want))
+                # every layer offloaded first: the scheduler's figures for it are not those
+                # of a partial offload, so the fewest CPU slots need not be monotone there
+                if devices_hold(0, want):
+                    least_s: int | None = 0
+                else:
+                    least_s = least(1, n, partial(_last, devices_hold, want))
                 out.append(self._place(c, n if least_s is None else least_s, want))
         return out
 
     def _place(self, c: _Costs, s: int, k: int) -> Placement:
-        counts = c.fill(s, k, self.caps, self.hosts)
+        counts = self._fill(c, s, k, self.caps)
         if counts is None:
             # The devices cannot hold what is pinned: share it by budget, as llama.cpp does
             # by free memory when -ts is not given.
@@ -405,9 +492,11 @@ class Placer:
             for load, cap in zip(c.loads(s, k, counts, self.hosts), self.caps, strict=True)
         )
 
-    def _scored(self, c: _Costs) -> list[tuple[tuple[int, ...], Placement, bool]]:
+    def _scored(
+        self, c: _Costs, candidates: Sequence[Placement] | None = None
+    ) -> list[tuple[tuple[int, ...], Placement, bool]]:
         scored: list[tuple[tuple[int, ...], Placement, bool]] = []
-        for p in self._candidates(c):
+        for p in self._candidates(c) if candidates is None else candidates:
             gpu_ok = self._gpu_ok(c, p.cpu_slots, p.n_cpu_moe, p.counts)
             cpu_need = c.cpu(p.cpu_slots, p.n_cpu_moe, any(p.counts))
             ok = gpu_ok and cpu_need <= self.cpu_budget
@@ -427,10 +516,54 @@ class Placer:
 
     def _solve(self, settings: LlamaCppSettings) -> Solution:
         c = self._costs(settings)
+        best, ok = self._pick(c)
+        if not c.simulated or not self.names:
+            return Solution(best, self._settings(settings, best), ok)
+        # The scheduler's compute buffers depend on the placement (its splits, their input
+        # copies, pipeline parallelism over several devices): cost the chosen placement's kind
+        # with its own figures and choose again, until the choice is costed exactly.
+        for _ in range(_EXACT_ROUNDS):
+            if not self._adopt(c, settings, best):
+                break
+            best, ok = self._pick(c)
+        else:
+            if self._adopt(c, settings, best):
+                ok = self._ok(c, best)
+        return Solution(best, self._settings(settings, best), ok)
+
+    def _fill(self, c: _Costs, s: int, k: int, caps: Sequence[int]) -> tuple[int, ...] | None:
+        """:meth:`_Costs.fill`, checked against the scheduler: the counts it gives (or, when
+        some slots are left over, those with the rest on the last device) are costed with
+        their own compute buffers, and filled again, until those buffers stop changing."""
+        counts = c.fill(s, k, caps, self.hosts)
+        if c.settings is None:
+            return counts
+        for _ in range(_EXACT_ROUNDS):
+            probe = counts or c.spill(s, k, caps, self.hosts)
+            if not self._adopt(c, c.settings, Placement(s, probe, k)):
+                break
+            counts = c.fill(s, k, caps, self.hosts)
+        return counts
+
+    def _pick(self, c: _Costs) -> tuple[Placement, bool]:
         _, best, ok = self._scored(c)[0]
         if ok and not self.pins.tensor_split and len(self.names) > 1 and any(best.counts):
             best = self._balance(c, best)
-        return Solution(best, self._settings(settings, best), ok)
+        return best, ok
+
+    def _adopt(self, c: _Costs, settings: LlamaCppSettings, p: Placement) -> bool:
+        """Give ``c`` the scheduler's compute buffers of ``p`` (as the estimate has them);
+        whether they changed its costs."""
+        placed = self._settings(settings, p)
+        res = resolve(self.spec, placed, self.rules)
+        slots = layer_devices(
+            self.spec.n_layer, placed.n_gpu_layers, placed.gpus, placed.tensor_split
+        )
+        exact = scheduled_split(self.spec, res, placed, self.rules, slots)
+        return exact is not None and c.adopt(p, self.names, exact)
+
+    def _ok(self, c: _Costs, p: Placement) -> bool:
+        return next(ok for _, q, ok in self._scored(c, [p]) if q == p)
 
     def _balance(self, c: _Costs, p: Placement) -> Placement:
         """Spread the blocks so each device keeps the largest equal share of its budget free."""
@@ -438,7 +571,7 @@ class Placer:
         while lo < hi:
             mid = (lo + hi + 1) // 2
             caps = [cap - cap * mid // (1 << 16) for cap in self.caps]
-            counts = c.fill(p.cpu_slots, p.n_cpu_moe, caps, self.hosts)
+            counts = self._fill(c, p.cpu_slots, p.n_cpu_moe, caps)
             if counts is not None:
                 lo, best = mid, counts
             else:

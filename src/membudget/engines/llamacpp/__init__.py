@@ -23,7 +23,6 @@ from membudget.engines.llamacpp.profile import (
     LlamaCppSettings,
     LoadMode,
     estimate_llamacpp,
-    full_offload_split,
     graph_bytes,
     host_compute_bytes,
     host_pins,
@@ -32,6 +31,7 @@ from membudget.engines.llamacpp.profile import (
     repack_types_for,
     resolve,
     scheduled_exactly,
+    scheduled_split,
 )
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "LlamaCppSettings",
     "LoadMode",
     "estimate_llamacpp",
-    "full_offload_split",
     "graph_bytes",
     "host_compute_bytes",
     "host_pins",
@@ -54,4 +53,5 @@ __all__ = [
     "repack_types_for",
     "resolve",
     "scheduled_exactly",
+    "scheduled_split",
 ]

@@ -19,7 +19,7 @@ Rules read from llama.cpp 0c1e570 (the llama.cpp inside llama-cpp-python 0.3.36)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
@@ -92,7 +92,8 @@ class Tensor:
     """An external's layer (``n_layer``: the output layer; -1: the input layer)."""
     kind: str = ""
     """An external's kind: ``w`` weight, ``e`` routed expert, ``a`` a Mamba scan's ``ssm_a``,
-    ``c`` cache."""
+    ``c`` cache; or ``n``, a layer's weighted norm (the node llama.cpp may pin to its layer's
+    device, see ``ops.GraphBuilder._named_norm``)."""
     n_bytes: int = field(init=False)
     """``ggml_nbytes``: the last element's end, through the strides."""
 
@@ -338,17 +339,24 @@ def replay(
     alloc_size: Sequence[Callable[[Tensor], int]] | None = None,
     offsets: dict[Tensor, int] | None = None,
     reused: dict[Tensor, Tensor] | None = None,
+    kept: Collection[Tensor] = (),
 ) -> list[int]:
     """``ggml_gallocr_alloc_graph_impl`` with one allocator per buffer (``ggml_gallocr_new_n``):
     leafs first; per node, its sources, then itself (in place over a sole-consumer parent for
     the ops ``ggml_op_can_inplace`` lists), then the parents it was the last consumer of. A
     tensor goes to buffer ``buffer_of[t]`` (the last when not given) at that buffer's alignment
-    and ``alloc_size``; ``sources`` overrides a node's sources (the scheduler's copies). Returns
-    each buffer's size; fills ``offsets`` and ``reused`` when given."""
+    and ``alloc_size``; ``sources`` overrides a node's sources (the scheduler's copies);
+    ``kept`` tensors count as flagged input and output (the scheduler's pipeline copies).
+    Returns each buffer's size; fills ``offsets`` and ``reused`` when given."""
     mems = [_Allocator(a) for a in alignments]
     last = len(mems) - 1
     info: dict[Tensor, _Info] = {}
     at: dict[Tensor, int] = {}
+
+    kept = frozenset(kept)
+
+    def flagged(t: Tensor, flag: Flag) -> bool:
+        return flag in t.flags or t in kept
 
     def src_of(t: Tensor) -> tuple[Tensor | None, ...]:
         return t.src if sources is None else sources.get(t, t.src)
@@ -373,7 +381,7 @@ def replay(
                     continue
                 p = get(parent)
                 # only a tensor ggml-alloc owns can be reused; a view never is one
-                if not p.allocated or "output" in parent.flags:
+                if not p.allocated or flagged(parent, "output"):
                     continue
                 if (parent.type, parent.ne, parent.nb) != (t.type, t.ne, t.nb):
                     continue
@@ -394,7 +402,7 @@ def replay(
             offsets[t] = hn.offset
 
     def free_node(t: Tensor) -> None:
-        if "output" in t.flags:
+        if flagged(t, "output"):
             return
         hn = get(t)
         b = at[t]
@@ -406,13 +414,13 @@ def replay(
     for node in nodes:
         if node.view_src is not None and node.op != "NONE":
             get(node.view_src).n_views += 1
-        if "input" in node.flags:
+        if flagged(node, "input"):
             allocate_node(node)
         for src in src_of(node):
             if src is None:
                 continue
             get(src).n_children += 1
-            if "input" in src.flags:
+            if flagged(src, "input"):
                 allocate_node(src)
     for node in nodes:
         for src in src_of(node):

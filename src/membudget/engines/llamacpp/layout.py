@@ -421,7 +421,11 @@ def _built_graph(spec: ModelSpec, gs: GraphSettings) -> Graph | None:
     return g
 
 
-_SPLITS: OrderedDict[tuple[int, GraphSettings, bool, bool], tuple[int, int] | None] = OrderedDict()
+_SPLITS: OrderedDict[tuple[object, ...], tuple[int, ...] | None] = OrderedDict()
+
+PIPELINE_COPIES = 4
+"""ggml-backend.cpp ``GGML_SCHED_MAX_COPIES``: with pipeline parallelism the scheduler keeps
+this many copies of every graph input and of every split's inputs."""
 
 
 def split_compute(
@@ -430,14 +434,22 @@ def split_compute(
     type_k: str,
     type_v: str,
     attn_rotation: bool,
-    device: str,
-    host_device: bool,
-) -> tuple[int, int] | None:
-    """The compute buffers of the host and of ``device`` when ``device`` holds every layer,
-    as llama.cpp's scheduler splits the graph between them (:mod:`.sched`): the CPU keeps the
-    graph inputs and the token rows it looks up, the device the rest and copies of what it
-    reads from the host. ``host_device``: the device allocates as the CPU backend does (a CPU
-    RPC worker). None for an architecture without a graph builder."""
+    devices: tuple[tuple[str, bool], ...],
+    slots: tuple[int, ...],
+    n_cpu_moe: int = 0,
+    pipeline: bool = False,
+    pin_norms: bool = False,
+) -> tuple[int, ...] | None:
+    """The compute buffer of every backend (``devices`` in llama.cpp's order, then the CPU)
+    as llama.cpp's scheduler splits the graph between them (:mod:`.sched`): each op where the
+    weight it reads lives, the CPU keeping the graph inputs and the token rows it looks up,
+    each backend a copy of what it reads from another (``PIPELINE_COPIES`` of them, kept for
+    the whole graph, with ``pipeline``; each layer's norm on its layer's device with
+    ``pin_norms``). ``devices``: each device's name and whether it
+    allocates as the CPU backend does (a CPU RPC worker); ``slots``: the backend index of
+    every layer and of the output layer (``len(devices)``: the CPU); the routed experts of the
+    first ``n_cpu_moe`` layers stay on the CPU. None for an architecture without a graph
+    builder."""
     from membudget.engines.llamacpp.devices import cuda_runs_ssm_scan  # noqa: PLC0415
     from membudget.engines.llamacpp.ggml import Tensor  # noqa: PLC0415
     from membudget.engines.llamacpp.sched import (  # noqa: PLC0415
@@ -448,36 +460,53 @@ def split_compute(
     )
 
     gs = graph_settings(res, type_k, type_v, 32, attn_rotation)
-    cuda = device.startswith("CUDA")
-    key = (_graph_key(spec), gs, cuda, host_device)
+    key = (_graph_key(spec), gs, devices, slots, n_cpu_moe, pipeline, pin_norms)
     with _GRAPHS_LOCK:
         if key in _SPLITS:
             _SPLITS.move_to_end(key)
             return _SPLITS[key]
     g = _built_graph(spec, gs)
-    result: tuple[int, int] | None = None
+    result: tuple[int, ...] | None = None
     if g is not None:
         scan_ok = cuda_runs_ssm_scan(spec)
-        if host_device:
-            gpu = Backend(device, 32)
-        else:
-            # CUDA's rules; an RPC worker with a GPU allocates as its backend does, but the
-            # scheduler offloads nothing to it
-            gpu = Backend(
-                device,
-                CUDA_ALIGNMENT,
-                32 if cuda else 0,
-                cuda_supports(scan_ok),
-                cuda_alloc_size,
-                fuses_moe=cuda,
-            )
+        backends: list[Backend] = []
+        for name, host_device in devices:
+            if host_device:
+                backends.append(Backend(name, 32))
+            elif name.startswith("RPC"):
+                # an RPC worker with a GPU allocates as its backend does; the scheduler takes
+                # every op it is given (ggml-rpc.cpp: supports_op is true, no offload_op)
+                backends.append(Backend(name, CUDA_ALIGNMENT, alloc_size=cuda_alloc_size))
+            else:
+                cuda = name.startswith("CUDA")
+                backends.append(
+                    Backend(
+                        name,
+                        CUDA_ALIGNMENT,
+                        32 if cuda else 0,
+                        cuda_supports(scan_ok),
+                        cuda_alloc_size,
+                        fuses_moe=cuda,
+                    )
+                )
+        backends.append(Backend("CPU", 32))
+        cpu = len(devices)
+        # ssm_a stays on the host where CUDA has no kernel for the scan (.profile.host_pins)
+        keeps_a = [scan_ok or not name.startswith("CUDA") for name, _ in devices]
+        last = len(slots) - 1
 
         def device_of(t: Tensor) -> int:
-            on_host = t.slot < 0 or (t.kind == "a" and not scan_ok and not host_device)
-            return 1 if on_host else 0
+            if t.slot < 0:
+                return cpu
+            b = slots[min(t.slot, last)]
+            if b == cpu or (t.kind == "e" and t.slot < n_cpu_moe):
+                return cpu
+            if t.kind == "a" and not keeps_a[b]:
+                return cpu
+            return b
 
-        dev, cpu = schedule(g, (gpu, Backend("CPU", 32)), device_of)
-        result = (cpu, dev)
+        copies = PIPELINE_COPIES if pipeline else 1
+        result = tuple(schedule(g, backends, device_of, copies, pin_norms))
     with _GRAPHS_LOCK:
         _SPLITS[key] = result
         while len(_SPLITS) > _GRAPHS_SIZE:

@@ -144,13 +144,22 @@ class GraphBuilder:
     def norm(self, x: Tensor) -> Tensor:
         """``build_norm`` (RMS, with a weight; the weight multiplies in place)."""
         g = self.g
-        return g.same("MUL", g.same("RMS_NORM", x), g.external("F32", x.ne[0]))
+        return g.same("MUL", self._named_norm(g.same("RMS_NORM", x)), g.external("F32", x.ne[0]))
 
     def layer_norm(self, x: Tensor) -> Tensor:
         """``build_norm`` with ``LLM_NORM``, a weight and a bias (both applied in place)."""
         g, e = self.g, x.ne[0]
-        cur = g.same("MUL", g.same("NORM", x), g.external("F32", e))
+        cur = g.same("MUL", self._named_norm(g.same("NORM", x)), g.external("F32", e))
         return g.same("ADD", cur, g.external("F32", e))
+
+    def _named_norm(self, t: Tensor) -> Tensor:
+        """``build_norm`` names a weighted norm ``norm`` with its layer (``il``; -1 for the input
+        and output norms); llama-context.cpp's ``graph_get_cb`` pins such a node to its layer's
+        device when every layer is offloaded. Tagged here as kind ``n`` with the layer's slot."""
+        layer = self.g.layer
+        if 0 <= layer < self.spec.n_layer:
+            t.slot, t.kind = layer, "n"
+        return t
 
     def linear(self, x: Tensor, n_out: int, n_in: int | None = None) -> Tensor:
         """``build_lora_mm``: an f32 ``n_out x tokens`` result whatever the weight type."""

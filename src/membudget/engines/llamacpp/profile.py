@@ -66,7 +66,6 @@ __all__ = [
     "LlamaCppSettings",
     "LoadMode",
     "estimate_llamacpp",
-    "full_offload_split",
     "graph_bytes",
     "host_compute_bytes",
     "host_pins",
@@ -75,6 +74,7 @@ __all__ = [
     "repack_types_for",
     "resolve",
     "scheduled_exactly",
+    "scheduled_split",
 ]
 
 FlashAttn = Literal["on", "off", "auto"]
@@ -414,36 +414,57 @@ def output_bytes(spec: ModelSpec, s: LlamaCppSettings, n_seq: int) -> int:
     return floats * _F32
 
 
-def full_offload_split(
+def scheduled_split(
     spec: ModelSpec, res: Resolved, s: LlamaCppSettings, r: LlamaCppRules, slots: list[str]
-) -> tuple[int, int] | None:
-    """Host and device compute buffers when one device holds every layer, as llama.cpp's
-    scheduler splits the graph (:func:`~.layout.split_compute`, CUDA's fused expert routing
-    included); None otherwise. Weights kept on the host (``-ot``, ``-ncffn``, ``--n-cpu-moe``, a
-    scan CUDA cannot run) split the graph further; those placements keep the one-backend
-    figure."""
-    if len(s.gpus) != 1 or any(d != s.gpus[0] for d in slots):
+) -> dict[str, int] | None:
+    """Every backend's compute buffer as llama.cpp's scheduler splits the graph over the
+    devices of ``slots`` (:func:`~.layout.split_compute`): with pipeline parallelism when
+    several devices hold every layer (llama-context.cpp, ``llama_context``: more than one
+    device, ``n_gpu_layers`` past ``n_layer``, no tensor overrides). None for the placements
+    the model does not cover: weights pinned by name (``-ot``, ``-ncffn``); devices other
+    than CPU RPC workers unless one holds every layer alone (and, on CUDA, can run the
+    model's scan)."""
+    if not s.gpus or all(d == CPU for d in slots):
         return None
-    device_name = s.gpus[0]
-    cuda = device_name.startswith("CUDA")
-    if s.tensor_overrides or s.n_cpu_ffn or s.n_cpu_moe or (cuda and not cuda_runs_ssm_scan(spec)):
-        return None  # weights on the host: their ops are split again, not modelled yet
+    if s.tensor_overrides or s.n_cpu_ffn:
+        return None
+    workers = all(d in s.cpu_devices for d in s.gpus)
+    alone = len(s.gpus) == 1 and all(d == s.gpus[0] for d in slots) and not s.n_cpu_moe
+    if not (workers or alone):
+        # Checked against the real engine: CPU RPC workers in any placement, and one device
+        # of any kind holding every layer. Not yet: several GPUs (their pipeline copies follow
+        # the same rules, but no multi-GPU log pins them) and CUDA beside CPU layers (op
+        # offload copies host weights at their real types, which the graph does not carry).
+        return None
+    if not workers and s.gpus[0].startswith("CUDA") and not cuda_runs_ssm_scan(spec):
+        return None  # the scan's ssm_a stays on the host, and op offload copies it
+    index = {d: i for i, d in enumerate(s.gpus)}
+    pipeline = (
+        len(s.gpus) > 1
+        and s.n_gpu_layers > spec.n_layer
+        and not s.n_cpu_moe  # written as tensor overrides by llama-server's -ncmoe / -cmoe
+    )
     split = split_compute(
         spec,
         res,
         s.cache_type_k,
         s.cache_type_v,
         r.attn_rotation,
-        device_name,
-        device_name in s.cpu_devices,
+        tuple((d, d in s.cpu_devices) for d in s.gpus),
+        tuple(index.get(d, len(s.gpus)) for d in slots),
+        s.n_cpu_moe,
+        pipeline,
+        # llama-context.cpp, graph_get_cb: with every layer offloaded (or a batch under 32
+        # tokens) each layer's norm runs on its layer's device
+        s.n_gpu_layers > spec.n_layer or res.n_tokens < 32,
     )
     if split is None:
         return None
-    return split
+    return dict(zip((*s.gpus, CPU), split, strict=True))
 
 
 def scheduled_exactly(spec: ModelSpec, devices: tuple[str, ...]) -> bool:
-    """Whether :func:`full_offload_split` matched llama.cpp's report to the 0.01 MiB on these
+    """Whether :func:`scheduled_split` matched llama.cpp's report to the 0.01 MiB on these
     devices for every case tried (tests/test_cuda_logs.py, tests/test_llama_server.py): not
     for a gated-delta-net hybrid on CUDA, which is a few KiB off in some settings."""
     recurrent = spec.recurrent.kind if spec.recurrent is not None else ""
@@ -594,12 +615,15 @@ def estimate_llamacpp(
     first = offload_device(s.gpus)
     if first >= 0 and s.gpus[first] not in used and res.n_tokens >= OP_OFFLOAD_MIN_BATCH:
         used.append(s.gpus[first])
-    split = full_offload_split(spec, res, s, r, slots) if simulated else None
+    split = scheduled_split(spec, res, s, r, slots) if simulated else None
     if split is not None:
-        host, device = split
         method = "scheduled"
-        buffers.append(Buffer(used[0], "compute", device, detail.replace("simulated", method)))
-        buffers.append(Buffer(CPU, "compute", host, "graph inputs and token rows (scheduled)"))
+        detail = detail.replace("simulated", method)
+        for dev, n in split.items():
+            if n <= 1:
+                continue  # llama.cpp reports a backend's compute buffer past one byte
+            what = detail if dev in used else "graph inputs and token rows (scheduled)"
+            buffers.append(Buffer(dev, "compute", n, what))
     else:
         buffers.extend(Buffer(dev, "compute", graph, detail) for dev in used)
     if CPU not in used and split is None:

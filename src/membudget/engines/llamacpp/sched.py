@@ -10,7 +10,11 @@ Follows ggml 0c1e570 (the tree llama-cpp-python 0.3.36 vendors):
   device; pass 2 spreads GPU backends down and up over the unassigned ops, then any backend;
   pass 3 gives what is left to the backend that supports most of its inputs; pass 4 gives
   sources their consumer's backend; pass 5 cuts the nodes into splits of one backend and makes,
-  per split, a copy of every input that lives on another backend;
+  per split, a copy of every input that lives on another backend; with pipeline parallelism
+  (``n_copies`` 4) every such copy and every graph input four times over, flagged input and
+  output so ggml-alloc allocates them first and never frees them (pass 6);
+- ``llama_context::graph_get_cb``: with every layer offloaded, each layer's weighted norm is
+  set to its layer's device before pass 1;
 - the graph copy the scheduler allocates: per split, for each input a dependency on the
   original (keeping it until the copy) and the copy itself, then the split's nodes;
 - ``ggml_gallocr_alloc_graph_impl`` (ggml-alloc.c) over that graph with one allocator per
@@ -32,7 +36,7 @@ from membudget.engines.llamacpp.devices import (
     cuda_fa_kernel,
     cuda_row_padding,
 )
-from membudget.engines.llamacpp.ggml import Graph, Tensor, replay
+from membudget.engines.llamacpp.ggml import Flag, Graph, Tensor, replay
 from membudget.engines.llamacpp.layout import pad
 
 __all__ = ["Backend", "cuda_alloc_size", "cuda_supports", "schedule"]
@@ -69,10 +73,23 @@ def _batch(t: Tensor) -> int:
 
 
 def schedule(
-    graph: Graph, backends: Sequence[Backend], device_of: Callable[[Tensor], int]
+    graph: Graph,
+    backends: Sequence[Backend],
+    device_of: Callable[[Tensor], int],
+    n_copies: int = 1,
+    pin_norms: bool = False,
 ) -> list[int]:
     """Bytes of the compute buffer of every backend for ``graph``. ``device_of`` gives the
-    backend index of a weight or cache (``Tensor.external``)."""
+    backend index of a weight or cache (``Tensor.external``). ``n_copies`` > 1 is pipeline
+    parallelism: every copied input and every graph input has that many copies, allocated
+    before the graph and never freed (pass 5's copies and pass 6, flagged input and output;
+    the graph copy lists them as its first leafs). ``pin_norms``: each layer's weighted norm
+    runs on its layer's device (``Tensor.kind`` ``n``), as llama.cpp sets it with every layer
+    offloaded."""
+    pipelined = n_copies > 1
+    both: frozenset[Flag] = frozenset({"input", "output"}) if pipelined else frozenset()
+    first_leafs: list[Tensor] = []  # the pipeline copies, allocated before the graph
+    split_copies: list[Tensor] = []
     cpu = len(backends) - 1
     where: dict[Tensor, int] = {}
 
@@ -92,6 +109,11 @@ def schedule(
         elif "input" in leaf.flags:
             where[leaf] = cpu
     for node in graph.nodes:
+        if pin_norms and node.kind == "n":
+            dev = device_of(node)
+            if backends[dev].supports(node):
+                where[node] = dev
+                continue
         root = node.view_src
         if root is not None and root.external:
             dev = device_of(root)
@@ -163,6 +185,7 @@ def schedule(
 
     # pass 5: splits, and a copy of every input that lives on another backend
     copies: dict[tuple[Tensor, int], Tensor] = {}
+    extra_backend: dict[Tensor, int] = {}
     order: list[tuple[Tensor, int]] = []  # the graph copy's nodes with their backend
     sources: dict[Tensor, tuple[Tensor | None, ...]] = {}
     split: list[tuple[Tensor, int]] = []
@@ -173,6 +196,12 @@ def schedule(
         for original, copy in inputs:
             order.append((_dependency(original), backend_of(original)))
             order.append((copy, cur))
+            if pipelined:
+                split_copies.append(copy)
+                for c in range(1, n_copies):
+                    extra = Tensor(copy.type, copy.ne, copy.nb, flags=both, name=f"{copy.name}#{c}")
+                    split_copies.append(extra)
+                    extra_backend[extra] = cur
         keep = _moe_fusions([t for t, _ in split], sources) if backends[cur].fuses_moe else {}
         for node, dev in split:
             order.append((node, dev))
@@ -202,7 +231,9 @@ def schedule(
             key = (src, cur)
             copy = copies.get(key)
             if copy is None:
-                copy = copies[key] = Tensor(src.type, src.ne, src.nb, name=f"copy:{src.name}")
+                copy = copies[key] = Tensor(
+                    src.type, src.ne, src.nb, flags=both, name=f"copy:{src.name}"
+                )
                 inputs.append((src, copy))
             srcs[j] = copy
         sources[node] = tuple(srcs)
@@ -210,15 +241,30 @@ def schedule(
     close()
 
     buffer: dict[Tensor, int] = dict(order)
+    buffer.update(extra_backend)
+    kept: list[Tensor] = []
+    if pipelined:
+        # pass 6: every graph input, with its copies on its backend
+        for leaf in graph.leafs:
+            if leaf.external or "input" not in leaf.flags:
+                continue
+            kept.append(leaf)
+            first_leafs.append(leaf)
+            for c in range(1, n_copies):
+                extra = Tensor(leaf.type, leaf.ne, leaf.nb, flags=both, name=f"{leaf.name}#{c}")
+                first_leafs.append(extra)
+                buffer[extra] = where.get(leaf, cpu)
+        first_leafs.extend(split_copies)
     for leaf in graph.leafs:
         buffer.setdefault(leaf, where.get(leaf, cpu))
     return replay(
-        graph.leafs,
+        [*first_leafs, *graph.leafs],
         [t for t, _ in order],
         [b.alignment for b in backends],
         sources=sources,
         buffer_of=buffer,
         alloc_size=[b.alloc_size for b in backends],
+        kept=kept,
     )
 
 
