@@ -334,3 +334,31 @@ def test_the_fit_report_is_the_context_a_bare_llama_server_runs(zoo: Path, short
     ran = int(re.findall(r"llama_context: n_ctx += (\d+)", log)[-1])
     assert data["fit"]["n_ctx"] == ran, (data["fit"], ran)
     assert 256 <= ran < 4096
+
+
+@pytest.mark.parametrize(
+    ("arch", "args"),
+    [
+        pytest.param("qwen3", [], id="qwen3, Ollama's defaults"),
+        pytest.param(
+            "gemma3",
+            ["--ctx", "3000", "-np", "2", "-ctk", "q8_0", "-ctv", "q8_0", "-fa", "on"],
+            id="gemma3 SWA, two sequences, q8_0 cache",
+        ),
+        pytest.param("qwen3moe", ["--ctx", "8192", "-lm", "mmap"], id="qwen3moe past its context"),
+        pytest.param("qwen3next", ["-np", "3"], id="qwen3next, run one sequence at a time"),
+        pytest.param("granitehybrid", ["-np", "2", "-b", "256"], id="granite hybrid, num_batch"),
+    ],
+)
+def test_the_command_ollama_starts_allocates_what_the_plan_says(
+    zoo: Path, arch: str, args: list[str]
+) -> None:
+    """``--engine ollama`` on a machine without GPUs: the llama-server command Ollama starts
+    (its -c num_ctx*N -np N, --load-mode none, cache types, -fa, -b/-ub num_batch), run as
+    printed, allocates every buffer the plan says."""
+    path = _model(zoo, arch)
+    data = _plan(str(path), "--engine", "ollama", "--memory", "64GiB", *args)
+    command = data["commands"]["ollama"]["llama_server"]
+    assert command == data["commands"]["llama.cpp"]
+    assert command[:3] == ["llama-server", "-m", str(path)]
+    assert_same_buffers(data, run_server(command[1:]))

@@ -25,6 +25,7 @@ from membudget.engines.llamacpp import (
     scheduled_exactly,
 )
 from membudget.engines.llamacpp.devices import CPU, has_host_buffer
+from membudget.engines.ollama import OllamaLaunch
 from membudget.errors import InvalidArgumentError, MembudgetError
 from membudget.hardware import AppleInfo, Hardware, apple_working_set
 from membudget.model import ModelSpec
@@ -549,6 +550,8 @@ class Plan:
     warnings: tuple[str, ...] = ()
     fit: FitChoice | None = None
     """What a bare llama-server's --fit would choose (the llama-server engine, -c not given)."""
+    ollama: OllamaLaunch | None = None
+    """The settings Ollama starts llama-server with (the ollama engine)."""
 
     @property
     def needs(self) -> dict[str, int]:

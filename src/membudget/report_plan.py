@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from membudget.engines.llamacpp import LlamaCppEstimate
 from membudget.engines.llamacpp.validate import BufferComparison
+from membudget.engines.ollama import OLLAMA_VERSION
 from membudget.engines.vllm import VllmEstimate, max_model_len, vllm_command
 from membudget.explain import Step, explain_llamacpp, explain_placement, explain_vllm
 from membudget.model import ModelSpec
@@ -59,6 +60,23 @@ _LABELS = {
 
 def _share(x: float) -> float | int:
     return int(x) if float(x).is_integer() else x
+
+
+def _ollama_json(p: Plan) -> dict[str, object]:
+    """``commands.ollama``: the Ollama settings of this plan; with the ollama engine, also the
+    server's environment, the model's options and the llama-server arguments Ollama passes."""
+    e = p.estimate
+    if p.ollama is None:
+        return {"num_ctx": ollama_num_ctx(e), "OLLAMA_NUM_PARALLEL": e.n_seq_max}
+    o = p.ollama
+    return {
+        "num_ctx": o.num_ctx,
+        "OLLAMA_NUM_PARALLEL": o.settings.num_parallel,
+        "env": o.env(),
+        "options": o.options(),
+        "llama_server": list(p.command),
+        "version": OLLAMA_VERSION,
+    }
 
 
 def ollama_num_ctx(e: LlamaCppEstimate) -> int:
@@ -189,7 +207,7 @@ class PlanReport:
             "commands": {
                 "llama.cpp": list(p.command),
                 "llama.cpp_rpc": rpc_commands(e, p.command),
-                "ollama": {"num_ctx": ollama_num_ctx(e), "OLLAMA_NUM_PARALLEL": e.n_seq_max},
+                "ollama": _ollama_json(p),
             },
         }
 
@@ -305,20 +323,27 @@ class PlanReport:
             for i, cmd in enumerate(rpc[:-1]):
                 yield f"on worker {i}: {' '.join(cmd)}"
             yield f"on the main node: {' '.join(rpc[-1])}"
+        elif p.ollama is not None:
+            o = p.ollama
+            env = " ".join(f"{k}={v}" for k, v in o.env().items())
+            params = ", ".join(f"{k} {str(v).lower()}" for k, v in o.options().items())
+            yield f"run: {env} ollama serve, with the model's options {params}"
+            yield f"Ollama {OLLAMA_VERSION} then starts: {p.command_line}"
         else:
             yield f"run: {p.command_line}"
         if p.fit is not None:
             ctx = "-c ?" if p.fit.n_ctx is None else f"-c {p.fit.n_ctx}"
             yield f"--fit (a bare llama-server, -c 0): {ctx}; {p.fit.reason}"
-        yield (
-            f"Ollama: num_ctx {ollama_num_ctx(e)}, OLLAMA_NUM_PARALLEL={e.n_seq_max}"
-            + (
-                f", OLLAMA_KV_CACHE_TYPE={e.settings.cache_type_k}"
-                if e.settings.cache_type_k == e.settings.cache_type_v
-                and e.settings.cache_type_k != "f16"
-                else ""
+        if p.ollama is None:
+            yield (
+                f"Ollama: num_ctx {ollama_num_ctx(e)}, OLLAMA_NUM_PARALLEL={e.n_seq_max}"
+                + (
+                    f", OLLAMA_KV_CACHE_TYPE={e.settings.cache_type_k}"
+                    if e.settings.cache_type_k == e.settings.cache_type_v
+                    and e.settings.cache_type_k != "f16"
+                    else ""
+                )
             )
-        )
 
 
 @dataclass(frozen=True, slots=True)

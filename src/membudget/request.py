@@ -16,6 +16,7 @@ from typing import Literal
 from membudget.budget import MemoryBudget
 from membudget.engines.llamacpp import LOAD_MODES, FlashAttn, LlamaCppEstimate, LlamaCppSettings
 from membudget.engines.llamacpp.devices import f32
+from membudget.engines.ollama import OllamaSettings, ollama_launch
 from membudget.engines.vllm import KvCacheDtype, VllmSettings, check_vllm_parallel, estimate_vllm
 from membudget.errors import InvalidArgumentError
 from membudget.hardware import Hardware
@@ -42,9 +43,10 @@ __all__ = [
     "vllm_settings",
 ]
 
-Engine = Literal["llama.cpp", "llama-server", "vllm", "reference"]
-ENGINES: tuple[Engine, ...] = ("llama.cpp", "llama-server", "vllm", "reference")
+Engine = Literal["llama.cpp", "llama-server", "ollama", "vllm", "reference"]
+ENGINES: tuple[Engine, ...] = ("llama.cpp", "llama-server", "ollama", "vllm", "reference")
 _ENGINE_ALIASES: dict[str, Engine] = {
+    "ollama": "ollama",
     "llama-server": "llama-server",
     "server": "llama-server",
     "llama.cpp": "llama.cpp",
@@ -65,7 +67,7 @@ def engine_name(text: str) -> Engine:
         return _ENGINE_ALIASES[text.strip().lower()]
     except KeyError:
         raise InvalidArgumentError(
-            "--engine", text, "must be llama.cpp, llama-server, vllm or reference"
+            "--engine", text, "must be llama.cpp, llama-server, ollama, vllm or reference"
         ) from None
 
 
@@ -102,6 +104,9 @@ LLAMACPP_ONLY = {
     "fit_target_mib": "--fit-target",
     "fit_ctx": "--fit-ctx",
 }
+OLLAMA_SETTINGS = frozenset(
+    {"batch", "ubatch", "parallel", "cache_type_k", "cache_type_v", "flash_attn", "load_mode"}
+)
 VLLM_ONLY = {
     "tensor_parallel": "--tensor-parallel-size",
     "pipeline_parallel": "--pipeline-parallel-size",
@@ -183,7 +188,9 @@ class PlanRequest:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise InvalidArgumentError(
-                "--engine", self.engine, "must be llama.cpp, llama-server, vllm or reference"
+                "--engine",
+                self.engine,
+                "must be llama.cpp, llama-server, ollama, vllm or reference",
             )
         if self.flash_attn not in ("on", "off", "auto"):
             raise InvalidArgumentError("--flash-attn", self.flash_attn, "must be on, off or auto")
@@ -263,6 +270,27 @@ class PlanRequest:
                 )
         elif self.engine in ("llama.cpp", "llama-server"):
             foreign = {k: v for k, v in VLLM_ONLY.items() if k in self.given}
+        elif self.engine == "ollama":
+            # what an Ollama user can set: num_ctx (--ctx), OLLAMA_NUM_PARALLEL (--parallel),
+            # OLLAMA_KV_CACHE_TYPE (-ctk/-ctv, equal), OLLAMA_FLASH_ATTENTION (-fa on/off),
+            # num_batch (-b), use_mmap (-lm mmap/none)
+            foreign = {
+                k: v
+                for k, v in (LLAMACPP_ONLY | VLLM_ONLY).items()
+                if k in self.given and k not in OLLAMA_SETTINGS
+            }
+            if "ubatch" in self.given and self.ubatch != self.batch:
+                foreign["ubatch"] = "--ubatch"
+            if self.cache_type_k != self.cache_type_v:
+                raise InvalidArgumentError(
+                    "--cache-type-v",
+                    self.cache_type_v,
+                    "differs from --cache-type-k: Ollama sets both caches to OLLAMA_KV_CACHE_TYPE",
+                )
+            if self.load_mode not in ("auto", "mmap", "none"):
+                raise InvalidArgumentError(
+                    "--load-mode", self.load_mode, "is mmap or none with Ollama (use_mmap)"
+                )
         else:
             foreign = {k: v for k, v in (LLAMACPP_ONLY | VLLM_ONLY).items() if k in self.given}
         if foreign:
@@ -563,12 +591,70 @@ def llamacpp_plan(
     return replace(plan, fit=fit, warnings=(*plan.warnings, *notes))
 
 
+def ollama_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) -> Plan:
+    """The plan of what Ollama allocates for ``spec``: ``request``'s llama.cpp flags read as the
+    Ollama settings they stand for (:mod:`membudget.engines.ollama`), planned as the
+    llama-server command Ollama then runs. Machines without GPUs only: with GPUs Ollama leaves
+    the placement to llama-server's ``--fit``."""
+    probe = functools.cache(probe)
+    if spec.embedding_only:
+        raise InvalidArgumentError(
+            "--engine",
+            "ollama",
+            "plans generation models: Ollama serves embedding models with its own batch "
+            "rules, which membudget does not model",
+        )
+    budget = request_budget(request, probe)
+    if budget.gpus:
+        raise InvalidArgumentError(
+            "--engine",
+            "ollama",
+            "plans machines without GPUs for now: with GPUs Ollama leaves -ngl and the split "
+            "to llama-server's --fit, which membudget does not model yet; plan the "
+            "llama-server command with --engine llama-server instead",
+        )
+    given = request.given
+    batch = request.batch if "batch" in given else request.ubatch if "ubatch" in given else None
+    settings = OllamaSettings(
+        num_ctx=request.ctx or None,
+        num_parallel=request.parallel or 1,
+        kv_cache_type=None if request.cache_type_k == "f16" else request.cache_type_k,
+        flash_attention=None if request.flash_attn == "auto" else request.flash_attn == "on",
+        num_batch=batch,
+        use_mmap=None if request.load_mode == "auto" else request.load_mode == "mmap",
+    )
+    launch = ollama_launch(spec, settings, 0)
+    server = replace(
+        request,
+        engine="llama.cpp",
+        ctx=launch.n_ctx,
+        parallel=launch.num_parallel,
+        kv_unified=False,
+        batch=launch.num_batch,
+        ubatch=launch.num_batch,
+        flash_attn=launch.flash_attn,
+        cache_type_k=launch.cache_type or "f16",
+        cache_type_v=launch.cache_type or "f16",
+        load_mode="auto" if launch.use_mmap else "none",
+        given=frozenset(),
+    )
+    plan = llamacpp_plan(server, spec, probe)
+    # the command as Ollama starts it (llm/llama_server.go; its port, log and web UI flags
+    # left out): the same settings as membudget's own command, in Ollama's spelling
+    command = (*plan.command[:3], *launch.server_args())
+    return replace(plan, command=command, ollama=launch, warnings=(*plan.warnings, *launch.notes))
+
+
 def run_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) -> PlanResult:
     """Plan ``spec`` as ``request`` asks. ``probe`` reads this machine (only when needed)."""
     if request.engine == "reference":
         return _reference(request, spec)
     if request.engine == "vllm":
         return _vllm(request, spec, probe)
+    if request.engine == "ollama":
+        # Ollama's own settings are not llama.cpp flags: suggestions in its terms are not
+        # made yet (the llama-server engine makes them)
+        return PlanReport(ollama_plan(request, spec, probe), ())
     request = request.resolved()
     plan = llamacpp_plan(request, spec, probe)
     found = () if plan.fits else llamacpp_suggestions(request, spec, probe, plan)

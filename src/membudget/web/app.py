@@ -64,7 +64,9 @@ class PlanBody(BaseModel):
     path: str | None = Field(
         None, max_length=4096, description="A model file inside an allowed directory."
     )
-    engine: Literal["llama.cpp", "llamacpp", "llama-server", "vllm", "reference"] = "llama.cpp"
+    engine: Literal["llama.cpp", "llamacpp", "llama-server", "ollama", "vllm", "reference"] = (
+        "llama.cpp"
+    )
     ctx: int = Field(4096, ge=0, le=1 << 24)
     batch: int = Field(2048, ge=1, le=1 << 20)
     ubatch: int = Field(512, ge=1, le=1 << 20)
