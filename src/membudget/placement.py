@@ -123,6 +123,9 @@ class _Costs:
         which therefore reserves a compute buffer even when it holds no layer; -1: none."""
         self.simulated = False
         """Whether ``graph`` is a simulated graph (the scheduler's split exists only then)."""
+        self.partial = False
+        """Whether placements with CPU layers are scheduled too (CPU RPC workers), or only
+        those with every layer on the devices."""
         self.settings: LlamaCppSettings | None = None
         """The settings these costs are for, when the scheduler's split can be asked for
         placements of them (several devices and a simulated graph)."""
@@ -385,6 +388,7 @@ class Placer:
             even = split_counts(n, n, [1.0] * len(self.names))
             self._adopt(costs, s, Placement(0, even, 0))
             costs.settings = s
+            costs.partial = all(self.hosts)
         return costs
 
     # -- the search ----------------------------------------------------------------------
@@ -536,7 +540,7 @@ class Placer:
         some slots are left over, those with the rest on the last device) are costed with
         their own compute buffers, and filled again, until those buffers stop changing."""
         counts = c.fill(s, k, caps, self.hosts)
-        if c.settings is None:
+        if c.settings is None or (s and not c.partial):
             return counts
         for _ in range(_EXACT_ROUNDS):
             probe = counts or c.spill(s, k, caps, self.hosts)
@@ -571,7 +575,7 @@ class Placer:
         while lo < hi:
             mid = (lo + hi + 1) // 2
             caps = [cap - cap * mid // (1 << 16) for cap in self.caps]
-            counts = self._fill(c, p.cpu_slots, p.n_cpu_moe, caps)
+            counts = c.fill(p.cpu_slots, p.n_cpu_moe, caps, self.hosts)
             if counts is not None:
                 lo, best = mid, counts
             else:
