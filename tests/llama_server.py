@@ -121,6 +121,40 @@ def run_server(args: Sequence[str], timeout: float = 180) -> str:
         server.stop()
 
 
+def run_server_with_prompts(
+    args: Sequence[str], prompts: Sequence[Sequence[int]], timeout: float = 180
+) -> str:
+    """Start ``llama-server ARGS`` on loopback, send each prompt (token ids) to its
+    ``/completion`` endpoint in turn, and return its log once they are answered."""
+    import json
+    import urllib.request
+
+    folder = binaries()
+    assert folder is not None, "llama-server was not built (scripts/llama_server.py)"
+    port = free_port()
+    server = _Process(
+        [
+            str(folder / "llama-server"),
+            *args,
+            *("--host", "127.0.0.1", "--port", str(port), "-lv", "4", "--no-warmup"),
+        ]
+    )
+    try:
+        server.wait_for(_READY, timeout)
+        for prompt in prompts:
+            body = json.dumps({"prompt": list(prompt), "n_predict": 1, "cache_prompt": True})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/completion",
+                body.encode(),
+                {"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                response.read()
+        return server.text
+    finally:
+        server.stop()
+
+
 def _wait_port(p: _Process, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -362,3 +362,55 @@ def test_the_command_ollama_starts_allocates_what_the_plan_says(
     assert command == data["commands"]["llama.cpp"]
     assert command[:3] == ["llama-server", "-m", str(path)]
     assert_same_buffers(data, run_server(command[1:]))
+
+
+def test_the_printed_command_caps_the_prompt_cache_at_what_the_plan_leaves(zoo: Path) -> None:
+    """llama-server's prompt cache fills RAM at run time up to --cache-ram (8192 MiB by
+    default); the plan gives it what the budget leaves and pins that, and the server takes it."""
+    import re
+
+    path = _model(zoo, "qwen3")
+    data = _plan(str(path), "--engine", "llama-server", "--memory", "100MiB")
+    command = data["commands"]["llama.cpp"]
+    mib = int(command[command.index("--cache-ram") + 1])
+    left = data["budget"]["memory_bytes"] - data["memory"]["needed_bytes"]
+    assert mib == left // 2**20
+    assert data["budget"]["prompt_cache_bytes"] == mib * 2**20
+    log = run_server(command[1:])
+    assert re.search(rf"prompt cache is enabled, size limit: {mib} MiB", log), log[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("arch", "extra"),
+    [
+        pytest.param("qwen3next", [], id="qwen3next: its recurrent state"),
+        pytest.param("gemma3", ["-ctxcp", "5"], id="gemma3: its window, 5 a slot"),
+    ],
+)
+def test_context_checkpoints_are_no_larger_than_planned(
+    zoo: Path, arch: str, extra: list[str]
+) -> None:
+    """Recurrent and sliding-window models: llama-server keeps context checkpoints of every
+    slot in RAM as conversations grow; the printed command pins how many, the server takes
+    that, and each one it makes is no larger than the plan's figure (equal to its 0.001 MiB,
+    headers aside)."""
+    import re
+
+    from tests.llama_server import run_server_with_prompts
+
+    path = _model(zoo, arch)
+    data = _plan(str(path), "--engine", "llama-server", "-np", "1", "-c", "4096", *extra)
+    planned = data["budget"]["context_checkpoints"]
+    command = data["commands"]["llama.cpp"]
+    count = int(command[command.index("-ctxcp") + 1])
+    assert count == planned["count"] == (int(extra[1]) if extra else 32)
+    prompts = [[(7 * i) % 400 + 5 for i in range(n)] for n in (300, 700)]
+    log = run_server_with_prompts(command[1:], prompts)
+    assert f"context checkpoints enabled, max = {count}," in log
+    sizes = [
+        float(x) for x in re.findall(r"created context checkpoint .* size = ([\d.]+) MiB", log)
+    ]
+    assert sizes, log[-3000:]
+    each = planned["each_bytes"] / 2**20
+    for size in sizes:
+        assert each - 0.002 <= size <= each + 0.0005, (size, each)

@@ -144,3 +144,64 @@ def test_what_ollama_cannot_set_is_refused(args: list[str], message: str) -> Non
     assert code == 2, out
     assert message in str(out)
     assert "Traceback" not in str(out)
+
+
+def test_ollama_leaves_the_prompt_cache_at_llama_servers_default() -> None:
+    """Ollama does not pass --cache-ram: 8192 MiB, with a warning where the budget leaves less."""
+    code, data = _plan("qwen3-0.6b", "--memory", "4GiB")
+    assert code == 0
+    assert isinstance(data, dict)
+    assert data["budget"]["prompt_cache_bytes"] == 8192 * 2**20
+    assert "--cache-ram" not in data["commands"]["llama.cpp"]
+    assert any("prompt cache" in w and "Ollama does not set it" in w for w in data["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "cache", "warned"),
+    [
+        ([], 8192, False),
+        (["--cache-ram", "1024"], 1024, False),
+        (["--cache-ram", "-1"], -1, True),
+        (["--cache-ram", "999999"], 999999, True),
+    ],
+)
+def test_the_prompt_cache_is_pinned_in_the_llama_server_command(
+    extra: list[str], cache: int, warned: bool
+) -> None:
+    code, out = _cli("plan", "qwen3-0.6b", "--memory", "64GiB", *extra, "--json")
+    assert code == 0, out
+    data = json.loads(out[: out.rindex("}") + 1])
+    command = data["commands"]["llama.cpp"]
+    assert command[command.index("--cache-ram") + 1] == str(cache)
+    assert data["budget"]["prompt_cache_bytes"] == (-1 if cache < 0 else cache * 2**20)
+    assert any("--cache-ram" in w for w in data["warnings"]) == warned
+
+
+def test_vllm_has_no_prompt_cache_flag() -> None:
+    code, out = _cli("plan", "qwen3-0.6b", "--engine", "vllm", "--gpu", "24GiB", "--cache-ram", "1")
+    assert code == 2
+    assert "--cache-ram" in out
+
+
+def test_checkpoints_come_before_the_prompt_cache() -> None:
+    """A hybrid model: every slot's context checkpoints (32 by default) first, the prompt cache
+    gets what is left; both pinned; a tight budget lowers the checkpoints."""
+    code, out = _cli("plan", "qwen3-next-80b-a3b", "--memory", "256GiB", "--json")
+    assert code == 0, out
+    data = json.loads(out[: out.rindex("}") + 1])
+    c = data["budget"]["context_checkpoints"]
+    assert c["count"] == 32
+    assert c["slots"] == data["settings"]["n_parallel"]
+    assert c["total_bytes"] == 32 * c["each_bytes"] * c["slots"]
+    command = data["commands"]["llama.cpp"]
+    assert command[command.index("-ctxcp") + 1] == "32"
+    needed = data["memory"]["needed_bytes"]
+    tight = needed + c["total_bytes"] // 2
+    code, out = _cli(
+        "plan", "qwen3-next-80b-a3b", "--memory", str(tight), "--margin", "0", "--json"
+    )
+    data = json.loads(out[: out.rindex("}") + 1])
+    c = data["budget"]["context_checkpoints"]
+    assert 0 < c["count"] < 32
+    assert c["total_bytes"] <= tight - data["memory"]["needed_bytes"]
+    assert data["budget"]["prompt_cache_bytes"] < 2**20 * 8192

@@ -246,6 +246,8 @@ _FLAG_TO_ARG = {
     "-ngl": "--n-gpu-layers",
     "-ts": "--tensor-split",
     "--n-cpu-moe": "--n-cpu-moe",
+    "--cache-ram": "--cache-ram",
+    "-ctxcp": "--ctx-checkpoints",
 }
 _SWITCHES = {"--kv-unified": "--kv-unified", "--swa-full": "--swa-full"}
 

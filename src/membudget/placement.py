@@ -588,7 +588,8 @@ class Placer:
             return settings
         if self.pins.tensor_split:
             split = self.pins.tensor_split
-        elif len(self.names) > 1:
+        elif len(self.names) > 1 and any(p.counts):
+            # (no layer offloaded: no split to print; llama.cpp refuses an all-zero -ts)
             split = tuple(float(x) for x in p.counts)
         else:
             split = ()

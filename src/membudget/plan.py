@@ -525,6 +525,20 @@ RPC_WARNING = (
 
 
 @dataclass(frozen=True, slots=True)
+class ServerCheckpoints:
+    """llama-server's context checkpoints: ``count`` a slot, each up to ``each_bytes`` of host
+    memory, for ``slots`` slots (:mod:`.engines.llamacpp.server`)."""
+
+    count: int
+    each_bytes: int
+    slots: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.count * self.each_bytes * self.slots
+
+
+@dataclass(frozen=True, slots=True)
 class FitChoice:
     """The context ``--fit`` gives a bare llama-server (None: not modelled, or fit gives up)."""
 
@@ -552,6 +566,11 @@ class Plan:
     """What a bare llama-server's --fit would choose (the llama-server engine, -c not given)."""
     ollama: OllamaLaunch | None = None
     """The settings Ollama starts llama-server with (the ollama engine)."""
+    checkpoints: ServerCheckpoints | None = None
+    """llama-server's context checkpoints, for the models that take them."""
+    prompt_cache_bytes: int | None = None
+    """The most host memory llama-server's prompt cache may take as prompts are cached
+    (``--cache-ram``; -1: no limit); None where there is no server (no plan was made for one)."""
 
     @property
     def needs(self) -> dict[str, int]:

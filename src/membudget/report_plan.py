@@ -195,6 +195,15 @@ class PlanReport:
                 "max_context_per_sequence": p.max_context_per_sequence,
                 "max_context_limit": p.max_context_limit,
                 "max_parallel": p.max_parallel,
+                "prompt_cache_bytes": p.prompt_cache_bytes,
+                "context_checkpoints": None
+                if p.checkpoints is None
+                else {
+                    "count": p.checkpoints.count,
+                    "each_bytes": p.checkpoints.each_bytes,
+                    "slots": p.checkpoints.slots,
+                    "total_bytes": p.checkpoints.total_bytes,
+                },
             },
             "suggestions": [x.to_dict() for x in self.suggestions],
             "best_quant": {
@@ -331,6 +340,23 @@ class PlanReport:
             yield f"Ollama {OLLAMA_VERSION} then starts: {p.command_line}"
         else:
             yield f"run: {p.command_line}"
+        if p.checkpoints is not None:
+            c = p.checkpoints
+            yield (
+                f"context checkpoints: up to {c.count} a slot x {c.slots} slot(s) x "
+                f"{format_bytes(c.each_bytes)} = {format_bytes(c.total_bytes)} of RAM in long "
+                "conversations (--ctx-checkpoints; not allocated at start, not in the needs above)"
+            )
+        if p.prompt_cache_bytes is not None:
+            size = (
+                "no limit"
+                if p.prompt_cache_bytes < 0
+                else f"up to {format_bytes(p.prompt_cache_bytes)}"
+            )
+            yield (
+                f"prompt cache: {size} of RAM, filled as prompts are cached (--cache-ram; "
+                "not allocated at start, not in the needs above)"
+            )
         if p.fit is not None:
             ctx = "-c ?" if p.fit.n_ctx is None else f"-c {p.fit.n_ctx}"
             yield f"--fit (a bare llama-server, -c 0): {ctx}; {p.fit.reason}"

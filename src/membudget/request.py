@@ -15,20 +15,29 @@ from typing import Literal
 
 from membudget.budget import MemoryBudget
 from membudget.engines.llamacpp import LOAD_MODES, FlashAttn, LlamaCppEstimate, LlamaCppSettings
-from membudget.engines.llamacpp.devices import f32
+from membudget.engines.llamacpp.devices import CPU, f32
+from membudget.engines.llamacpp.server import CTX_CHECKPOINTS, PROMPT_CACHE_MIB, checkpoint_bytes
 from membudget.engines.ollama import OllamaSettings, ollama_launch
 from membudget.engines.vllm import KvCacheDtype, VllmSettings, check_vllm_parallel, estimate_vllm
 from membudget.errors import InvalidArgumentError
 from membudget.hardware import Hardware
 from membudget.model import ModelSpec
 from membudget.placement import Pins
-from membudget.plan import Budget, FitChoice, Plan, apple_target, budget_for, make_plan
+from membudget.plan import (
+    Budget,
+    FitChoice,
+    Plan,
+    ServerCheckpoints,
+    apple_target,
+    budget_for,
+    make_plan,
+)
 from membudget.presets import apply_preset
 from membudget.readers.catalog import hf_repo
 from membudget.report import EstimateReport, Geometry
 from membudget.report_plan import PlanReport, VllmPlanReport
 from membudget.suggest import llamacpp_suggestions, vllm_suggestions
-from membudget.units import MIB
+from membudget.units import MIB, format_bytes
 
 __all__ = [
     "ENGINES",
@@ -103,6 +112,8 @@ LLAMACPP_ONLY = {
     "yarn_orig_ctx": "--yarn-orig-ctx",
     "fit_target_mib": "--fit-target",
     "fit_ctx": "--fit-ctx",
+    "cache_ram_mib": "--cache-ram",
+    "ctx_checkpoints": "--ctx-checkpoints",
 }
 OLLAMA_SETTINGS = frozenset(
     {"batch", "ubatch", "parallel", "cache_type_k", "cache_type_v", "flash_attn", "load_mode"}
@@ -174,6 +185,11 @@ class PlanRequest:
     """llama-server's ``-fitt``: what --fit leaves free, MiB (a bare command's report only)."""
     fit_ctx: int = FIT_MIN_CTX
     """llama-server's ``-fitc``: the least context --fit sets a stream."""
+    ctx_checkpoints: int | None = None
+    """llama-server's ``--ctx-checkpoints`` (a slot); None: what the plan leaves, up to 32."""
+    cache_ram_mib: int | None = None
+    """llama-server's ``--cache-ram`` (MiB; -1: no limit, 0: off); None: the RAM the plan leaves,
+    up to llama-server's 8192 MiB."""
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     nodes: int = 1
@@ -522,6 +538,66 @@ def yarn_ctx_train(spec: ModelSpec, request: PlanRequest) -> tuple[int, str] | N
 DEFAULT_CTX = 4096  # the library's and llama-cpp-python's context when none is given or known
 
 
+def with_server_memory(
+    plan: Plan, cache_mib: int | None, checkpoints: int | None, pin: bool = True
+) -> Plan:
+    """``plan`` with what llama-server fills in host memory as it runs
+    (:mod:`.engines.llamacpp.server`): first the context checkpoints of every slot (for the
+    models that take them), then the prompt cache. What is not given gets what the plan
+    leaves of the RAM budget, up to llama-server's defaults (32 checkpoints, 8192 MiB), and
+    the printed command pins it (``pin``); what is given (or fixed by a front end) gets a
+    warning where the budget cannot hold it."""
+    needs = plan.needs
+    if plan.budget.pool_bytes is not None:
+        left = plan.budget.pool_bytes - sum(needs.values())
+    else:
+        left = plan.budget.memory_bytes - needs.get(CPU, 0)
+    left = max(left, 0)
+    e = plan.estimate
+    each = checkpoint_bytes(e)
+    per_count = each * e.n_seq_max
+    warnings: list[str] = []
+    fix = "lower it" if pin else "Ollama does not set it, so llama-server's default applies"
+    count = 0
+    if each:
+        if checkpoints is None:
+            count = min(CTX_CHECKPOINTS, left // per_count)
+        else:
+            count = checkpoints
+            if count * per_count > left:
+                warnings.append(
+                    f"llama-server's context checkpoints (--ctx-checkpoints {count}) take up to "
+                    f"{format_bytes(count * per_count)} of RAM in long conversations "
+                    f"({count} a slot x {e.n_seq_max} slot(s) x {format_bytes(each)}), and the "
+                    f"budget leaves {format_bytes(left)}: memory may run out; {fix}"
+                )
+        left = max(left - count * per_count, 0)
+    left_mib = left // MIB
+    if cache_mib is None:
+        mib = min(PROMPT_CACHE_MIB, left_mib)
+    else:
+        mib = cache_mib
+        if mib < 0 or mib > left_mib:
+            limit = "no limit" if mib < 0 else f"up to {mib:,} MiB"
+            warnings.append(
+                f"llama-server's prompt cache (--cache-ram) takes {limit} of RAM as prompts are "
+                f"cached, and the budget leaves {left_mib:,} MiB: memory may run out after a "
+                f"while; {fix}"
+            )
+    command = plan.command
+    if pin:  # after -fa, before the placement and load flags
+        at = command.index("-fa") + 2 if "-fa" in command else len(command)
+        pinned = ["--cache-ram", str(mib)] + (["-ctxcp", str(count)] if each else [])
+        command = (*command[:at], *pinned, *command[at:])
+    return replace(
+        plan,
+        command=command,
+        prompt_cache_bytes=-1 if mib < 0 else mib * MIB,
+        checkpoints=ServerCheckpoints(count, each, e.n_seq_max) if each else None,
+        warnings=(*plan.warnings, *warnings),
+    )
+
+
 def llamacpp_plan(
     request: PlanRequest,
     spec: ModelSpec,
@@ -588,6 +664,7 @@ def llamacpp_plan(
                 "that does (llama-server's --fit would lower it too)"
             )
             plan = replace(smaller, warnings=(*smaller.warnings, note))
+    plan = with_server_memory(plan, request.cache_ram_mib, request.ctx_checkpoints)
     return replace(plan, fit=fit, warnings=(*plan.warnings, *notes))
 
 
@@ -642,7 +719,9 @@ def ollama_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardw
     # the command as Ollama starts it (llm/llama_server.go; its port, log and web UI flags
     # left out): the same settings as membudget's own command, in Ollama's spelling
     command = (*plan.command[:3], *launch.server_args())
-    return replace(plan, command=command, ollama=launch, warnings=(*plan.warnings, *launch.notes))
+    plan = replace(plan, command=command, ollama=launch, warnings=(*plan.warnings, *launch.notes))
+    # Ollama passes neither --cache-ram nor --ctx-checkpoints: llama-server's defaults apply
+    return with_server_memory(plan, PROMPT_CACHE_MIB, CTX_CHECKPOINTS, pin=False)
 
 
 def run_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) -> PlanResult:

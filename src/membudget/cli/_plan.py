@@ -68,6 +68,7 @@ Quant = Annotated[
 # Command-line parameters and the PlanRequest fields they set, where the names differ.
 _FIELDS = {
     "fit_target": "fit_target_mib",
+    "cache_ram": "cache_ram_mib",
     "ram": "memory",
     "rpc_node": "rpc_bytes",
     "gpu": "gpu_bytes",
@@ -313,6 +314,24 @@ def plan(
             help="llama-server -fitc: the least context --fit sets a stream (default 4096).",
         ),
     ] = 4096,
+    cache_ram: Annotated[
+        int | None,
+        typer.Option(
+            "--cache-ram",
+            "-cram",
+            help="llama-server --cache-ram: the most RAM its prompt cache takes, MiB (-1: no "
+            "limit, 0: off; default: what the plan leaves, up to llama-server's 8192).",
+        ),
+    ] = None,
+    ctx_checkpoints: Annotated[
+        int | None,
+        typer.Option(
+            "--ctx-checkpoints",
+            "-ctxcp",
+            help="llama-server --ctx-checkpoints: context checkpoints a slot keeps for recurrent "
+            "and sliding-window models (default: what the plan leaves, up to 32).",
+        ),
+    ] = None,
     ram: Annotated[
         str | None, typer.Option(help="CPU RAM budget when GPUs are given (same as --memory).")
     ] = None,
@@ -389,6 +408,8 @@ def plan(
         yarn_orig_ctx=yarn_orig_ctx,
         fit_target_mib=fit_target,
         fit_ctx=fit_ctx,
+        cache_ram_mib=cache_ram,
+        ctx_checkpoints=ctx_checkpoints,
         tensor_parallel=tensor_parallel,
         pipeline_parallel=pipeline_parallel,
         nodes=nodes,
