@@ -165,3 +165,39 @@ def test_the_fixture_covers_the_grid() -> None:
     ok = [c for c in _DATA["cases"] if c["status"] == "ok"]
     assert len(ok) >= len(CASES) - len(_CRASHED) - 2
     assert "H200" in _DATA["gpu"]
+
+
+FIT_CASES = [
+    c for c in CASES if c.bare and ("fit-left" in c.id or c.id.endswith(("/bare", "-np1")))
+]
+
+
+@pytest.mark.parametrize("case", FIT_CASES, ids=[c.id for c in FIT_CASES])
+def test_the_fit_report_with_one_gpu_is_what_fit_did(
+    case: CudaCase, models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A bare llama-server with --fit on one GPU: where the plan's ``fit`` names a -c, fit kept
+    every tensor on the GPU (it needed no change, or only a smaller -c) and ran that -c; where
+    fit moved layers or experts off (its targets here leave it a few MiB), the plan says that is
+    not modelled rather than guess."""
+    import re
+
+    entry = _BY_ID[case.id]
+    folder = tmp_path_factory.getbasetemp() / "cuda-models"
+    folder.mkdir(exist_ok=True)
+    path = _model(models, folder, case)
+    free = f"{entry['free_mib']}MiB" if entry.get("free_mib") else GPU
+    ran = [a for a in entry["args"] if a != "{model}"][1:]
+    base = ["--gpu", free, "--margin", "0", "--memory", RAM]
+    data = _plan(str(path), "--engine", "llama-server", *base, *ran)
+    log = entry["log"]
+    n_ctx = int(re.findall(r"llama_context: n_ctx += (\d+)", log)[-1])
+    # common/fit.cpp: step 1 needs no change, step 2 lowers -c only; later steps move tensors
+    kept = "no changes needed" in log or "entire model can be fit by reducing context" in log
+    fit = data["fit"]
+    if fit["n_ctx"] is None:
+        assert "not modelled" in fit["reason"]
+        assert not kept or "estimated" in fit["reason"], fit
+    else:
+        assert kept, fit
+        assert fit["n_ctx"] == n_ctx

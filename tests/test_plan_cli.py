@@ -288,3 +288,24 @@ def test_llama_server_gives_each_stream_the_trained_context(
     data = json.loads(out)
     assert data["settings"]["n_ctx"] == 2 * 40960
     assert data["settings"]["n_ctx_seq"] == 40960
+
+
+@pytest.mark.parametrize("gpu_gib", [7, 9])
+def test_fit_with_one_gpu_lowers_the_context_to_keep_every_layer(
+    capsys: pytest.CaptureFixture[str], gpu_gib: int
+) -> None:
+    """A bare llama-server's --fit on one GPU that cannot hold the trained context: a -c
+    between --fit-ctx and the trained context, on fit's 256-token grid, at which every layer
+    and its cache fit the GPU less fit's 1024 MiB."""
+    args = ["qwen3-8b", "--quant", "Q4_K_M", "--gpu", f"{gpu_gib}GiB", "--memory", "32GiB"]
+    code, out, _ = run(capsys, *args, "--margin", "0", "--json")
+    assert code == 0
+    fit = json.loads(out)["fit"]
+    n_ctx = fit["n_ctx"]
+    assert fit["reason"].startswith("fit lowers -c")
+    assert 4096 <= n_ctx < 40960
+    assert n_ctx % 256 == 0
+    pinned = [*args, "--margin", "0", "-c", str(n_ctx), "-ngl", "99", "--json"]
+    code, out, _ = run(capsys, *pinned)
+    needs = {d["device"]: d["needed_bytes"] for d in json.loads(out)["devices"]}
+    assert needs["CUDA0"] <= gpu_gib * 2**30 - 1024 * 2**20

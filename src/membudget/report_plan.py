@@ -349,12 +349,12 @@ class PlanReport:
             )
         if p.prompt_cache_bytes is not None:
             size = (
-                "no limit"
+                "RAM without limit"
                 if p.prompt_cache_bytes < 0
-                else f"up to {format_bytes(p.prompt_cache_bytes)}"
+                else f"up to {format_bytes(p.prompt_cache_bytes)} of RAM"
             )
             yield (
-                f"prompt cache: {size} of RAM, filled as prompts are cached (--cache-ram; "
+                f"prompt cache: {size}, filled as prompts are cached (--cache-ram; "
                 "not allocated at start, not in the needs above)"
             )
         if p.fit is not None:

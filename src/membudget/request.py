@@ -14,7 +14,13 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from membudget.budget import MemoryBudget
-from membudget.engines.llamacpp import LOAD_MODES, FlashAttn, LlamaCppEstimate, LlamaCppSettings
+from membudget.engines.llamacpp import (
+    LOAD_MODES,
+    FlashAttn,
+    LlamaCppEstimate,
+    LlamaCppSettings,
+    scheduled_exactly,
+)
 from membudget.engines.llamacpp.devices import CPU, f32
 from membudget.engines.llamacpp.server import CTX_CHECKPOINTS, PROMPT_CACHE_MIB, checkpoint_bytes
 from membudget.engines.ollama import OllamaSettings, ollama_launch
@@ -224,6 +230,7 @@ class PlanRequest:
             ("--n-cpu-ffn", self.n_cpu_ffn, 0),
             ("--fit-target", self.fit_target_mib, 0),
             ("--fit-ctx", self.fit_ctx, 1),
+            ("--ctx-checkpoints", self.ctx_checkpoints, 0),
             ("--tensor-parallel-size", self.tensor_parallel, 1),
             ("--pipeline-parallel-size", self.pipeline_parallel, 1),
             ("--nodes", self.nodes, 1),
@@ -483,15 +490,15 @@ def bare_fit(
     trained context with the machine's total memory less ``-fitt`` (1024 MiB); when that does
     not fit it interpolates between the use at ``-fitc`` (4096 a stream) and at the trained
     context, and rounds down to 256 a stream; when even that minimum does not fit it gives up,
-    leaving -c at the minimum. With GPUs it also chooses the layers, which membudget does not
-    model yet."""
+    leaving -c at the minimum. With one GPU see :func:`_device_fit`; with several it also
+    chooses the split, which membudget does not model yet."""
+    margin = request.fit_target_mib * MIB
+    n_max, n_min = trained * streams, request.fit_ctx * streams
     if budget.gpus:
-        return FitChoice(None, "with GPUs --fit also chooses -ngl and -ts: not modelled yet")
+        return _device_fit(spec, request, budget, estimate_at, n_max, n_min, streams)
     total = request.memory_bytes
     if total is None:
         total = probe().ram.physical_total_bytes  # ggml's CPU device: the physical pages
-    margin = request.fit_target_mib * MIB
-    n_max, n_min = trained * streams, request.fit_ctx * streams
 
     def used(n_ctx: int) -> int:
         return sum(b.n_bytes for b in estimate_at(replace(request, ctx=n_ctx)).buffers)
@@ -511,6 +518,58 @@ def bare_fit(
     n_ctx = n_min + (n_max - n_min) * (target - used_min) // (used_max - used_min)
     n_ctx = max(n_ctx - n_ctx % (256 * streams), n_min)
     return FitChoice(n_ctx, "fit lowers -c to fit the total memory")
+
+
+def _device_fit(
+    spec: ModelSpec,
+    request: PlanRequest,
+    budget: Budget,
+    estimate_at: Callable[[PlanRequest], LlamaCppEstimate],
+    n_max: int,
+    n_min: int,
+    streams: int,
+) -> FitChoice:
+    """``--fit`` with one device (common/fit.cpp, common_params_fit_impl, steps 1 and 2): the
+    bare command puts every layer on it; fit compares what the device then holds (model,
+    context and compute) with its free memory (here: its budget) less ``-fitt``, and when that
+    does not fit lowers -c by interpolating between the trained context and ``-fitc``, as
+    without GPUs but over the device alone. Where even ``-fitc`` does not fit, fit goes on to
+    move layers to the CPU, which is not modelled; so is a device whose compute buffer is not
+    scheduled exactly."""
+    if len(budget.gpus) > 1:
+        return FitChoice(
+            None, "with several devices --fit also chooses -ts and the layers: not modelled yet"
+        )
+    device, free = budget.gpus[0]
+    margin = request.fit_target_mib * MIB
+    full = replace(request, n_gpu_layers=spec.n_layer + 1)
+    exact = True
+
+    def used(n_ctx: int) -> int:
+        nonlocal exact
+        e = estimate_at(replace(full, ctx=n_ctx))
+        exact = exact and e.compute_method == "scheduled" and scheduled_exactly(spec, (device,))
+        return sum(b.n_bytes for b in e.buffers if b.device == device)
+
+    unknown = FitChoice(None, f"--fit would move layers off {device}: not modelled yet")
+    used_max = used(n_max)
+    if not exact:
+        return FitChoice(None, f"--fit on {device}: its compute buffer is estimated, not modelled")
+    if free - used_max >= margin:
+        return FitChoice(
+            n_max,
+            f"every layer and the trained context fit {device}'s budget (taken as its free "
+            f"memory) less {request.fit_target_mib} MiB: fit changes nothing",
+        )
+    if n_max <= n_min:
+        return unknown
+    target = free - margin
+    used_min = used(n_min)
+    if target <= used_min or not exact:
+        return unknown
+    n_ctx = n_min + (n_max - n_min) * (target - used_min) // (used_max - used_min)
+    n_ctx = max(n_ctx - n_ctx % (256 * streams), n_min)
+    return FitChoice(n_ctx, f"fit lowers -c to keep every layer on {device}")
 
 
 def yarn_ctx_train(spec: ModelSpec, request: PlanRequest) -> tuple[int, str] | None:
@@ -578,9 +637,9 @@ def with_server_memory(
     else:
         mib = cache_mib
         if mib < 0 or mib > left_mib:
-            limit = "no limit" if mib < 0 else f"up to {mib:,} MiB"
+            limit = "RAM without limit" if mib < 0 else f"up to {mib:,} MiB of RAM"
             warnings.append(
-                f"llama-server's prompt cache (--cache-ram) takes {limit} of RAM as prompts are "
+                f"llama-server's prompt cache (--cache-ram) takes {limit} as prompts are "
                 f"cached, and the budget leaves {left_mib:,} MiB: memory may run out after a "
                 f"while; {fix}"
             )
