@@ -552,6 +552,9 @@ def _device_fit(
         return sum(b.n_bytes for b in e.buffers if b.device == device)
 
     unknown = FitChoice(None, f"--fit would move layers off {device}: not modelled yet")
+    w = spec.weights
+    if w.total - w.token_embd > free - margin:
+        return unknown  # the offloaded weights alone pass fit's target
     used_max = used(n_max)
     if not exact:
         return FitChoice(None, f"--fit on {device}: its compute buffer is estimated, not modelled")
