@@ -154,3 +154,10 @@ def test_ollama_leaves_the_prompt_cache_at_llama_servers_default() -> None:
     assert data["budget"]["prompt_cache_bytes"] == 8192 * 2**20
     assert "--cache-ram" not in data["commands"]["llama.cpp"]
     assert any("prompt cache" in w and "Ollama does not set it" in w for w in data["warnings"])
+
+
+def test_a_plan_that_does_not_fit_says_no_ollama_suggestions_are_made() -> None:
+    code, out = _cli("plan", "qwen3-8b", "--engine", "ollama", "--memory", "4GiB")
+    assert code == 1
+    assert "no suggestions in Ollama's settings yet" in out
+    assert "no single change makes it fit" not in out

@@ -317,7 +317,11 @@ class PlanReport:
             f"largest context that fits: {ctx}; most parallel sequences at "
             f"{e.n_ctx_seq:,} tokens each: {p.max_parallel}"
         )
-        yield from suggestion_lines(self.suggestions, p.fits)
+        if p.ollama is not None and not p.fits:
+            # suggestions in Ollama's own settings are not made yet
+            yield "  no suggestions in Ollama's settings yet: --engine llama-server makes them"
+        else:
+            yield from suggestion_lines(self.suggestions, p.fits)
         bq = p.best_quant
         if bq.gpu_only and budget.gpus:
             yield f"best llama.cpp quantisation on the devices alone: {bq.gpu_only}"
