@@ -9,12 +9,14 @@ llama-cpp-python sdist, so llama.cpp at the same commit as the C API tests), fou
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -102,33 +104,18 @@ class _Process:
 
 def run_server(args: Sequence[str], timeout: float = 180) -> str:
     """Start ``llama-server ARGS`` on loopback, return its log once it listens, stop it."""
-    folder = binaries()
-    assert folder is not None, "llama-server was not built (scripts/llama_server.py)"
-    port = free_port()
-    # -lv 4 prints llama.cpp's buffer report; --no-warmup skips the empty decode that runs after
-    # the buffers are reserved (the tests' random models store some vectors in F16, which a CPU
-    # op asserts on), so neither changes what is allocated.
-    server = _Process(
-        [
-            str(folder / "llama-server"),
-            *args,
-            *("--host", "127.0.0.1", "--port", str(port), "-lv", "4", "--no-warmup"),
-        ]
-    )
-    try:
-        return server.wait_for(_READY, timeout)
-    finally:
-        server.stop()
+    return run_server_with_prompts(args, (), timeout)
 
 
 def run_server_with_prompts(
     args: Sequence[str], prompts: Sequence[Sequence[int]], timeout: float = 180
 ) -> str:
     """Start ``llama-server ARGS`` on loopback, send each prompt (token ids) to its
-    ``/completion`` endpoint in turn, and return its log once they are answered."""
-    import json
-    import urllib.request
+    ``/completion`` endpoint in turn, and return its log once they are answered.
 
+    -lv 4 prints llama.cpp's buffer report; --no-warmup skips the empty decode that runs after
+    the buffers are reserved (the tests' random models store some vectors in F16, which a CPU
+    op asserts on), so neither changes what is allocated."""
     folder = binaries()
     assert folder is not None, "llama-server was not built (scripts/llama_server.py)"
     port = free_port()
