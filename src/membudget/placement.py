@@ -123,9 +123,6 @@ class _Costs:
         which therefore reserves a compute buffer even when it holds no layer; -1: none."""
         self.simulated = False
         """Whether ``graph`` is a simulated graph (the scheduler's split exists only then)."""
-        self.partial = False
-        """Whether placements with CPU layers are scheduled too (CPU RPC workers), or only
-        those with every layer on the devices."""
         self.settings: LlamaCppSettings | None = None
         """The settings these costs are for, when the scheduler's split can be asked for
         placements of them (several devices and a simulated graph)."""
@@ -381,6 +378,8 @@ class Placer:
             split = scheduled_split(self.spec, res, one, r, [self.names[0]] * n)
             if split is not None:
                 costs.split = (split[CPU], split[self.names[0]])
+                # that placement is costed exactly already: _solve need not choose again
+                costs.seen[(False, False)] = ((costs.split[1],), (None,), costs.split[0])
         if simulated and self.names and all(self.hosts) and n >= len(self.names):
             # CPU RPC workers, where the scheduler's split is known for every placement: start
             # from its figures with every layer spread evenly (a device's share barely changes
@@ -388,7 +387,6 @@ class Placer:
             even = split_counts(n, n, [1.0] * len(self.names))
             self._adopt(costs, s, Placement(0, even, 0))
             costs.settings = s
-            costs.partial = all(self.hosts)
         return costs
 
     # -- the search ----------------------------------------------------------------------
@@ -540,7 +538,7 @@ class Placer:
         some slots are left over, those with the rest on the last device) are costed with
         their own compute buffers, and filled again, until those buffers stop changing."""
         counts = c.fill(s, k, caps, self.hosts)
-        if c.settings is None or (s and not c.partial):
+        if c.settings is None:
             return counts
         for _ in range(_EXACT_ROUNDS):
             probe = counts or c.spill(s, k, caps, self.hosts)
