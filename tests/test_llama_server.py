@@ -163,6 +163,17 @@ def test_the_printed_command_allocates_what_the_plan_says(
         ),
         pytest.param("deepseek2", ["--ctx", "2048"], 2, id="deepseek2 MLA on two workers"),
         pytest.param("qwen3next", ["--ctx", "2048"], 2, id="qwen3next on two workers"),
+        pytest.param(
+            "qwen3moe", ["--ctx", "2048", "-ot", "exps=CPU"], 2, id="qwen3moe -ot exps=CPU"
+        ),
+        pytest.param(
+            "qwen3",
+            ["--ctx", "2048", "-ot", r"blk\.[01]\.ffn_down=CPU"],
+            1,
+            id="qwen3 -ot ffn_down of two layers",
+        ),
+        pytest.param("gpt-oss", ["--ctx", "2048", "-ncffn", "1"], 2, id="gpt-oss -ncffn 1"),
+        pytest.param("qwen3", ["--ctx", "2048", "-ncffn", "2"], 2, id="qwen3 -ncffn 2"),
     ],
 )
 def test_rpc_workers_hold_what_the_plan_says(

@@ -15,7 +15,7 @@ import json
 from functools import cache
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from membudget import load_model
@@ -170,6 +170,9 @@ def _oracle_fits(spec: ModelSpec, s: LlamaCppSettings, budget: Budget) -> bool:
     ram=st.integers(256, 4 * 1024),
     gpus=st.lists(st.integers(64, 3 * 1024), min_size=1, max_size=2),
 )
+# CPU layers beside one CUDA device: its compute buffer (copies of the CPU layers' weights and
+# caches) changes with the placement, so the placer checks each one it considers
+@example(name="qwen3-0.6b", preset="Q4_K_M", ram=256, gpus=[803])
 def test_max_context_fits_and_one_step_more_fits_under_no_placement(
     name: str, preset: str, ram: int, gpus: list[int]
 ) -> None:
@@ -196,12 +199,18 @@ def test_q8_0_never_needs_more_than_f16(
     name: str, preset: str, hw: tuple[int, list[int], list[int]], ctx: int
 ) -> None:
     """At one placement, a q8_0 cache needs no more than f16 on any device that holds cache,
-    nor in all; and its largest context is never shorter."""
+    nor in all; and its largest context is never shorter. Not with a CUDA device: its
+    flash-attention kernels convert a quantised cache to F16 in the compute buffer
+    (``ggml_cuda_flash_attn_ext_get_alloc_size``; pinned by the H200 logs), for its own layers
+    and for CPU layers whose attention it takes (op offload), which for a model with few
+    attention layers can outweigh what the cache saves; there the cache buffers themselves
+    are compared."""
     spec = _spec(name, preset)
     b = _budget(*hw)
     f16 = make_plan(spec, LlamaCppSettings(n_ctx=ctx, flash_attn="on"), b, R, extras=False)
     placed = f16.estimate.settings
-    q8 = estimate_llamacpp(
+    converts = any(d.startswith("CUDA") for d in placed.gpus)
+    q8_estimate = estimate_llamacpp(
         spec,
         LlamaCppSettings(
             n_ctx=ctx,
@@ -214,12 +223,20 @@ def test_q8_0_never_needs_more_than_f16(
             n_cpu_moe=placed.n_cpu_moe,
         ),
         R,
-    ).by_device(resident=True)
+    )
+    q8 = q8_estimate.by_device(resident=True)
     # A quantised cache adds the Hadamard rotation to the graph, so a device that holds no
     # cache (only the output layer, say) may need a little more compute; every device with a
     # cache, and the machine as a whole, need less.
     f16_devices = f16.estimate.by_device(resident=True)
     cached = {b.device for b in f16.estimate.buffers if b.kind in ("kv", "kv_swa")}
+    if converts:
+        kv = [
+            sum(b.n_bytes for b in e.buffers if b.kind in ("kv", "kv_swa"))
+            for e in (f16.estimate, q8_estimate)
+        ]
+        assert kv[1] <= kv[0]
+        return
     for dev, n in f16_devices.items():
         if dev in cached:
             assert q8.get(dev, 0) <= n, dev

@@ -121,6 +121,9 @@ class _Costs:
         self.offload = offload
         """The device that takes the CPU layers' large-batch products (the first CUDA device),
         which therefore reserves a compute buffer even when it holds no layer; -1: none."""
+        self.impossible = False
+        """Whether the weights and caches alone fit under no placement (then no placement
+        needs its compute buffers checked)."""
         self.simulated = False
         """Whether ``graph`` is a simulated graph (the scheduler's split exists only then)."""
         self.settings: LlamaCppSettings | None = None
@@ -159,6 +162,19 @@ class _Costs:
         # The input layer and a tensor-less model's weights always stay on the CPU, as does
         # the output buffer.
         self.cpu_fixed = w.flat_bytes + w.input_bytes + out
+
+    def least_total(self) -> int:
+        """Bytes no placement goes below: the CPU's fixed share, and each slot where it costs
+        least (compute buffers left out)."""
+        n = self.n_slots
+        total = self.cpu_fixed
+        for i in range(n):
+            total += min(
+                self.cpu_full[i + 1] - self.cpu_full[i],
+                self.dev_full[0][i + 1] - self.dev_full[0][i],
+                self.dev_full[1][i + 1] - self.dev_full[1][i],
+            )
+        return total
 
     def gpu(self, a: int, b: int, k: int, host: bool = False) -> int:
         """Bytes of slots ``a .. b - 1`` on a device, experts below layer ``k`` left out."""
@@ -286,6 +302,31 @@ def least(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
     return lo
 
 
+def least_near(lo: int, hi: int, ok: Callable[[int], bool], guess: int) -> int | None:
+    """:func:`least`, probing outward from ``guess`` (doubling steps, then bisecting between
+    the last two probes): the same answer for a monotone ``ok``, in two probes when the guess
+    is right. For an ``ok`` that is costly and a guess that is cheap."""
+    if lo > hi:
+        return None
+    g = min(max(guess, lo), hi)
+    step = 1
+    if ok(g):
+        top = g
+        while top > lo:
+            x = max(top - step, lo)
+            if not ok(x):
+                return least(x + 1, top, ok)
+            top, step = x, step * 2
+        return top
+    bottom = g
+    while bottom < hi:
+        x = min(bottom + step, hi)
+        if ok(x):
+            return least(bottom + 1, x, ok)
+        bottom, step = x, step * 2
+    return None
+
+
 def _swap(f: Callable[[int, int], bool], a: int, b: int) -> bool:
     return f(a, b)
 
@@ -387,6 +428,18 @@ class Placer:
             even = split_counts(n, n, [1.0] * len(self.names))
             self._adopt(costs, s, Placement(0, even, 0))
             costs.settings = s
+        room = self.cpu_budget + sum(self.caps)
+        costs.impossible = costs.least_total() > min(room, room if self.pool is None else self.pool)
+        if costs.settings is None and (
+            simulated
+            and len(self.names) == 1
+            and self.names[0].startswith("CUDA")
+            and not costs.impossible
+        ):
+            # one CUDA device, whose split is known for every placement (with CPU layers it
+            # takes their large-batch ops and copies what they read): check each choice,
+            # unless the weights and caches alone fit under no placement
+            costs.settings = s
         return costs
 
     # -- the search ----------------------------------------------------------------------
@@ -430,25 +483,68 @@ class Placer:
         def devices_hold(s: int, k: int) -> bool:
             return self._fill(c, s, k, caps) is not None
 
+        def cheap_hold(s: int, k: int) -> bool:
+            return c.fill(s, k, caps, self.hosts) is not None
+
+        def first(
+            lo: int, hi: int, f: Callable[[int], bool], g: Callable[[int], bool]
+        ) -> int | None:
+            """The least x in [lo, hi] with f(x), near the least with the cheaper g(x) when
+            f checks each placement with the scheduler."""
+            if c.settings is None:
+                return least(lo, hi, f)
+            guess = least(lo, hi, g)
+            return least_near(lo, hi, f, hi if guess is None else guess)
+
+        bound: int | None = None  # the CPU reads of a candidate that fits
+
+        def cannot_win(k: int) -> bool:
+            """Whether every placement with experts below ``k`` on the CPU reads more than
+            the one that fits already, whatever its CPU slots: it needs at least those that
+            leave the devices' budgets room for the weights and caches alone."""
+            if bound is None:
+                return False
+            room = sum(caps)
+            s_lb = least(0, n, lambda s: min(c.gpu(s, n, k), c.gpu(s, n, k, True)) <= room)
+            reads = c.cpu_read(
+                n if s_lb is None else s_lb, k, self.used_experts, self.total_experts
+            )
+            return reads > bound
+
         for want in ks:
+            if pins.n_gpu_layers is None and want is not None and cannot_win(want):
+                continue
             if pins.n_gpu_layers is not None:
                 s0 = max(n - pins.n_gpu_layers, 0)
                 k = want
                 if k is None:
-                    k = least(0, n_layer, partial(_swap, devices_hold, s0))
+                    k = first(
+                        0,
+                        n_layer,
+                        partial(_swap, devices_hold, s0),
+                        partial(_swap, cheap_hold, s0),
+                    )
                 out.append(self._place(c, s0, n_layer if k is None else k))
             elif want is None:
                 # every layer offloaded, the fewest layers' experts on the CPU
-                first_k = least(0, n_layer, lambda kk: devices_hold(0, kk))
+                first_k = first(0, n_layer, partial(devices_hold, 0), partial(cheap_hold, 0))
                 if first_k is not None:
-                    out.append(self._place(c, 0, first_k))
+                    p = self._place(c, 0, first_k)
+                    out.append(p)
+                    if self._ok(c, p):
+                        bound = c.cpu_read(0, first_k, self.used_experts, self.total_experts)
             else:
                 # every layer offloaded first: the scheduler's figures for it are not those
                 # of a partial offload, so the fewest CPU slots need not be monotone there
                 if devices_hold(0, want):
                     least_s: int | None = 0
                 else:
-                    least_s = least(1, n, partial(_last, devices_hold, want))
+                    least_s = first(
+                        1,
+                        n,
+                        partial(_last, devices_hold, want),
+                        partial(_last, cheap_hold, want),
+                    )
                 out.append(self._place(c, n if least_s is None else least_s, want))
         return out
 
@@ -519,7 +615,7 @@ class Placer:
     def _solve(self, settings: LlamaCppSettings) -> Solution:
         c = self._costs(settings)
         best, ok = self._pick(c)
-        if not c.simulated or not self.names:
+        if not c.simulated or not self.names or (not ok and c.impossible):
             return Solution(best, self._settings(settings, best), ok)
         # The scheduler's compute buffers depend on the placement (its splits, their input
         # copies, pipeline parallelism over several devices): cost the chosen placement's kind

@@ -544,6 +544,9 @@ class FitChoice:
 
     n_ctx: int | None
     reason: str
+    n_gpu_layers: int | None = None
+    """The layers fit offloads (``-ngl``), where it chooses them; None: it keeps the bare
+    command's (every layer on the GPUs), or is not modelled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -654,17 +657,18 @@ def _warnings(spec: ModelSpec, estimate: LlamaCppEstimate, requested_ubatch: int
                 "to lock them and go on unlocked; raise the limit first"
             )
     # A CUDA device takes the large-batch matrix products of CPU layers too (op offload), so
-    # its compute buffer exists even with -ngl 0. CPU RPC workers, and one device holding
-    # every layer, are scheduled as llama.cpp schedules them; other splits are not yet.
+    # its compute buffer exists even with -ngl 0. CPU RPC workers, one CUDA device in any
+    # placement, and one device of any kind holding every layer, are scheduled as llama.cpp
+    # schedules them; other splits are not yet.
     split = s.gpus and (s.n_gpu_layers > 0 or any(has_host_buffer(d) for d in s.gpus))
     scheduled = estimate.compute_method == "scheduled"
     if split and not (scheduled and scheduled_exactly(spec, s.gpus)):
         out.append(
             "compute buffers with more than one backend are estimated: membudget follows "
-            "llama.cpp's scheduler with CPU RPC workers and with every layer on one device "
-            "(not yet for several GPUs with their pipeline copies, CPU layers beside a GPU, "
-            "weights kept on the host by -ot or -ncffn, or a gated-delta-net hybrid on "
-            "CUDA); weights, KV cache and output are exact"
+            "llama.cpp's scheduler with CPU RPC workers, with one CUDA device, and with "
+            "every layer on one device (not yet for several GPUs with their pipeline copies, "
+            "CPU layers beside a GPU other than CUDA, a Mamba scan CUDA cannot run, or a "
+            "gated-delta-net hybrid on CUDA); weights, KV cache and output are exact"
         )
     return out
 

@@ -211,7 +211,13 @@ class PlanReport:
                 "with_offload": p.best_quant.with_offload,
             },
             "min_gpus": p.min_gpus,
-            "fit": None if p.fit is None else {"n_ctx": p.fit.n_ctx, "reason": p.fit.reason},
+            "fit": None
+            if p.fit is None
+            else {
+                "n_ctx": p.fit.n_ctx,
+                "n_gpu_layers": p.fit.n_gpu_layers,
+                "reason": p.fit.reason,
+            },
             "warnings": list(p.warnings),
             "commands": {
                 "llama.cpp": list(p.command),
@@ -363,6 +369,8 @@ class PlanReport:
             )
         if p.fit is not None:
             ctx = "-c ?" if p.fit.n_ctx is None else f"-c {p.fit.n_ctx}"
+            if p.fit.n_gpu_layers is not None:
+                ctx += f" -ngl {p.fit.n_gpu_layers}"
             yield f"--fit (a bare llama-server, -c 0): {ctx}; {p.fit.reason}"
         if p.ollama is None:
             yield (

@@ -529,50 +529,92 @@ def _device_fit(
     n_min: int,
     streams: int,
 ) -> FitChoice:
-    """``--fit`` with one device (common/fit.cpp, common_params_fit_impl, steps 1 and 2): the
-    bare command puts every layer on it; fit compares what the device then holds (model,
-    context and compute) with its free memory (here: its budget) less ``-fitt``, and when that
-    does not fit lowers -c by interpolating between the trained context and ``-fitc``, as
-    without GPUs but over the device alone. Where even ``-fitc`` does not fit, fit goes on to
-    move layers to the CPU, which is not modelled; so is a device whose compute buffer is not
-    scheduled exactly."""
+    """``--fit`` with one device (common/fit.cpp, common_params_fit_impl). Step 1: the bare
+    command puts every layer on it; fit compares what the device then holds (model, context
+    and compute) with its free memory (here: its budget) less ``-fitt``. Step 2: when that
+    does not fit, it lowers -c by interpolating between the trained context and ``-fitc``, as
+    without GPUs but over the device alone. Step 3, where even ``-fitc`` does not fit: for a
+    dense model it keeps that context and chooses how many layers stay on the device by the
+    method of false position (:func:`_fit_layers`). A mixture of experts (step 4 moves its
+    experts tensor by tensor) and a device whose compute buffer is not scheduled exactly
+    are not modelled."""
     if len(budget.gpus) > 1:
         return FitChoice(
             None, "with several devices --fit also chooses -ts and the layers: not modelled yet"
         )
     device, free = budget.gpus[0]
-    margin = request.fit_target_mib * MIB
-    full = replace(request, n_gpu_layers=spec.n_layer + 1)
+    target = free - request.fit_target_mib * MIB
     exact = True
 
-    def used(n_ctx: int) -> int:
+    def used(n_ctx: int, ngl: int = spec.n_layer + 1) -> int:
         nonlocal exact
-        e = estimate_at(replace(full, ctx=n_ctx))
+        e = estimate_at(replace(request, ctx=n_ctx, n_gpu_layers=ngl))
         exact = exact and e.compute_method == "scheduled" and scheduled_exactly(spec, (device,))
         return sum(b.n_bytes for b in e.buffers if b.device == device)
 
-    unknown = FitChoice(None, f"--fit would move layers off {device}: not modelled yet")
+    estimated = FitChoice(None, f"--fit on {device}: its compute buffer is estimated, not modelled")
     w = spec.weights
-    if w.total - w.token_embd > free - margin:
-        return unknown  # the offloaded weights alone pass fit's target
-    used_max = used(n_max)
+    if w.total - w.token_embd <= target:
+        used_max = used(n_max)
+        if not exact:
+            return estimated
+        if used_max <= target:
+            return FitChoice(
+                n_max,
+                f"every layer and the trained context fit {device}'s budget (taken as its free "
+                f"memory) less {request.fit_target_mib} MiB: fit changes nothing",
+            )
+        if n_max > n_min:
+            used_min = used(n_min)
+            if not exact:
+                return estimated
+            if target > used_min:
+                n_ctx = n_min + (n_max - n_min) * (target - used_min) // (used_max - used_min)
+                n_ctx = max(n_ctx - n_ctx % (256 * streams), n_min)
+                return FitChoice(n_ctx, f"fit lowers -c to keep every layer on {device}")
+    # (the offloaded weights alone pass fit's target: steps 1 and 2 cannot succeed)
+    n_ctx = min(n_min, n_max)
+    if spec.n_expert:
+        return FitChoice(None, f"--fit would move experts off {device}: not modelled yet")
+    ngl = _fit_layers(lambda n: used(n_ctx, n), spec.n_layer + 1, target)
     if not exact:
-        return FitChoice(None, f"--fit on {device}: its compute buffer is estimated, not modelled")
-    if free - used_max >= margin:
-        return FitChoice(
-            n_max,
-            f"every layer and the trained context fit {device}'s budget (taken as its free "
-            f"memory) less {request.fit_target_mib} MiB: fit changes nothing",
-        )
-    if n_max <= n_min:
-        return unknown
-    target = free - margin
-    used_min = used(n_min)
-    if target <= used_min or not exact:
-        return unknown
-    n_ctx = n_min + (n_max - n_min) * (target - used_min) // (used_max - used_min)
-    n_ctx = max(n_ctx - n_ctx % (256 * streams), n_min)
-    return FitChoice(n_ctx, f"fit lowers -c to keep every layer on {device}")
+        return estimated
+    return FitChoice(
+        n_ctx,
+        f"even -c {n_ctx} does not keep every layer on {device}: fit keeps {ngl} of "
+        f"{spec.n_layer + 1} there",
+        ngl,
+    )
+
+
+def _c_div(a: int, b: int) -> int:
+    """Integer division as C++ does it: rounded toward zero."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _fit_layers(mem: Callable[[int], int], n_slots: int, target: int) -> int:
+    """common/fit.cpp step 3 for one device and a dense model: the layers (of ``n_slots``,
+    the output layer's included) that stay on the device. From none (``mem(0)``) and all,
+    it steps by linear interpolation towards ``target``, keeping the highest count whose
+    memory stays within it, until the bounds are one layer apart; the step is computed in
+    64-bit and stored in 32 bits, as fit does."""
+    low, mem_low = 0, mem(0)
+    high, mem_high = n_slots, mem(n_slots)
+    if mem_high <= target:
+        return n_slots
+    delta = high - low
+    while delta > 1:
+        step = _c_div(delta * (target - mem_low), mem_high - mem_low) % 2**32  # uint32_t
+        step = min(max(step, 1), delta - 1)
+        test = low + step
+        mem_test = mem(test)
+        if mem_test <= target:
+            low, mem_low = test, mem_test
+        else:
+            high, mem_high = test, mem_test
+        delta = high - low
+    return low
 
 
 def yarn_ctx_train(spec: ModelSpec, request: PlanRequest) -> tuple[int, str] | None:

@@ -215,6 +215,7 @@ def tensor_device(
     return slots[-1]  # output, output_norm and the other model-level tensors
 
 
+@lru_cache(maxsize=1024)
 def cuda_row_padding(type_name: str, ne0: int) -> int:
     """The bytes CUDA adds to a tensor of ``type_name`` whose rows hold ``ne0`` values: a
     quantised tensor's last row is padded to a multiple of 512 values

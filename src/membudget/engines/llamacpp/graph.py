@@ -87,13 +87,14 @@ class _Decoder:
             if layer.moe and self.routing_from_file:
                 moe = b.moe_ffn(cur, norm_w=norm_w, gating=gating, bias=bias)
                 if spec.n_expert_shared:
-                    moe = g.same("ADD", moe, b.ffn(cur, _shared_ff(spec, il)))
+                    moe = g.same("ADD", moe, b.ffn(cur, _shared_ff(spec, il), "_shexp"))
                 cur = moe
             elif layer.moe:
                 cur = b.moe_ffn(cur)
             elif self.fused_up:
-                act = g.f32("GLU", (spec.n_ff, cur.ne[1]), b.linear(cur, 2 * spec.n_ff))
-                cur = b.linear(act, spec.n_embd, spec.n_ff)
+                up = b.linear(cur, 2 * spec.n_ff, name="ffn_up")
+                act = g.f32("GLU", (spec.n_ff, cur.ne[1]), up)
+                cur = b.linear(act, spec.n_embd, spec.n_ff, "ffn_down")
             else:
                 cur = b.ffn(cur, spec.n_ff)
             if self.post_norms:
@@ -148,17 +149,19 @@ def _deepseek2(b: RecurrentBuilder) -> None:
         h = layer.n_head
         cur = b.norm(inp)
         if mla.q_lora_rank:
-            q = b.linear(b.norm(b.linear(cur, mla.q_lora_rank)), h * (nope + rope))
+            q_a = b.linear(cur, mla.q_lora_rank, name="attn_q_a")
+            q = b.linear(b.norm(q_a), h * (nope + rope), name="attn_q_b")
         else:
-            q = b.linear(cur, h * (nope + rope))
+            q = b.linear(cur, h * (nope + rope), name="attn_q")
         q = g.reshape(q, nope + rope, h, n_tok)
-        kv_pe = b.linear(cur, rank + rope)
+        kv_pe = b.linear(cur, rank + rope, name="attn_kv_a_mqa")
         row = kv_pe.nb[1]
         kv = b.norm(g.view(kv_pe, (rank, n_tok), (row,)))
         k_pe = g.same("ROPE", g.view(kv_pe, (rope, 1, n_tok), (row, row)), pos, None)
         q_nope = g.permute(g.view(q, (nope, h, n_tok), q.nb[1:3]), 0, 2, 1, 3)
         q_pe = g.same("ROPE", g.view(q, (rope, h, n_tok), q.nb[1:3]), pos, None)
-        absorbed = g.permute(g.mul_mat(g.external("F16", nope, rank, h), q_nope), 0, 2, 1, 3)
+        wk_b = g.external("F16", nope, rank, h, name="attn_k_b")
+        absorbed = g.permute(g.mul_mat(wk_b, q_nope), 0, 2, 1, 3)
         q_cur = g.f32("CONCAT", (rank + rope, h, n_tok), absorbed, q_pe)
         v_cur = g.reshape(kv, rank, 1, n_tok)
         k_cur = g.f32("CONCAT", (rank + rope, 1, n_tok), v_cur, k_pe)
@@ -170,8 +173,9 @@ def _deepseek2(b: RecurrentBuilder) -> None:
         g.expand(g.set_rows(dst, rows, b.inputs["k_idxs"]))
         k = g.view(cache, (rank + rope, 1, n_kv, ns), (cache.nb[1], *cache.nb[1:3]))
         v = g.view(cache, (rank, 1, n_kv, ns), k.nb[1:4])
-        v_mla = g.external("F16", rank, mla.v_head_dim, h)
-        cur = b.linear(b.mha(q_cur, k, v, b.inputs["mask"], v_mla=v_mla), spec.n_embd)
+        v_mla = g.external("F16", rank, mla.v_head_dim, h, name="attn_v_b")
+        cur = b.mha(q_cur, k, v, b.inputs["mask"], v_mla=v_mla)
+        cur = b.linear(cur, spec.n_embd, name="attn_output")
         residual = inp
         if il == spec.n_layer - 1:
             cur, residual = g.get_rows(cur, out_ids), g.get_rows(residual, out_ids)
@@ -180,7 +184,7 @@ def _deepseek2(b: RecurrentBuilder) -> None:
         if layer.moe:
             moe = b.moe_ffn(cur, norm_w=norm_w, gating=gating, bias=bias)
             if spec.n_expert_shared:
-                moe = g.same("ADD", moe, b.ffn(cur, _shared_ff(spec, il)))
+                moe = g.same("ADD", moe, b.ffn(cur, _shared_ff(spec, il), "_shexp"))
             cur = moe
         else:
             cur = b.ffn(cur, spec.n_ff)
@@ -350,9 +354,9 @@ class _GatedDeltaNet:
                 cur = b.gated_delta_net(cur, repeat=self.repeat_heads)
             else:
                 d, h, kv = layer.head_dim_k, layer.n_head, layer.n_head_kv
-                q_full = b.linear(cur, 2 * d * h)
-                k = g.reshape(b.linear(cur, d * kv), d, kv, n_tok)
-                v = g.reshape(b.linear(cur, d * kv), d, kv, n_tok)
+                q_full = b.linear(cur, 2 * d * h, name="attn_q")
+                k = g.reshape(b.linear(cur, d * kv, name="attn_k"), d, kv, n_tok)
+                v = g.reshape(b.linear(cur, d * kv, name="attn_v"), d, kv, n_tok)
                 heads = (row_size(q_full, 2 * d), row_size(q_full, 2 * d * h))
                 q = g.view(q_full, (d, h, n_tok), heads)
                 gate = g.view(q_full, (d, h, n_tok), heads)
@@ -360,13 +364,14 @@ class _GatedDeltaNet:
                 k = g.same("ROPE", b.norm(k), pos, None)
                 cur = b.attention(layer, q, k, v, project=False)
                 gate = g.same("UNARY", g.cont(gate, d * h, n_tok))  # sigmoid
-                cur = b.linear(g.same("MUL", cur, gate), spec.n_embd, d * h)
+                cur = b.linear(g.same("MUL", cur, gate), spec.n_embd, d * h, "attn_output")
             residual = g.same("ADD", cur, inp)
             post = b.norm(residual)
             if layer.moe:
                 moe = b.moe_ffn(post)
-                shared = b.ffn(post, _shared_ff(spec, il))
-                shared = g.same("MUL", shared, g.same("UNARY", b.linear(post, 1)))
+                shared = b.ffn(post, _shared_ff(spec, il), "_shexp")
+                router = b.linear(post, 1, name="ffn_gate_inp_shexp")
+                shared = g.same("MUL", shared, g.same("UNARY", router))
                 cur = g.same("ADD", moe, shared)
             else:
                 cur = b.ffn(post, spec.n_ff)
@@ -375,7 +380,7 @@ class _GatedDeltaNet:
         cur.mark("output")  # t_h_nextn
         rows = g.get_rows(cur, out_ids)
         rows.mark("output")  # t_embd
-        logits = b.linear(rows, spec.n_vocab)
+        logits = b.linear(rows, spec.n_vocab, name="output")
         logits.mark("output")
         g.expand(logits)
 

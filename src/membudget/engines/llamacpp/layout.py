@@ -39,7 +39,7 @@ from membudget.engines.llamacpp.graph import GraphSettings, build_graph
 from membudget.engines.llamacpp.phases import compute_bytes
 from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
 from membudget.model import ModelSpec, TensorSpec, block_index
-from membudget.quant import GGMLType
+from membudget.quant import GGMLType, ggml_type_by_name
 
 __all__ = [
     "INPUT_TENSORS",
@@ -423,6 +423,70 @@ def _built_graph(spec: ModelSpec, gs: GraphSettings) -> Graph | None:
 
 _SPLITS: OrderedDict[tuple[object, ...], tuple[int, ...] | None] = OrderedDict()
 
+_Dims4 = tuple[int, int, int, int]
+
+
+def _dims4(shape: tuple[int, ...]) -> _Dims4:
+    a, b, c, d = (*shape, 1, 1, 1, 1)[:4]
+    return (a, b, c, d)
+
+
+def _stored_weights(
+    spec: ModelSpec,
+) -> tuple[dict[tuple[int, _Dims4], tuple[TensorSpec, ...]], dict[str, TensorSpec]]:
+    """The file's tensors by the graph slot that reads them and their shape (a layer's under
+    its index, the model-level ones under -1), and by name."""
+
+    def make() -> tuple[dict[tuple[int, _Dims4], tuple[TensorSpec, ...]], dict[str, TensorSpec]]:
+        by_shape: dict[tuple[int, _Dims4], tuple[TensorSpec, ...]] = {}
+        for t in spec.tensors:
+            il = block_index(t.name)
+            slot = il if il is not None and il < spec.n_layer else -1
+            key = (slot, _dims4(t.shape))
+            by_shape[key] = (*by_shape.get(key, ()), t)
+        return by_shape, {t.name: t for t in spec.tensors}
+
+    return _MEMO.get(spec, "stored-weights", make)
+
+
+def stored_candidates(
+    spec: ModelSpec, slot: int, ne: _Dims4, name: str = ""
+) -> tuple[TensorSpec, ...]:
+    """The stored tensors a graph weight of layer ``slot`` and shape ``ne`` may be: the one
+    its builder named, if stored with that shape; else its layer's of that shape, else the
+    model-level ones (the output layer, ``rope_freqs``). The graph's weights carry a slot
+    and a shape, and a name only where their layer holds others of their shape."""
+    by_shape, by_name = _stored_weights(spec)
+    layer = 0 <= slot < spec.n_layer
+    if name:
+        stored = name if name.endswith(".bias") else f"{name}.weight"
+        t = by_name.get(f"blk.{slot}.{stored}" if layer else stored)
+        if t is not None and _dims4(t.shape) == ne:
+            return (t,)
+    found = by_shape.get((slot, ne), ()) if layer else ()
+    return found or by_shape.get((-1, ne), ())
+
+
+_TORCH_DTYPES = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
+"""A checkpoint's dtypes (a catalogue entry, a safetensors model) as ggml types."""
+_TYPES: dict[tuple[str, ...], int] = {}
+
+
+def _types_key(spec: ModelSpec) -> int:
+    """The weights' types, numbered: what a split copying weights (op offload) depends on
+    beyond the graph's shapes."""
+
+    def make() -> int:
+        types = tuple(t.type_name for t in spec.tensors)
+        with _GRAPHS_LOCK:
+            if len(_TYPES) > _GRAPHS_SIZE:
+                _TYPES.clear()
+                _SPLITS.clear()
+            return _TYPES.setdefault(types, len(_TYPES))
+
+    return _MEMO.get(spec, "types-key", make)
+
+
 PIPELINE_COPIES = 4
 """ggml-backend.cpp ``GGML_SCHED_MAX_COPIES``: with pipeline parallelism the scheduler keeps
 this many copies of every graph input and of every split's inputs."""
@@ -439,6 +503,7 @@ def split_compute(
     n_cpu_moe: int = 0,
     pipeline: bool = False,
     pin_norms: bool = False,
+    pins: HostPins | None = None,
 ) -> tuple[int, ...] | None:
     """The compute buffer of every backend (``devices`` in llama.cpp's order, then the CPU)
     as llama.cpp's scheduler splits the graph between them (:mod:`.sched`): each op where the
@@ -448,19 +513,33 @@ def split_compute(
     ``pin_norms``). ``devices``: each device's name and whether it
     allocates as the CPU backend does (a CPU RPC worker); ``slots``: the backend index of
     every layer and of the output layer (``len(devices)``: the CPU); the routed experts of the
-    first ``n_cpu_moe`` layers stay on the CPU. None for an architecture without a graph
-    builder."""
+    first ``n_cpu_moe`` layers, and the weights ``pins`` names, stay on the CPU. A CPU
+    weight a GPU multiplies (op offload) is copied at its stored type. None for an
+    architecture without a graph builder, and where a weight the split depends on cannot be
+    told from the tensors of its layer with its shape."""
     from membudget.engines.llamacpp.devices import cuda_runs_ssm_scan  # noqa: PLC0415
     from membudget.engines.llamacpp.ggml import Tensor  # noqa: PLC0415
     from membudget.engines.llamacpp.sched import (  # noqa: PLC0415
         Backend,
+        UnknownWeightError,
         cuda_alloc_size,
         cuda_supports,
         schedule,
     )
 
     gs = graph_settings(res, type_k, type_v, 32, attn_rotation)
-    key = (_graph_key(spec), gs, devices, slots, n_cpu_moe, pipeline, pin_norms)
+    pin_key = (pins.patterns, pins.ssm_a) if pins else None
+    key = (
+        _graph_key(spec),
+        _types_key(spec),
+        gs,
+        devices,
+        slots,
+        n_cpu_moe,
+        pipeline,
+        pin_norms,
+        pin_key,
+    )
     with _GRAPHS_LOCK:
         if key in _SPLITS:
             _SPLITS.move_to_end(key)
@@ -494,19 +573,52 @@ def split_compute(
         # ssm_a stays on the host where CUDA has no kernel for the scan (.profile.host_pins)
         keeps_a = [scan_ok or not name.startswith("CUDA") for name, _ in devices]
         last = len(slots) - 1
+        known: dict[int, int] = {}
+
+        def pinned(t: Tensor) -> bool:
+            if not pins or not pins.patterns:
+                return False
+            found = {pins(c.name) for c in stored_candidates(spec, t.slot, t.ne, t.name)}
+            if len(found) != 1:
+                raise UnknownWeightError
+            return found.pop()
 
         def device_of(t: Tensor) -> int:
+            dev = known.get(id(t))
+            if dev is not None:
+                return dev
             if t.slot < 0:
-                return cpu
-            b = slots[min(t.slot, last)]
-            if b == cpu or (t.kind == "e" and t.slot < n_cpu_moe):
-                return cpu
-            if t.kind == "a" and not keeps_a[b]:
-                return cpu
-            return b
+                dev = cpu
+            else:
+                dev = slots[min(t.slot, last)]
+                on_host = (
+                    dev == cpu
+                    or (t.kind == "e" and t.slot < n_cpu_moe)
+                    or (t.kind == "a" and not keeps_a[dev])
+                    or (t.external and t.kind in ("w", "e") and pinned(t))
+                )
+                if on_host:
+                    dev = cpu
+            known[id(t)] = dev
+            return dev
+
+        def stored_type(t: Tensor) -> str:
+            found = {c.type_name for c in stored_candidates(spec, t.slot, t.ne, t.name)}
+            if len(found) > 1:
+                raise UnknownWeightError
+            if not found:
+                return t.type
+            name = found.pop()
+            known = ggml_type_by_name(_TORCH_DTYPES.get(name.lower(), name))
+            if known is None:
+                raise UnknownWeightError
+            return known.name.upper()
 
         copies = PIPELINE_COPIES if pipeline else 1
-        result = tuple(schedule(g, backends, device_of, copies, pin_norms))
+        try:
+            result = tuple(schedule(g, backends, device_of, copies, pin_norms, stored_type))
+        except UnknownWeightError:
+            result = None
     with _GRAPHS_LOCK:
         _SPLITS[key] = result
         while len(_SPLITS) > _GRAPHS_SIZE:

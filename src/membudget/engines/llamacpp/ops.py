@@ -87,6 +87,7 @@ class GraphBuilder:
         self._stored: dict[str, bool] = {}
         self.fused_qkv = self.stores(".attn_qkv.weight")
         self.inputs: dict[str, Tensor] = {}
+        self._names: frozenset[str] | None = None
 
     def stores(self, suffix: str) -> bool:
         """Whether the file stores a tensor whose name ends with ``suffix`` (asked once)."""
@@ -101,7 +102,7 @@ class GraphBuilder:
         g, e = self.g, self.spec.n_embd
         tokens = g.input("I32", self.n_tokens, name="inp_tokens")
         embd = g.input("F32", e, self.n_tokens, name="inp_embd")
-        rows = g.get_rows(g.external("F16", e, self.spec.n_vocab), tokens)
+        rows = g.get_rows(g.external("F16", e, self.spec.n_vocab, name="token_embd"), tokens)
         g.expand(rows)
         g.expand(embd)  # ggml_build_forward_select puts both paths in the graph
         return rows
@@ -161,20 +162,35 @@ class GraphBuilder:
             t.slot, t.kind = layer, "n"
         return t
 
-    def linear(self, x: Tensor, n_out: int, n_in: int | None = None) -> Tensor:
-        """``build_lora_mm``: an f32 ``n_out x tokens`` result whatever the weight type."""
-        return self.g.mul_mat(self.g.external("F16", n_in or x.ne[0], n_out), x)
+    def linear(self, x: Tensor, n_out: int, n_in: int | None = None, name: str = "") -> Tensor:
+        """``build_lora_mm``: an f32 ``n_out x tokens`` result whatever the weight type.
+        ``name``: the stored weight's name without its layer and ``.weight`` (``attn_q``),
+        where its layer holds others of its shape that a split tells apart."""
+        g = self.g
+        out = g.mul_mat(g.external("F16", n_in or x.ne[0], n_out, name=name), x)
+        if name and self._has_bias(name):
+            # the stored bias, added as its own op (in place for ggml-alloc, but an op reading
+            # a weight for llama.cpp's scheduler)
+            out = g.same("ADD", out, g.external("F32", n_out, name=f"{name}.bias"))
+        return out
+
+    def _has_bias(self, name: str) -> bool:
+        layer = self.g.layer
+        stored = f"blk.{layer}.{name}.bias" if 0 <= layer < self.spec.n_layer else f"{name}.bias"
+        if self._names is None:
+            self._names = frozenset(t.name for t in self.spec.tensors)
+        return stored in self._names
 
     def qkv(self, layer: LayerSpec, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``build_qkv``: separate projections reshaped to heads, or views of a fused one."""
         g, n_tok = self.g, self.n_tokens
         hk, hv, nh, nkv = layer.head_dim_k, layer.head_dim_v, layer.n_head, layer.n_head_kv
         if not self.fused_qkv:
-            q = g.reshape(self.linear(x, nh * hk), hk, nh, n_tok)
-            k = g.reshape(self.linear(x, nkv * hk), hk, nkv, n_tok)
-            v = g.reshape(self.linear(x, nkv * hv), hv, nkv, n_tok)
+            q = g.reshape(self.linear(x, nh * hk, name="attn_q"), hk, nh, n_tok)
+            k = g.reshape(self.linear(x, nkv * hk, name="attn_k"), hk, nkv, n_tok)
+            v = g.reshape(self.linear(x, nkv * hv, name="attn_v"), hv, nkv, n_tok)
             return q, k, v
-        qkv = self.linear(x, nh * hk + nkv * (hk + hv))
+        qkv = self.linear(x, nh * hk + nkv * (hk + hv), name="attn_qkv")
         row = qkv.nb[1]
         q = g.view(qkv, (hk, nh, n_tok), (row_size(qkv, hk), row))
         k = g.view(qkv, (hk, nkv, n_tok), (row_size(qkv, hk), row))
@@ -244,7 +260,7 @@ class GraphBuilder:
         cur = self.mha(q, k_view, v_view, self.inputs[prefix + "mask"], softcap=softcap)
         if v_rot is not None:
             cur = self.hadamard(cur, v_rot)
-        return self.linear(cur, self.spec.n_embd) if project else cur
+        return self.linear(cur, self.spec.n_embd, name="attn_output") if project else cur
 
     def mha(
         self,
@@ -262,10 +278,16 @@ class GraphBuilder:
         per_stream = q.ne[2] // ns
         q = g.view(q, (q.ne[0], q.ne[1], per_stream, ns), (q.nb[1], q.nb[2], q.nb[2] * per_stream))
         q, k, v = (g.permute(t, 0, 2, 1, 3) for t in (q, k, v))
+        # gpt-oss: a learned sink logit per head, read by the softmax (a weight of the layer)
+        sinks = None
+        if self.stores(".attn_sinks.weight"):
+            sinks = g.external("F32", q.ne[2], name="attn_sinks")
         if self.s.flash_attn:
             if v_trans:
                 v = g.transpose(v)
-            cur = g.f32("FLASH_ATTN_EXT", (v.ne[0], q.ne[2], q.ne[1], q.ne[3]), q, k, v, mask, None)
+            cur = g.f32(
+                "FLASH_ATTN_EXT", (v.ne[0], q.ne[2], q.ne[1], q.ne[3]), q, k, v, mask, sinks
+            )
             if v_mla is not None:
                 cur = g.mul_mat(v_mla, g.permute(cur, 0, 2, 1, 3))
                 cur = g.cont(g.permute(cur, 0, 2, 1, 3))
@@ -274,7 +296,7 @@ class GraphBuilder:
             kq = g.mul_mat(k, q)
             if softcap:  # scale, tanh, scale: all in place
                 kq = g.same("SCALE", g.same("UNARY", g.same("SCALE", kq)))
-            kq = g.same("SOFT_MAX", kq, mask, None)
+            kq = g.same("SOFT_MAX", kq, mask, sinks)
             if not v_trans:
                 v = g.cont(g.transpose(v))
             kqv = g.mul_mat(v, kq)
@@ -285,11 +307,12 @@ class GraphBuilder:
         g.expand(cur)
         return cur
 
-    def ffn(self, x: Tensor, n_ff: int) -> Tensor:
-        """``build_ffn`` with a parallel gate (SwiGLU and GeGLU have the same sizes)."""
-        up = self.linear(x, n_ff)
-        gate = self.linear(x, n_ff)
-        return self.linear(self.g.same("GLU", gate, up), x.ne[0], n_ff)
+    def ffn(self, x: Tensor, n_ff: int, suffix: str = "") -> Tensor:
+        """``build_ffn`` with a parallel gate (SwiGLU and GeGLU have the same sizes); the
+        shared experts' with ``suffix`` ``_shexp``."""
+        up = self.linear(x, n_ff, name=f"ffn_up{suffix}")
+        gate = self.linear(x, n_ff, name=f"ffn_gate{suffix}")
+        return self.linear(self.g.same("GLU", gate, up), x.ne[0], n_ff, f"ffn_down{suffix}")
 
     def moe_ffn(
         self, x: Tensor, *, norm_w: bool = True, gating: Gating = "softmax", bias: bool = False
@@ -299,7 +322,7 @@ class GraphBuilder:
         g, spec, n_tok = self.g, self.spec, x.ne[1]  # the last layer may have fewer rows
         e, n_exp, n_used = x.ne[0], spec.n_expert, max(spec.n_expert_used, 1)
         n_ff = spec.n_ff_expert or spec.n_ff
-        logits = self.linear(x, n_exp)
+        logits = self.linear(x, n_exp, name="ffn_gate_inp")
         if gating == "softmax":
             probs = g.same("SOFT_MAX", logits, None)
         elif gating == "sigmoid":
@@ -322,13 +345,18 @@ class GraphBuilder:
         g.expand(weights)
         cur = g.reshape(x, e, 1, n_tok)
 
-        def experts_mm(n_out: int, n_in: int, b: Tensor) -> Tensor:
-            w = g.external("F16", n_in, n_out, n_exp, kind="e")
-            return g.f32("MUL_MAT_ID", (n_out, n_used, n_tok), w, b, selected)
+        def experts_mm(n_out: int, n_in: int, b: Tensor, name: str) -> Tensor:
+            w = g.external("F16", n_in, n_out, n_exp, name=name, kind="e")
+            out = g.f32("MUL_MAT_ID", (n_out, n_used, n_tok), w, b, selected)
+            if self.stores(f".{name}.bias"):  # gpt-oss: ggml_add_id, each expert's bias
+                bias = g.external("F32", n_out, n_exp, name=f"{name}.bias", kind="e")
+                out = g.same("ADD_ID", out, bias, selected)
+            return out
 
-        up = experts_mm(n_ff, e, cur)
-        gate = experts_mm(n_ff, e, cur)
-        experts = g.same("MUL", experts_mm(e, n_ff, g.same("GLU", gate, up)), weights)
+        up = experts_mm(n_ff, e, cur, "ffn_up_exps")
+        gate = experts_mm(n_ff, e, cur, "ffn_gate_exps")
+        down = experts_mm(e, n_ff, g.same("GLU", gate, up), "ffn_down_exps")
+        experts = g.same("MUL", down, weights)
         g.expand(experts)
         views = [g.view(experts, (e, n_tok), (experts.nb[2],)) for _ in range(n_used)]
         for view in views:
@@ -354,7 +382,7 @@ class GraphBuilder:
         g.layer = self.spec.n_layer
         cur = self.layer_norm(x) if layer_norm else self.norm(x)
         cur.mark("output")
-        logits = self.linear(cur, self.spec.n_vocab)
+        logits = self.linear(cur, self.spec.n_vocab, name="output")
         if final_softcap:  # scale, tanh, scale: in place
             logits = g.same("SCALE", g.same("UNARY", g.same("SCALE", logits)))
         logits.mark("output")

@@ -421,28 +421,30 @@ def scheduled_split(
     devices of ``slots`` (:func:`~.layout.split_compute`): with pipeline parallelism when
     several devices hold every layer (llama-context.cpp, ``llama_context``: more than one
     device, ``n_gpu_layers`` past ``n_layer``, no tensor overrides). None for the placements
-    the model does not cover: weights pinned by name (``-ot``, ``-ncffn``); devices other
-    than CPU RPC workers unless one holds every layer alone (and, on CUDA, can run the
-    model's scan)."""
-    if not s.gpus or all(d == CPU for d in slots):
-        return None
-    if s.tensor_overrides or s.n_cpu_ffn:
+    the model does not cover: several devices other than CPU RPC workers, and a device other
+    than CUDA or a CPU RPC worker beside CPU layers."""
+    if not s.gpus:
         return None
     workers = all(d in s.cpu_devices for d in s.gpus)
-    alone = len(s.gpus) == 1 and all(d == s.gpus[0] for d in slots) and not s.n_cpu_moe
-    if not (workers or alone):
-        # Checked against the real engine: CPU RPC workers in any placement, and one device
-        # of any kind holding every layer. Not yet: several GPUs (their pipeline copies follow
-        # the same rules, but no multi-GPU log pins them) and CUDA beside CPU layers (op
-        # offload copies host weights at their real types, which the graph does not carry).
+    alone = len(s.gpus) == 1 and all(d == s.gpus[0] for d in slots)
+    # one CUDA device takes the large-batch ops of CPU layers too (op offload), -ngl 0 included
+    cuda = len(s.gpus) == 1 and s.gpus[0].startswith("CUDA")
+    if all(d == CPU for d in slots) and not cuda:
+        return None
+    if not (workers or alone or cuda):
+        # Checked against the real engine: CPU RPC workers in any placement, one CUDA device
+        # in any, and one device of any kind holding every layer. Not yet: several GPUs
+        # (their pipeline copies follow the same rules, but no multi-GPU log pins them).
         return None
     if not workers and s.gpus[0].startswith("CUDA") and not cuda_runs_ssm_scan(spec):
-        return None  # the scan's ssm_a stays on the host, and op offload copies it
+        return None  # the scan runs on the host beside its ssm_a: a split not checked yet
     index = {d: i for i, d in enumerate(s.gpus)}
+    pins = host_pins(spec, s)
     pipeline = (
         len(s.gpus) > 1
         and s.n_gpu_layers > spec.n_layer
-        and not s.n_cpu_moe  # written as tensor overrides by llama-server's -ncmoe / -cmoe
+        # llama-server writes -ncmoe, -cmoe and -ncffn as tensor overrides
+        and not (s.n_cpu_moe or pins.patterns)
     )
     split = split_compute(
         spec,
@@ -457,6 +459,7 @@ def scheduled_split(
         # llama-context.cpp, graph_get_cb: with every layer offloaded (or a batch under 32
         # tokens) each layer's norm runs on its layer's device
         s.n_gpu_layers > spec.n_layer or res.n_tokens < 32,
+        pins,
     )
     if split is None:
         return None

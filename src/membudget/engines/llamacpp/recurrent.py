@@ -147,7 +147,7 @@ class RecurrentBuilder(GraphBuilder):
         z = g.view(xz, (d_inner, per_seq, n), xz.nb[1:3])
         conv_x = g.f32("CONCAT", (r.d_conv - 1 + per_seq, d_inner, n), conv, g.transpose(xs))
         last = g.view(conv_x, (r.d_conv - 1, d_inner, n), conv_x.nb[1:3])
-        g.expand(g.copy_into(last, g.external("F32", n_conv * n)))
+        g.expand(g.copy_into(last, g.external("F32", n_conv * n, kind="c")))
         xs = g.f32("SSM_CONV", (d_inner, per_seq, n), conv_x, g.external("F32", r.d_conv, d_inner))
         xs = g.same("UNARY", g.same("ADD", xs, g.external("F32", d_inner)))  # + bias, SiLU
         x_db = self.linear(xs, dt_rank + 2 * d_state)
@@ -170,7 +170,7 @@ class RecurrentBuilder(GraphBuilder):
         g.expand(y_ssm)
         self.rs_extra(srows)
         tail = g.view(y_ssm, (n_ssm * n,), ())
-        g.expand(g.copy_into(tail, g.external("F32", n_ssm * n)))
+        g.expand(g.copy_into(tail, g.external("F32", n_ssm * n, kind="c")))
         y = g.view(y_ssm, (d_inner, per_seq, n), x4.nb[2:4])
         y = g.same("ADD", y, g.same("MUL", gate_in, g.external("F32", d_inner)))
         y = g.same("GLU", g.cont(z), y)
@@ -194,7 +194,7 @@ class RecurrentBuilder(GraphBuilder):
         dt = g.view(zx, (n_head, per_seq, n), zx.nb[1:3])
         conv_x = g.f32("CONCAT", (r.d_conv - 1 + per_seq, d_xbc, n), conv, g.transpose(xbc))
         last = g.view(conv_x, (r.d_conv - 1, d_xbc, n), conv_x.nb[1:3])
-        g.expand(g.copy_into(last, g.external("F32", n_conv, n)))
+        g.expand(g.copy_into(last, g.external("F32", n_conv, n, kind="c")))
         xbc = g.f32("SSM_CONV", (d_xbc, per_seq, n), conv_x, g.external("F32", r.d_conv, d_xbc))
         xbc = g.same("UNARY", g.same("ADD", xbc, g.external("F32", d_xbc)))  # + bias, SiLU
         head = (row_size(xbc, head_dim), *xbc.nb[1:3])
@@ -211,7 +211,7 @@ class RecurrentBuilder(GraphBuilder):
         g.expand(y_ssm)
         self.rs_extra(srows)
         tail = g.view(y_ssm, (n_ssm, n, 1), (row_size(y_ssm, n_ssm), row_size(y_ssm, n_ssm * n)))
-        g.expand(g.copy_into(tail, g.external("F32", n_ssm, n)))
+        g.expand(g.copy_into(tail, g.external("F32", n_ssm, n, kind="c")))
         stride = xs.nb[1]
         y = g.view(
             y_ssm,

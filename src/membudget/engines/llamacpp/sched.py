@@ -36,14 +36,18 @@ from membudget.engines.llamacpp.devices import (
     cuda_fa_kernel,
     cuda_row_padding,
 )
-from membudget.engines.llamacpp.ggml import Flag, Graph, Tensor, replay
+from membudget.engines.llamacpp.ggml import Flag, Graph, Tensor, contiguous_strides, replay
 from membudget.engines.llamacpp.layout import pad
 
-__all__ = ["Backend", "cuda_alloc_size", "cuda_supports", "schedule"]
+__all__ = ["Backend", "UnknownWeightError", "cuda_alloc_size", "cuda_supports", "schedule"]
 
 _VIEW_OPS = frozenset({"RESHAPE", "VIEW", "PERMUTE", "TRANSPOSE"})  # ggml_is_view_op
 # ggml-cuda.cu, get_op_batch_size: the rows an op works on, for offload_op.
 _BATCH_NE2 = frozenset({"MUL_MAT_ID", "ROPE", "ROPE_BACK"})
+
+
+class UnknownWeightError(Exception):
+    """The split depends on a weight the caller cannot identify (its stored type or device)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,7 @@ def schedule(
     device_of: Callable[[Tensor], int],
     n_copies: int = 1,
     pin_norms: bool = False,
+    stored_type: Callable[[Tensor], str] | None = None,
 ) -> list[int]:
     """Bytes of the compute buffer of every backend for ``graph``. ``device_of`` gives the
     backend index of a weight or cache (``Tensor.external``). ``n_copies`` > 1 is pipeline
@@ -85,7 +90,9 @@ def schedule(
     before the graph and never freed (pass 5's copies and pass 6, flagged input and output;
     the graph copy lists them as its first leafs). ``pin_norms``: each layer's weighted norm
     runs on its layer's device (``Tensor.kind`` ``n``), as llama.cpp sets it with every layer
-    offloaded."""
+    offloaded. ``stored_type``: the type a weight is stored at, which its copy keeps (the
+    graph's weights are typed F16); a copy of a view of a weight must then keep the view's
+    type too."""
     pipelined = n_copies > 1
     both: frozenset[Flag] = frozenset({"input", "output"}) if pipelined else frozenset()
     first_leafs: list[Tensor] = []  # the pipeline copies, allocated before the graph
@@ -123,8 +130,8 @@ def schedule(
         if "input" in node.flags:
             where[node] = cpu
             continue
-        if node.op in ("ROPE", "FLASH_ATTN_EXT"):
-            continue
+        if node.op == "ROPE":
+            continue  # its rope_freqs are too small to choose a backend by
         for src in node.src:
             if not weight(src):
                 continue
@@ -231,9 +238,7 @@ def schedule(
             key = (src, cur)
             copy = copies.get(key)
             if copy is None:
-                copy = copies[key] = Tensor(
-                    src.type, src.ne, src.nb, flags=both, name=f"copy:{src.name}"
-                )
+                copy = copies[key] = _copy_of(src, both, stored_type)
                 inputs.append((src, copy))
             srcs[j] = copy
         sources[node] = tuple(srcs)
@@ -378,6 +383,20 @@ def _topk_length(
     if t is not None and t.op == "SCALE" and src(t, 0) is nodes[i - 1]:
         i += 1
     return i - start
+
+
+def _copy_of(
+    src: Tensor, flags: frozenset[Flag], stored_type: Callable[[Tensor], str] | None
+) -> Tensor:
+    """A split's copy of ``src`` on another backend (``ggml_dup_tensor_layout``); a weight's
+    at the type it is stored at."""
+    root = src.view_src or src
+    if stored_type is None or not root.external or root.kind == "c":
+        return Tensor(src.type, src.ne, src.nb, flags=flags, name=f"copy:{src.name}")
+    typ = stored_type(root)
+    if src is not root and typ != src.type:
+        raise UnknownWeightError(f"a view of a {typ} weight is copied; its layout is not modelled")
+    return Tensor(typ, src.ne, contiguous_strides(typ, src.ne), flags=flags, name="copy:weight")
 
 
 def _dependency(original: Tensor) -> Tensor:
