@@ -615,7 +615,7 @@ class Placer:
     def _solve(self, settings: LlamaCppSettings) -> Solution:
         c = self._costs(settings)
         best, ok = self._pick(c)
-        if not c.simulated or not self.names or (not ok and c.impossible):
+        if not c.simulated or not self.names or (not ok and self._hopeless(c, best)):
             return Solution(best, self._settings(settings, best), ok)
         # The scheduler's compute buffers depend on the placement (its splits, their input
         # copies, pipeline parallelism over several devices): cost the chosen placement's kind
@@ -629,6 +629,21 @@ class Placer:
                 ok = self._ok(c, best)
         return Solution(best, self._settings(settings, best), ok)
 
+    def _hopeless(self, c: _Costs, p: Placement) -> bool:
+        """Whether ``p`` fits under no compute buffers at all: then it needs no exact ones."""
+        if c.impossible:
+            return True
+        s, k = p.cpu_slots, p.n_cpu_moe
+        experts = c.cpu_exps[max(k, s)] - c.cpu_exps[s] if k > s else 0
+        if c.cpu_fixed + c.cpu_full[s] + experts > self.cpu_budget:
+            return True
+        pos = s
+        for n, cap, host in zip(p.counts, self.caps, self.hosts, strict=True):
+            if c.gpu(pos, pos + n, k, host) > cap:
+                return True
+            pos += n
+        return False
+
     def _fill(self, c: _Costs, s: int, k: int, caps: Sequence[int]) -> tuple[int, ...] | None:
         """:meth:`_Costs.fill`, checked against the scheduler: the counts it gives (or, when
         some slots are left over, those with the rest on the last device) are costed with
@@ -636,6 +651,11 @@ class Placer:
         counts = c.fill(s, k, caps, self.hosts)
         if c.settings is None:
             return counts
+        n = c.n_slots
+        if min(c.gpu(s, n, k), c.gpu(s, n, k, True)) > sum(caps):
+            return None  # the weights and caches alone pass the devices' budgets
+        if len(caps) == 1 and c.gpu(s, n, k, self.hosts[0]) > caps[0]:
+            return None
         for _ in range(_EXACT_ROUNDS):
             probe = counts or c.spill(s, k, caps, self.hosts)
             if not self._adopt(c, c.settings, Placement(s, probe, k)):
