@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -165,10 +166,11 @@ FIT_CASES = [
 def test_the_fit_report_with_one_gpu_is_what_fit_did(
     case: CudaCase, models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """A bare llama-server with --fit on one GPU: where the plan's ``fit`` names a -c, fit ran
-    that -c, and the layers the plan's ``fit`` names stayed on the GPU (every layer where it
-    names none: fit needed no change, or only a smaller -c); where fit moved experts off (its
-    targets here leave it a few MiB), the plan says that is not modelled rather than guess."""
+    """A bare llama-server with --fit on one GPU (its targets here leave it a few MiB, so it
+    must lower -c, then move layers, then experts): the plan's ``fit`` names the -c fit ran,
+    and the layers and expert overrides it chose (none where it needed no change, or only a
+    smaller -c); planned with those, every buffer equals the run's. Only where the compute
+    buffer is estimated does the plan say fit is not modelled rather than guess."""
     import re
 
     entry = _BY_ID[case.id]
@@ -186,14 +188,80 @@ def test_the_fit_report_with_one_gpu_is_what_fit_did(
     offloaded = [int(n) for n in re.findall(r"offloaded (\d+)/\d+ layers to GPU", log)][-1]
     fit = data["fit"]
     if fit["n_ctx"] is None:
-        assert "not modelled" in fit["reason"]
-        assert not kept or "estimated" in fit["reason"], fit
-        # a dense model's is modelled where its compute buffer is scheduled exactly
-        assert case.model in ("qwen3moe", "gpt-oss") or "estimated" in fit["reason"], fit
-    else:
-        assert fit["n_ctx"] == n_ctx
-        if fit["n_gpu_layers"] is None:
-            assert kept, fit
+        assert "estimated" in fit["reason"], fit
+        return
+    assert fit["n_ctx"] == n_ctx
+    if fit["n_gpu_layers"] is None:
+        assert kept, fit
+        return
+    # fit moved layers (and experts)
+    assert not kept
+    _fit_steps_are_fit_steps(path, entry, base, ran, n_ctx, offloaded)
+
+
+# common/fit.cpp, common_layer_fraction_t, by the number its trace prints
+_FRACTION = {1: "attn", 2: "up", 3: "gate", 4: "moe"}
+_PROBE = re.compile(r"id=0, n_layer= *(\d+), n_part= *(\d+), overflow_type=(\d), mem= *(\d+) MiB")
+
+
+def _fit_steps_are_fit_steps(
+    path: Path, entry: dict[str, Any], base: list[str], ran: list[str], n_ctx: int, ngl: int
+) -> None:
+    """Fit's steps 3 and 4 against its own trace. Every layout it tried uses, by the plan, the
+    MiB its trace prints (floored); for a free memory within the MiB the trace prints (fit's
+    choices between partial layers can turn on less), membudget's fit tries the same layouts
+    in the same order and keeps the one fit kept; planned with that layout, every buffer
+    equals the run's."""
+    from membudget.loader import load_model
+    from membudget.request import _MOE_ALL, _fit_experts, _fit_layers, _FitLayers
+
+    log = entry["log"]
+    n_slots = load_model(str(path)).n_layer + 1
+    probes = [_FitLayers(int(a), int(b), _FRACTION[int(t)]) for a, b, t, _ in _PROBE.findall(log)]
+    traced = [int(m) for *_, m in _PROBE.findall(log)]
+    moe = entry["model"] in ("qwen3moe", "gpt-oss")
+    mems: dict[_FitLayers, int] = {}
+
+    def mem(layers: _FitLayers) -> int:
+        if layers not in mems:
+            args = ["-c", str(n_ctx), "-ngl", str(layers.n_layer)]
+            patterns = layers.overrides(n_slots) if moe else ()
+            if patterns:
+                args += ["-ot", ",".join(f"{p}=CPU" for p in patterns)]
+            data = _plan(str(path), "--engine", "llama-server", *base, *ran, *args)
+            mems[layers] = sum(_planned(data)[k] for k in _planned(data) if k[0] == "CUDA0")
+        return mems[layers]
+
+    assert [mem(p) // 2**20 for p in probes] == traced
+    mem_all = 0  # every layer offloaded, every expert on the CPU: fit's dense surplus
+    if moe:
+        args = ["-c", str(n_ctx), "-ngl", str(n_slots), "-ot", f"{_MOE_ALL}=CPU"]
+        data = _plan(str(path), "--engine", "llama-server", *base, *ran, *args)
+        mem_all = sum(_planned(data)[k] for k in _planned(data) if k[0] == "CUDA0")
+    fitt = int(ran[ran.index("-fitt") + 1]) * 2**20
+    lowest = entry["free_mib"] * 2**20 - fitt
+    found = None
+    for step in range(256):  # the MiB of free memory, 4 KiB at a time
+        target = lowest + step * 4096
+        tried: list[_FitLayers] = []
+
+        def recorded(layers: _FitLayers, tried: list[_FitLayers] = tried) -> int:
+            tried.append(layers)
+            return mem(layers)
+
+        if moe:
+            chosen = _fit_experts(recorded, n_slots, target, mem_all < target)
         else:
-            assert not kept
-            assert fit["n_gpu_layers"] == offloaded, fit
+            layers = _fit_layers(lambda n: recorded(_FitLayers(n)), n_slots, target)
+            chosen = _FitLayers(layers)
+        if tried == probes:
+            found = chosen
+            break
+    assert found is not None, ("no free memory in that MiB makes fit's choices", probes)
+    assert found.n_layer == ngl
+    args = ["-c", str(n_ctx), "-ngl", str(ngl)]
+    if moe and found.overrides(n_slots):
+        args += ["-ot", ",".join(f"{p}=CPU" for p in found.overrides(n_slots))]
+    placed = _plan(str(path), "--engine", "llama-server", *base, *ran, *args)
+    assert _differences(placed, log, compute=False) == []
+    assert _differences(placed, log, compute=True) == []

@@ -547,6 +547,8 @@ class FitChoice:
     n_gpu_layers: int | None = None
     """The layers fit offloads (``-ngl``), where it chooses them; None: it keeps the bare
     command's (every layer on the GPUs), or is not modelled."""
+    overrides: tuple[str, ...] = ()
+    """The ``-ot PATTERN=BUFT`` overrides fit adds: the expert tensors it keeps on the CPU."""
 
 
 @dataclass(frozen=True, slots=True)

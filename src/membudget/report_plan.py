@@ -216,6 +216,7 @@ class PlanReport:
             else {
                 "n_ctx": p.fit.n_ctx,
                 "n_gpu_layers": p.fit.n_gpu_layers,
+                "overrides": list(p.fit.overrides),
                 "reason": p.fit.reason,
             },
             "warnings": list(p.warnings),
@@ -371,6 +372,8 @@ class PlanReport:
             ctx = "-c ?" if p.fit.n_ctx is None else f"-c {p.fit.n_ctx}"
             if p.fit.n_gpu_layers is not None:
                 ctx += f" -ngl {p.fit.n_gpu_layers}"
+            if p.fit.overrides:
+                ctx += f" -ot {','.join(p.fit.overrides)}"
             yield f"--fit (a bare llama-server, -c 0): {ctx}; {p.fit.reason}"
         if p.ollama is None:
             yield (

@@ -574,17 +574,133 @@ def _device_fit(
                 return FitChoice(n_ctx, f"fit lowers -c to keep every layer on {device}")
     # (the offloaded weights alone pass fit's target: steps 1 and 2 cannot succeed)
     n_ctx = min(n_min, n_max)
-    if spec.n_expert:
-        return FitChoice(None, f"--fit would move experts off {device}: not modelled yet")
-    ngl = _fit_layers(lambda n: used(n_ctx, n), spec.n_layer + 1, target)
+    n_slots = spec.n_layer + 1
+    if not spec.n_expert:
+        ngl = _fit_layers(lambda n: used(n_ctx, n), n_slots, target)
+        if not exact:
+            return estimated
+        return FitChoice(
+            n_ctx,
+            f"even -c {n_ctx} does not keep every layer on {device}: fit keeps {ngl} of "
+            f"{n_slots} there",
+            ngl,
+        )
+
+    def on_device(ngl: int, patterns: tuple[str, ...]) -> int:
+        nonlocal exact
+        overrides = tuple((p, "CPU") for p in patterns)
+        e = estimate_at(replace(request, ctx=n_ctx, n_gpu_layers=ngl, tensor_overrides=overrides))
+        exact = exact and e.compute_method == "scheduled" and scheduled_exactly(spec, (device,))
+        return sum(b.n_bytes for b in e.buffers if b.device == device)
+
+    def mem(layers: _FitLayers) -> int:
+        return on_device(layers.n_layer, layers.overrides(n_slots))
+
+    # fit's global_surplus_cpu_moe: every layer offloaded, every expert on the CPU
+    dense_fit = on_device(n_slots, (_MOE_ALL,)) < target
+    chosen = _fit_experts(mem, n_slots, target, dense_fit)
     if not exact:
         return estimated
+    overrides = tuple(f"{p}=CPU" for p in chosen.overrides(n_slots))
+    moved = f", the experts of {chosen.n_part} of them on the CPU" if chosen.n_part else ""
     return FitChoice(
         n_ctx,
-        f"even -c {n_ctx} does not keep every layer on {device}: fit keeps {ngl} of "
-        f"{spec.n_layer + 1} there",
-        ngl,
+        f"even -c {n_ctx} does not keep every layer on {device}: fit keeps {chosen.n_layer} of "
+        f"{n_slots} there{moved}",
+        chosen.n_layer,
+        overrides,
     )
+
+
+# common/fit.cpp, common_params_fit_impl: the patterns fit writes as -ot for a partial layer,
+# by what of its FFN stays on the GPU (get_overflow_pattern), and for every expert at once.
+_FRACTIONS = {
+    "attn": r"blk\.{il}\.ffn_(gate|up|gate_up|down).*",
+    "up": r"blk\.{il}\.ffn_(gate|gate_up|down).*",
+    "gate": r"blk\.{il}\.ffn_down.*",
+    "moe": r"blk\.{il}\.ffn_(up|down|gate_up|gate)_(ch|)exps",
+}
+_MOE_ALL = r"blk\.\d+\.ffn_(up|down|gate_up|gate)_(ch|)exps"
+
+
+@dataclass(frozen=True, slots=True)
+class _FitLayers:
+    """fit's ``ngl_t`` for one device: ``n_layer`` slots on it, the last ``n_part`` of them
+    partial (their experts on the CPU; the first partial one keeps ``overflow`` of its FFN)."""
+
+    n_layer: int = 0
+    n_part: int = 0
+    overflow: str = "moe"
+
+    def overrides(self, n_slots: int) -> tuple[str, ...]:
+        """set_ngl_tensor_split_tbo: a pattern per partial layer, from the first after the
+        device's full layers."""
+        first = n_slots - self.n_part
+        return tuple(
+            _FRACTIONS[self.overflow if il == first else "moe"].format(il=il)
+            for il in range(first, n_slots)
+        )
+
+
+def _fit_experts(
+    mem: Callable[[_FitLayers], int], n_slots: int, target: int, dense_fit: bool
+) -> _FitLayers:
+    """common/fit.cpp steps 3 and 4 for a mixture of experts on one device. Step 3 fills
+    layers whose experts stay on the CPU (all but the first slot offloaded partial), by false
+    position as for a dense model. When every dense tensor fits (``dense_fit``: fit's surplus
+    with every expert on the CPU), step 4 turns partial layers back into full ones by false
+    position too, then tries to keep part of one more layer's FFN on the device (its up
+    projection, then its gate too, or else its attention only)."""
+    low, mem_low = _FitLayers(), mem(_FitLayers())
+    high = _FitLayers(n_slots, n_slots - 1)
+    mem_high = mem(high)
+    if mem_high <= target:
+        low, mem_low = high, mem_high
+    else:
+        delta = high.n_layer - low.n_layer
+        while delta > 1:
+            step = _c_div(delta * (target - mem_low), mem_high - mem_low) % 2**32
+            step = min(max(step, 1), delta - 1)
+            part = low.n_part + (step - 1 if low.n_part == 0 else step)
+            test = _FitLayers(low.n_layer + step, part)
+            mem_test = mem(test)
+            if mem_test <= target:
+                low, mem_low = test, mem_test
+            else:
+                high, mem_high = test, mem_test
+            delta = high.n_layer - low.n_layer
+    if not dense_fit or low.n_layer == 0:
+        return low
+    # step 4: partial layers back to full ones, front to back
+    high = _FitLayers(low.n_layer, 0, low.overflow)
+    mem_high = mem(high)
+    if mem_high > target:
+        delta = low.n_part - high.n_part
+        while delta > 1:
+            step = _c_div(delta * (target - mem_low), mem_high - mem_low) % 2**32
+            step = min(max(step, 1), delta - 1)
+            test = replace(low, n_part=low.n_part - min(step, low.n_part))
+            mem_test = mem(test)
+            if mem_test <= target:
+                low, mem_low = test, mem_test
+            else:
+                high, mem_high = test, mem_test
+            delta = low.n_part - high.n_part  # full layers: high's less low's
+    else:
+        low, mem_low = high, mem_high
+    if low.n_layer > 1:  # part of one more layer (its counts unchanged on one device)
+        up = replace(low, overflow="up")
+        mem_up = mem(up)
+        if mem_up < target:
+            low = up
+            gate = replace(low, overflow="gate")
+            if mem(gate) < target:
+                low = gate
+        else:
+            attn = replace(low, overflow="attn")
+            if mem(attn) < target:
+                low = attn
+    return low
 
 
 def _c_div(a: int, b: int) -> int:
