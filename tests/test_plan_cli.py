@@ -309,3 +309,40 @@ def test_fit_with_one_gpu_lowers_the_context_to_keep_every_layer(
     code, out, _ = run(capsys, *pinned)
     needs = {d["device"]: d["needed_bytes"] for d in json.loads(out)["devices"]}
     assert needs["CUDA0"] <= gpu_gib * 2**30 - 1024 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("model", "gpu_gib"),
+    [("qwen3-8b", 4), ("qwen3-30b-a3b", 12), ("gemma-3-12b", 6)],
+)
+def test_what_fit_moves_off_one_gpu_fits_it(
+    capsys: pytest.CaptureFixture[str], model: str, gpu_gib: int
+) -> None:
+    """Where even --fit-ctx does not keep every layer on the GPU, the fit report names the
+    layers (and, for a mixture of experts, the -ot patterns of the experts) fit keeps there;
+    planned with exactly that (and no --n-cpu-moe: the bare command has none), the GPU holds
+    no more than fit's target, and one layer more (or one partial layer less) would not."""
+    args = [model, "--quant", "Q4_K_M", "--gpu", f"{gpu_gib}GiB", "--memory", "64GiB"]
+    code, out, _ = run(capsys, *args, "--margin", "0", "--json")
+    assert code in (0, 1)
+    fit = json.loads(out)["fit"]
+    ngl = fit["n_gpu_layers"]
+    assert ngl is not None, fit
+    target = gpu_gib * 2**30 - 1024 * 2**20
+
+    def gpu_needs(n: int, overrides: list[str]) -> int:
+        pinned = [*args, "--margin", "0", "-c", str(fit["n_ctx"]), "-ngl", str(n)]
+        pinned += ["--n-cpu-moe", "0"]
+        if overrides:
+            pinned += ["-ot", ",".join(overrides)]
+        code, out, _ = run(capsys, *pinned, "--json")
+        assert code in (0, 1), out
+        needs = {d["device"]: d["needed_bytes"] for d in json.loads(out)["devices"]}
+        return int(needs["CUDA0"])
+
+    assert gpu_needs(ngl, fit["overrides"]) <= target
+    if fit["overrides"]:
+        assert len(fit["overrides"]) < ngl
+        assert gpu_needs(ngl, fit["overrides"][1:]) > target
+    else:
+        assert gpu_needs(ngl + 1, []) > target

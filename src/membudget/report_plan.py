@@ -373,7 +373,7 @@ class PlanReport:
             if p.fit.n_gpu_layers is not None:
                 ctx += f" -ngl {p.fit.n_gpu_layers}"
             if p.fit.overrides:
-                ctx += f" -ot {','.join(p.fit.overrides)}"
+                ctx += f" and {len(p.fit.overrides)} -ot patterns (fit.overrides in --json)"
             yield f"--fit (a bare llama-server, -c 0): {ctx}; {p.fit.reason}"
         if p.ollama is None:
             yield (

@@ -545,10 +545,12 @@ def _device_fit(
     device, free = budget.gpus[0]
     target = free - request.fit_target_mib * MIB
     exact = True
+    # The bare command's placement, pinned: -ngl as fit sets it, no --n-cpu-moe; fit's own
+    # -ot patterns where it adds them.
 
     def used(n_ctx: int, ngl: int = spec.n_layer + 1) -> int:
         nonlocal exact
-        e = estimate_at(replace(request, ctx=n_ctx, n_gpu_layers=ngl))
+        e = estimate_at(replace(request, ctx=n_ctx, n_gpu_layers=ngl, n_cpu_moe=0))
         exact = exact and e.compute_method == "scheduled" and scheduled_exactly(spec, (device,))
         return sum(b.n_bytes for b in e.buffers if b.device == device)
 
@@ -589,7 +591,9 @@ def _device_fit(
     def on_device(ngl: int, patterns: tuple[str, ...]) -> int:
         nonlocal exact
         overrides = tuple((p, "CPU") for p in patterns)
-        e = estimate_at(replace(request, ctx=n_ctx, n_gpu_layers=ngl, tensor_overrides=overrides))
+        e = estimate_at(
+            replace(request, ctx=n_ctx, n_gpu_layers=ngl, n_cpu_moe=0, tensor_overrides=overrides)
+        )
         exact = exact and e.compute_method == "scheduled" and scheduled_exactly(spec, (device,))
         return sum(b.n_bytes for b in e.buffers if b.device == device)
 
