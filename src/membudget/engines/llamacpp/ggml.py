@@ -411,26 +411,24 @@ def replay(
 
     for leaf in leafs:
         allocate_node(leaf)
-    for node in nodes:
+    # each node's sources, once (the hot loops below read them twice more)
+    srcs_of = [tuple(x for x in src_of(node) if x is not None) for node in nodes]
+    for node, srcs in zip(nodes, srcs_of, strict=True):
         if node.view_src is not None and node.op != "NONE":
             get(node.view_src).n_views += 1
         if flagged(node, "input"):
             allocate_node(node)
-        for src in src_of(node):
-            if src is None:
-                continue
+        for src in srcs:
             get(src).n_children += 1
             if flagged(src, "input"):
                 allocate_node(src)
-    for node in nodes:
-        for src in src_of(node):
-            if src is not None:
+    for node, srcs in zip(nodes, srcs_of, strict=True):
+        for src in srcs:
+            if not info[src].allocated:
                 allocate_node(src)
         allocate_node(node)
-        for src in src_of(node):
-            if src is None:
-                continue
-            p = get(src)
+        for src in srcs:
+            p = info[src]
             p.n_children -= 1
             if p.n_children or p.n_views:
                 continue

@@ -575,10 +575,18 @@ def split_compute(
         last = len(slots) - 1
         known: dict[int, int] = {}
 
+        names: dict[str, bool] = {}
+
+        def pinned_name(name: str) -> bool:
+            found = names.get(name)
+            if found is None:
+                found = names[name] = pins is not None and pins(name)
+            return found
+
         def pinned(t: Tensor) -> bool:
             if not pins or not pins.patterns:
                 return False
-            found = {pins(c.name) for c in stored_candidates(spec, t.slot, t.ne, t.name)}
+            found = {pinned_name(c.name) for c in stored_candidates(spec, t.slot, t.ne, t.name)}
             if len(found) != 1:
                 raise UnknownWeightError
             return found.pop()
