@@ -533,11 +533,11 @@ def _device_fit(
     command puts every layer on it; fit compares what the device then holds (model, context
     and compute) with its free memory (here: its budget) less ``-fitt``. Step 2: when that
     does not fit, it lowers -c by interpolating between the trained context and ``-fitc``, as
-    without GPUs but over the device alone. Step 3, where even ``-fitc`` does not fit: for a
-    dense model it keeps that context and chooses how many layers stay on the device by the
-    method of false position (:func:`_fit_layers`). A mixture of experts (step 4 moves its
-    experts tensor by tensor) and a device whose compute buffer is not scheduled exactly
-    are not modelled."""
+    without GPUs but over the device alone. Steps 3 and 4, where even ``-fitc`` does not fit:
+    fit keeps that context and chooses how many layers stay on the device by the method of
+    false position (:func:`_fit_layers`), for a mixture of experts with the experts of
+    partial layers on the CPU (:func:`_fit_experts`). A device whose compute buffer is not
+    scheduled exactly is not modelled."""
     if len(budget.gpus) > 1:
         return FitChoice(
             None, "with several devices --fit also chooses -ts and the layers: not modelled yet"
@@ -548,9 +548,12 @@ def _device_fit(
     # The bare command's placement, pinned: -ngl as fit sets it, no --n-cpu-moe; fit's own
     # -ot patterns where it adds them.
 
-    def used(n_ctx: int, ngl: int = spec.n_layer + 1) -> int:
+    def used(n_ctx: int, ngl: int = spec.n_layer + 1, patterns: tuple[str, ...] = ()) -> int:
         nonlocal exact
-        e = estimate_at(replace(request, ctx=n_ctx, n_gpu_layers=ngl, n_cpu_moe=0))
+        overrides = tuple((p, "CPU") for p in patterns)
+        e = estimate_at(
+            replace(request, ctx=n_ctx, n_gpu_layers=ngl, n_cpu_moe=0, tensor_overrides=overrides)
+        )
         exact = exact and e.compute_method == "scheduled" and scheduled_exactly(spec, (device,))
         return sum(b.n_bytes for b in e.buffers if b.device == device)
 
@@ -588,20 +591,11 @@ def _device_fit(
             ngl,
         )
 
-    def on_device(ngl: int, patterns: tuple[str, ...]) -> int:
-        nonlocal exact
-        overrides = tuple((p, "CPU") for p in patterns)
-        e = estimate_at(
-            replace(request, ctx=n_ctx, n_gpu_layers=ngl, n_cpu_moe=0, tensor_overrides=overrides)
-        )
-        exact = exact and e.compute_method == "scheduled" and scheduled_exactly(spec, (device,))
-        return sum(b.n_bytes for b in e.buffers if b.device == device)
-
     def mem(layers: _FitLayers) -> int:
-        return on_device(layers.n_layer, layers.overrides(n_slots))
+        return used(n_ctx, layers.n_layer, layers.overrides(n_slots))
 
     # fit's global_surplus_cpu_moe: every layer offloaded, every expert on the CPU
-    dense_fit = on_device(n_slots, (_MOE_ALL,)) < target
+    dense_fit = used(n_ctx, n_slots, (_MOE_ALL,)) < target
     chosen = _fit_experts(mem, n_slots, target, dense_fit)
     if not exact:
         return estimated
