@@ -346,3 +346,16 @@ def test_what_fit_moves_off_one_gpu_fits_it(
         assert gpu_needs(ngl, fit["overrides"][1:]) > target
     else:
         assert gpu_needs(ngl + 1, []) > target
+
+
+def test_the_parallel_line_says_when_slots_share_one_cache(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """llama-server's default -np auto runs one unified cache: its slots share the -c cells
+    (each may grow to all of them, not all at once), so the text says "sharing", not "each"."""
+    code, out, _ = run(capsys, "qwen3-0.6b", "--memory", "8GiB")
+    assert code == 0
+    assert "most slots sharing the 40,960-token unified cache: " in out
+    code, out, _ = run(capsys, "qwen3-0.6b", "--memory", "8GiB", "--engine", "llama.cpp")
+    assert code == 0
+    assert "most parallel sequences at 4,096 tokens each: " in out

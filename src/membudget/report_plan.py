@@ -320,10 +320,12 @@ class PlanReport:
             ctx = f"{p.max_context:,} tokens{limit_note}"
         else:
             ctx = "none"
-        yield (
-            f"largest context that fits: {ctx}; most parallel sequences at "
-            f"{e.n_ctx_seq:,} tokens each: {p.max_parallel}"
-        )
+        if e.settings.kv_unified:
+            # one cache for every slot: each may grow to the whole of it, not all at once
+            parallel = f"most slots sharing the {e.n_ctx_seq:,}-token unified cache"
+        else:
+            parallel = f"most parallel sequences at {e.n_ctx_seq:,} tokens each"
+        yield f"largest context that fits: {ctx}; {parallel}: {p.max_parallel}"
         if p.ollama is not None and not p.fits:
             # suggestions in Ollama's own settings are not made yet
             yield "  no suggestions in Ollama's settings yet: --engine llama-server makes them"
