@@ -229,7 +229,7 @@ def _fit_steps_are_fit_steps(
             if patterns:
                 args += ["-ot", ",".join(f"{p}=CPU" for p in patterns)]
             data = _plan(str(path), "--engine", "llama-server", *base, *ran, *args)
-            mems[layers] = sum(_planned(data)[k] for k in _planned(data) if k[0] == "CUDA0")
+            mems[layers] = sum(v for k, v in _planned(data).items() if k[0] == "CUDA0")
         return mems[layers]
 
     assert [mem(p) // 2**20 for p in probes] == traced
@@ -237,7 +237,7 @@ def _fit_steps_are_fit_steps(
     if moe:
         args = ["-c", str(n_ctx), "-ngl", str(n_slots), "-ot", f"{_MOE_ALL}=CPU"]
         data = _plan(str(path), "--engine", "llama-server", *base, *ran, *args)
-        mem_all = sum(_planned(data)[k] for k in _planned(data) if k[0] == "CUDA0")
+        mem_all = sum(v for k, v in _planned(data).items() if k[0] == "CUDA0")
     fitt = int(ran[ran.index("-fitt") + 1]) * 2**20
     lowest = entry["free_mib"] * 2**20 - fitt
     found = None
