@@ -184,7 +184,9 @@ class _Costs:
     def cpu(self, s: int, k: int, any_device: bool) -> int:
         """Resident CPU bytes with slots ``0 .. s - 1`` there and experts below ``k``."""
         experts = self.cpu_exps[max(k, s)] - self.cpu_exps[s] if k > s else 0
-        seen = self.seen.get((s > 0, k > 0)) if any_device else None
+        # With no layer on a device the CPU runs the whole graph, unless a device takes its
+        # large-batch ops (CUDA's op offload): then the scheduler's figures apply as well
+        seen = self.seen.get((s > 0, k > 0)) if any_device or self.offload >= 0 else None
         if seen is not None:
             compute = seen[2]
         elif s > 0 or not any_device:

@@ -300,6 +300,12 @@ class PlanReport:
                 if on
             ]
             how = f"pinned by you: {', '.join(pinned)}" if pinned else "chosen by membudget"
+            if p.ollama is not None:
+                how = (
+                    "pinned by Ollama's num_gpu option, -ngl"
+                    if p.ollama.settings.num_gpu is not None
+                    else "chosen by llama-server's --fit, as Ollama passes no -ngl"
+                )
             yield (
                 f"placement ({how}): -ngl {s.n_gpu_layers}"
                 + (
@@ -376,7 +382,12 @@ class PlanReport:
                 ctx += f" -ngl {p.fit.n_gpu_layers}"
             if p.fit.overrides:
                 ctx += f" and {len(p.fit.overrides)} -ot patterns (fit.overrides in --json)"
-            yield f"--fit (a bare llama-server, -c 0): {ctx}; {p.fit.reason}"
+            whose = (
+                "Ollama's llama-server, -c pinned"
+                if p.ollama is not None
+                else "a bare llama-server, -c 0"
+            )
+            yield f"--fit ({whose}): {ctx}; {p.fit.reason}"
         if p.ollama is None:
             yield (
                 f"Ollama: num_ctx {ollama_num_ctx(e)}, OLLAMA_NUM_PARALLEL={e.n_seq_max}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 from membudget.budget import MemoryBudget
@@ -23,7 +24,13 @@ from membudget.engines.llamacpp import (
 )
 from membudget.engines.llamacpp.devices import CPU, f32
 from membudget.engines.llamacpp.server import CTX_CHECKPOINTS, PROMPT_CACHE_MIB, checkpoint_bytes
-from membudget.engines.ollama import OllamaSettings, ollama_launch
+from membudget.engines.ollama import (
+    OllamaFile,
+    OllamaMachine,
+    OllamaSettings,
+    host_headroom,
+    ollama_launch,
+)
 from membudget.engines.vllm import KvCacheDtype, VllmSettings, check_vllm_parallel, estimate_vllm
 from membudget.errors import InvalidArgumentError
 from membudget.hardware import Hardware
@@ -40,6 +47,7 @@ from membudget.plan import (
 )
 from membudget.presets import apply_preset
 from membudget.readers.catalog import hf_repo
+from membudget.readers.gguf import read_gguf
 from membudget.report import EstimateReport, Geometry
 from membudget.report_plan import PlanReport, VllmPlanReport
 from membudget.suggest import llamacpp_suggestions, vllm_suggestions
@@ -122,7 +130,16 @@ LLAMACPP_ONLY = {
     "ctx_checkpoints": "--ctx-checkpoints",
 }
 OLLAMA_SETTINGS = frozenset(
-    {"batch", "ubatch", "parallel", "cache_type_k", "cache_type_v", "flash_attn", "load_mode"}
+    {
+        "batch",
+        "ubatch",
+        "parallel",
+        "cache_type_k",
+        "cache_type_v",
+        "flash_attn",
+        "load_mode",
+        "n_gpu_layers",
+    }
 )
 VLLM_ONLY = {
     "tensor_parallel": "--tensor-parallel-size",
@@ -566,7 +583,7 @@ def _device_fit(
         if used_max <= target:
             return FitChoice(
                 n_max,
-                f"every layer and the trained context fit {device}'s budget (taken as its free "
+                f"every layer and -c {n_max} fit {device}'s budget (taken as its free "
                 f"memory) less {request.fit_target_mib} MiB: fit changes nothing",
             )
         if n_max > n_min:
@@ -586,8 +603,7 @@ def _device_fit(
             return estimated
         return FitChoice(
             n_ctx,
-            f"even -c {n_ctx} does not keep every layer on {device}: fit keeps {ngl} of "
-            f"{n_slots} there",
+            f"-c {n_ctx} does not keep every layer on {device}: fit keeps {ngl} of {n_slots} there",
             ngl,
         )
 
@@ -603,7 +619,7 @@ def _device_fit(
     moved = f", the experts of {chosen.n_part} of them on the CPU" if chosen.n_part else ""
     return FitChoice(
         n_ctx,
-        f"even -c {n_ctx} does not keep every layer on {device}: fit keeps {chosen.n_layer} of "
+        f"-c {n_ctx} does not keep every layer on {device}: fit keeps {chosen.n_layer} of "
         f"{n_slots} there{moved}",
         chosen.n_layer,
         overrides,
@@ -822,8 +838,11 @@ def llamacpp_plan(
     probe: Callable[[], Hardware],
     *,
     full: bool = True,
+    fit_places: bool = False,
 ) -> Plan:
-    """The llama.cpp plan ``request`` asks for (``spec`` as loaded, before ``--quant``)."""
+    """The llama.cpp plan ``request`` asks for (``spec`` as loaded, before ``--quant``).
+    ``fit_places``: the layers are left to llama-server's ``--fit`` at the request's pinned
+    context (Ollama passes no -ngl), so the plan places them as fit does, on one GPU."""
     probe = functools.cache(probe)  # the budget and --fit's report read the machine once
     auto_ctx = request.engine == "llama-server" and not request.ctx
     request = request.resolved()
@@ -862,11 +881,30 @@ def llamacpp_plan(
         )
         return plan.estimate
 
+    placed = None
+    if fit_places and budget.gpus:
+        n_ctx = request.n_ctx
+        placed = _device_fit(spec, request, budget, estimate_at, n_ctx, n_ctx, streams)
+        if placed.n_ctx is None:
+            raise InvalidArgumentError(
+                "--n-gpu-layers",
+                InvalidArgumentError.NO_VALUE,
+                f"is left to llama-server's --fit, which membudget cannot follow here "
+                f"({placed.reason}); set it (Ollama's num_gpu)",
+            )
+        n_gpu_layers = placed.n_gpu_layers
+        request = replace(
+            request,
+            n_gpu_layers=spec.n_layer + 1 if n_gpu_layers is None else n_gpu_layers,
+            n_cpu_moe=0,
+            tensor_split=(),
+            tensor_overrides=tuple((o.rsplit("=", 1)[0], "CPU") for o in placed.overrides),
+        )
     plan = plan_at(request)
     fit = (
         bare_fit(spec, request, budget, probe, estimate_at, trained, streams)
         if auto_ctx and full
-        else None
+        else placed
     )
     notes = (scaled[1],) if scaled is not None else ()
     floor = min(request.fit_ctx, trained) * streams
@@ -889,8 +927,8 @@ def llamacpp_plan(
 def ollama_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) -> Plan:
     """The plan of what Ollama allocates for ``spec``: ``request``'s llama.cpp flags read as the
     Ollama settings they stand for (:mod:`membudget.engines.ollama`), planned as the
-    llama-server command Ollama then runs. Machines without GPUs only: with GPUs Ollama leaves
-    the placement to llama-server's ``--fit``."""
+    llama-server command Ollama then runs. With one CUDA GPU and no ``num_gpu`` (``-ngl``),
+    llama-server's ``--fit`` places the layers at Ollama's context, and so does the plan."""
     probe = functools.cache(probe)
     if spec.embedding_only:
         raise InvalidArgumentError(
@@ -900,14 +938,7 @@ def ollama_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardw
             "rules, which membudget does not model",
         )
     budget = request_budget(request, probe)
-    if budget.gpus:
-        raise InvalidArgumentError(
-            "--engine",
-            "ollama",
-            "plans machines without GPUs for now: with GPUs Ollama leaves -ngl and the split "
-            "to llama-server's --fit, which membudget does not model yet; plan the "
-            "llama-server command with --engine llama-server instead",
-        )
+    machine, files = _ollama_machine(request, spec, budget, probe)
     given = request.given
     batch = request.batch if "batch" in given else request.ubatch if "ubatch" in given else None
     settings = OllamaSettings(
@@ -917,8 +948,19 @@ def ollama_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardw
         flash_attention=None if request.flash_attn == "auto" else request.flash_attn == "on",
         num_batch=batch,
         use_mmap=None if request.load_mode == "auto" else request.load_mode == "mmap",
+        num_gpu=request.n_gpu_layers if "n_gpu_layers" in given else None,
     )
-    launch = ollama_launch(spec, settings, 0)
+    launch = ollama_launch(spec, settings, machine, files[0] if files else None)
+    for other in files[1:]:
+        o = ollama_launch(spec, settings, machine, other)
+        if (o.num_batch, o.use_mmap) != (launch.num_batch, launch.use_mmap):
+            raise InvalidArgumentError(
+                "--engine",
+                "ollama",
+                f"chooses num_batch or mmap here by the GGUF file's size and head counts, which "
+                f"a {spec.source_kind} source does not give exactly: plan the GGUF file, or "
+                "set num_batch (-b) and use_mmap (--load-mode)",
+            )
     server = replace(
         request,
         engine="llama.cpp",
@@ -931,15 +973,105 @@ def ollama_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardw
         cache_type_k=launch.cache_type or "f16",
         cache_type_v=launch.cache_type or "f16",
         load_mode="auto" if launch.use_mmap else "none",
+        n_gpu_layers=settings.num_gpu,
+        n_cpu_moe=0,
+        tensor_split=(),
         given=frozenset(),
     )
-    plan = llamacpp_plan(server, spec, probe)
+    placed_by_fit = bool(budget.gpus) and settings.num_gpu is None
+    plan = llamacpp_plan(server, spec, probe, fit_places=placed_by_fit)
     # the command as Ollama starts it (llm/llama_server.go; its port, log and web UI flags
     # left out): the same settings as membudget's own command, in Ollama's spelling
     command = (*plan.command[:3], *launch.server_args())
-    plan = replace(plan, command=command, ollama=launch, warnings=(*plan.warnings, *launch.notes))
+    notes = launch.notes
+    if placed_by_fit:
+        notes += (
+            (
+                "the largest context and parallel figures keep the placement --fit chose for "
+                f"num_ctx {launch.num_ctx:,}; with another num_ctx fit places the layers again"
+            ),
+        )
+    plan = replace(plan, command=command, ollama=launch, warnings=(*plan.warnings, *notes))
     # Ollama passes neither --cache-ram nor --ctx-checkpoints: llama-server's defaults apply
     return with_server_memory(plan, PROMPT_CACHE_MIB, CTX_CHECKPOINTS, pin=False)
+
+
+# Bytes a GGUF header may take beyond its tensors' data (the vocabulary's strings and scores,
+# and the alignment padding): the bound used where the source is not the file itself.
+_GGUF_HEADER_BOUND = 64 * MIB
+
+
+def _ollama_machine(
+    request: PlanRequest, spec: ModelSpec, budget: Budget, probe: Callable[[], Hardware]
+) -> tuple[OllamaMachine, tuple[OllamaFile, ...]]:
+    """What Ollama reads of the machine and of the file, for the budget's GPU (none: an empty
+    machine and no file). The file is read where the source is the GGUF itself; otherwise the
+    values that bound it are returned, each a case the caller checks Ollama decides alike."""
+    if not budget.gpus:
+        return OllamaMachine(), ()
+    why = ""
+    if budget.pool_bytes is not None:
+        why = "Apple's unified memory (Ollama's Metal rules differ)"
+    elif len(budget.gpus) > 1:
+        why = "several devices (--fit then also splits the layers between them)"
+    elif not budget.gpus[0][0].startswith("CUDA"):
+        why = "llama.cpp's RPC workers (Ollama does not start them)"
+    if why:
+        raise InvalidArgumentError(
+            "--engine",
+            "ollama",
+            f"plans a machine without GPUs or with one CUDA GPU; this one has {why}",
+        )
+    if request.gpu_bytes:
+        total = sum(request.gpu_bytes)
+    else:
+        total = sum(g.total_bytes for g in probe().gpus if not g.unified)
+    machine = OllamaMachine(
+        total_vram=total,
+        gpu_free=budget.gpus[0][1],
+        host_free=budget.memory_bytes,
+        host_total=budget.raw_bytes,
+    )
+    if spec.source_kind == "gguf":
+        return machine, (_ollama_file(spec.source),)
+    # Not the file: its size is the tensors' bytes up to a header's more, its smallest KV head
+    # count between the layers' least and most. Ollama's batch choice moves one way with its
+    # prediction, so the extremes settle it; its mmap choice turns on the size too, so the
+    # size where the host's free memory stops covering it is a case as well.
+    heads_kv = [layer.n_head_kv for layer in spec.layers] or [1]
+    low = OllamaFile(
+        size=spec.weights.total,
+        block_count=spec.n_layer + spec.n_layer_mtp,
+        head_count_max=max((layer.n_head for layer in spec.layers), default=1),
+        head_count_kv_min=min(heads_kv),
+        embedding_length=spec.n_embd,
+    )
+    high_size = low.size + _GGUF_HEADER_BOUND
+    edge = machine.host_free - host_headroom(machine.host_total) + 1
+    sizes = sorted({low.size, high_size, min(max(edge, low.size), high_size)})
+    heads = sorted({min(heads_kv), max(*heads_kv, 1)})
+    return machine, tuple(replace(low, size=n, head_count_kv_min=h) for n in sizes for h in heads)
+
+
+def _ollama_file(path: str) -> OllamaFile:
+    """The header values Ollama's prediction reads (its ``fs/ggml`` KV getters: an array's
+    largest or smallest element, 1 when absent), and the file's size."""
+    f = read_gguf(path)
+    arch = f.architecture
+
+    def values(key: str) -> tuple[int, ...]:
+        v = f.metadata.get(f"{arch}.{key}")
+        if isinstance(v, tuple):
+            return tuple(int(x) for x in v if isinstance(x, int)) or (1,)
+        return (int(v),) if isinstance(v, int) else (1,)
+
+    return OllamaFile(
+        size=Path(path).stat().st_size,
+        block_count=values("block_count")[0],
+        head_count_max=max(values("attention.head_count")),
+        head_count_kv_min=min(values("attention.head_count_kv")),
+        embedding_length=values("embedding_length")[0],
+    )
 
 
 def run_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) -> PlanResult:

@@ -169,9 +169,10 @@ def plan(
             help="llama-server (what a bare llama-server does with what is not given: the "
             "trained context, or the largest that fits, 4 slots sharing one cache), llama.cpp "
             "(the library: 4096 tokens, one sequence), ollama (what Ollama starts "
-            "llama-server with, on a machine without GPUs: --ctx is num_ctx, --parallel "
-            "OLLAMA_NUM_PARALLEL, -ctk OLLAMA_KV_CACHE_TYPE, -fa on/off "
-            "OLLAMA_FLASH_ATTENTION, -b num_batch, -lm mmap/none use_mmap), vllm, or reference "
+            "llama-server with, without GPUs or with one CUDA GPU: --ctx is num_ctx, "
+            "--parallel OLLAMA_NUM_PARALLEL, -ctk OLLAMA_KV_CACHE_TYPE, -fa on/off "
+            "OLLAMA_FLASH_ATTENTION, -b num_batch, -lm mmap/none use_mmap, -ngl num_gpu), "
+            "vllm, or reference "
             "for the reference estimator. A flag the engine does not use is refused; --ctx "
             "with vllm is its --max-model-len."
         ),
