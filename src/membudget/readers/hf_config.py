@@ -139,6 +139,8 @@ class Geometry:
     conv_bias: bool
     expert_bias: bool
     attn_sinks: bool
+    score_bias: bool = False
+    """DeepSeek-V3's routing-score correction bias (``topk_method`` noaux_tc; V2 has none)."""
     provenance: tuple[tuple[str, str], ...] = ()
     """ModelSpec field -> the config field (or default) it came from."""
     rope_scaling: str = ""
@@ -427,7 +429,7 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         **_rope(cfg.get("rope_scaling")),
         tied=bool(cfg.get("tie_word_embeddings", arch in ("gemma", "gemma2", "gemma3"))),
         attention_bias=bool(cfg.get("attention_bias", arch in ("qwen2", "gpt-oss"))),
-        qk_norm=arch in ("qwen3", "qwen3moe", "gemma3", *_GATED_DELTA_NET),
+        qk_norm=arch in ("qwen3", "qwen3moe", "gemma3", "lfm2", *_GATED_DELTA_NET),
         sandwich_norm=arch in ("gemma2", "gemma3"),
         n_swa=n_swa,
         swa_flags=swa_flags,
@@ -443,6 +445,10 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         conv_bias=bool(cfg.get("conv_bias", cfg.get("use_conv_bias", True))),
         expert_bias=arch == "gpt-oss",
         attn_sinks=arch == "gpt-oss",
+        # DeepSeek-V3 (and its kin) route with noaux_tc, which keeps a per-expert correction
+        # bias (e_score_correction_bias); V2 routes greedily without one
+        score_bias=arch == "deepseek2"
+        and (model_type == "deepseek_v3" or cfg.get("topk_method") == "noaux_tc"),
         provenance=tuple(provenance.items()),
     )
 
@@ -540,7 +546,7 @@ def _ffn(g: Geometry, p: str, moe: bool) -> list[tuple[str, tuple[int, ...]]]:
             (p + "ffn_up_exps.bias", (f, x)),
             (p + "ffn_down_exps.bias", (e, x)),
         ]
-    if g.arch == "deepseek2":
+    if g.score_bias:
         out.append((p + "exp_probs_b.bias", (x,)))
     if g.n_ff_shared:
         s = g.n_ff_shared
@@ -570,6 +576,16 @@ def _recurrent(g: Geometry, p: str) -> list[tuple[str, tuple[int, ...]]]:
             (p + "ssm_a", (r.d_state, r.d_inner)),
             (p + "ssm_d", (r.d_inner,)),
             (p + "ssm_out.weight", (r.d_inner, e)),
+            # Jamba's RMS norms on the time step and on B and C
+            *(
+                [
+                    (p + "ssm_dt_norm.weight", (dt,)),
+                    (p + "ssm_b_norm.weight", (r.d_state,)),
+                    (p + "ssm_c_norm.weight", (r.d_state,)),
+                ]
+                if g.arch == "jamba"
+                else []
+            ),
         ]
     if r.kind == "mamba2":
         conv_dim = r.d_inner + 2 * r.n_group * r.d_state

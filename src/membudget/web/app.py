@@ -84,7 +84,7 @@ class PlanBody(BaseModel):
     gpus: list[str] = Field(default_factory=list, max_length=16)
     tensor_parallel: int = Field(1, ge=1, le=64)
     max_model_len: int = Field(0, ge=0, le=1 << 24)
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    gpu_memory_utilization: float = Field(0.92, gt=0, le=1)
     kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
 
 
