@@ -436,8 +436,9 @@ def explain_vllm(e: VllmEstimate) -> tuple[Step, ...]:
             "concurrency",
             e.request_bytes,
             f"one request of max_model_len {e.max_model_len:,} tokens takes {e.request_blocks:,} "
-            f"blocks over the groups (a sliding window: its window plus "
-            f"max_num_batched_tokens {e.batched_tokens:,}, plus one; a state: one); {verdict}",
+            f"blocks over the groups (a sliding window: its window - 1 plus the tokens in "
+            f"flight, max_num_batched_tokens {e.batched_tokens:,} a batch, plus one; a state: "
+            f"one, or two and a checkpoint with prefix caching); {verdict}",
             (
                 Input(
                     "max_model_len",

@@ -142,8 +142,8 @@ class KvCacheOptions:
     """``--block-size``; None: the platform's default."""
     max_num_batched_tokens: int = 2048
     max_concurrent_batches: int = 1
-    """Batches in flight at once (``VllmConfig.max_concurrent_batches``: 2 with async
-    scheduling on CUDA's multiproc executor, 1 on the CPU)."""
+    """Batches in flight at once (``VllmConfig.max_concurrent_batches``: the pipeline stages,
+    one more with async scheduling, which CUDA turns on by default and the CPU off)."""
     enable_prefix_caching: bool = True
     disable_hybrid_kv_cache_manager: bool = False
     num_gpu_blocks_override: int | None = None

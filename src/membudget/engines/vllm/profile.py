@@ -319,6 +319,10 @@ def estimate_vllm(spec: ModelSpec, settings: VllmSettings) -> VllmEstimate:
         platform=s.platform,
         block_size=s.block_size,
         max_num_batched_tokens=tokens,
+        # vllm/config/vllm.py, max_concurrent_batches: async scheduling (on by default on
+        # CUDA, off on the CPU platform) keeps one batch more in flight than pipeline stages
+        # (Model Runner V2, the default where Triton runs)
+        max_concurrent_batches=s.pipeline_parallel_size + (0 if cpu else 1),
         enable_prefix_caching=s.enable_prefix_caching,
         disable_hybrid_kv_cache_manager=s.disable_hybrid_kv_cache_manager,
         num_gpu_blocks_override=s.num_gpu_blocks_override,
