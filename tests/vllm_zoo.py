@@ -14,6 +14,24 @@ _DENSE: dict[str, Any] = {
     "max_position_embeddings": 8192,
 }
 
+_MLA: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "moe_intermediate_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "kv_lora_rank": 32,
+    "qk_rope_head_dim": 16,
+    "qk_nope_head_dim": 16,
+    "v_head_dim": 16,
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "n_shared_experts": 1,
+    "first_k_dense_replace": 1,
+    "max_position_embeddings": 8192,
+}
+
 ZOO: dict[str, tuple[str, dict[str, Any]]] = {
     # full attention, grouped-query
     "llama": ("llama", {**_DENSE, "num_hidden_layers": 2}),
@@ -48,48 +66,8 @@ ZOO: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     # multi-head latent attention, with and without a compressed query
-    "deepseek2": (
-        "deepseek_v2",
-        {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "moe_intermediate_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 4,
-            "kv_lora_rank": 32,
-            "q_lora_rank": 48,
-            "qk_rope_head_dim": 16,
-            "qk_nope_head_dim": 16,
-            "v_head_dim": 16,
-            "n_routed_experts": 4,
-            "num_experts_per_tok": 2,
-            "n_shared_experts": 1,
-            "first_k_dense_replace": 1,
-            "max_position_embeddings": 8192,
-        },
-    ),
-    "deepseek2-lite": (
-        "deepseek_v2",
-        {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "moe_intermediate_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 4,
-            "kv_lora_rank": 32,
-            "q_lora_rank": None,
-            "qk_rope_head_dim": 16,
-            "qk_nope_head_dim": 16,
-            "v_head_dim": 16,
-            "n_routed_experts": 4,
-            "num_experts_per_tok": 2,
-            "n_shared_experts": 1,
-            "first_k_dense_replace": 1,
-            "max_position_embeddings": 8192,
-        },
-    ),
+    "deepseek2": ("deepseek_v2", {**_MLA, "q_lora_rank": 48}),
+    "deepseek2-lite": ("deepseek_v2", {**_MLA, "q_lora_rank": None}),
     # recurrent state beside attention
     "granitehybrid": (
         "granitemoehybrid",
