@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from membudget import InvalidArgumentError, load_model
 from membudget.engines.vllm import VllmSettings, estimate_vllm, max_model_len, vllm_command
@@ -108,3 +110,47 @@ def test_command() -> None:
 def test_bad_settings(kw: dict[str, object], fragment: str) -> None:
     with pytest.raises(InvalidArgumentError, match=fragment):
         s(**kw)
+
+
+HYBRIDS = ["qwen3-8b", "gemma-3-12b", "gpt-oss-20b", "granite-4.0-h-small", "deepseek-v3"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    name=st.sampled_from(HYBRIDS),
+    platform=st.sampled_from(["cuda", "cpu"]),
+    block=st.sampled_from([None, 16, 32, 64]),
+    kv_mib=st.integers(1, 64 * 1024),
+    caching=st.booleans(),
+)
+def test_auto_fit_is_the_longest_length_and_the_needed_bytes_are_the_least(
+    name: str, platform: str, block: int | None, kv_mib: int, caching: bool
+) -> None:
+    """Auto-fit's length starts and one token more is refused with vLLM's estimate equal to
+    it; at a length that starts, its needed bytes start and one byte fewer is refused."""
+    spec = load_model(name)
+    base = VllmSettings(
+        gpu_memory_bytes=H100,
+        platform=platform,  # type: ignore[arg-type]
+        block_size=block,
+        kv_cache_memory_bytes=kv_mib * 2**20,
+        enable_prefix_caching=caching,
+    )
+    fit = estimate_vllm(spec, replace(base, max_model_len=-1))
+    if fit.estimated_max_model_len is not None:
+        return  # not one token fits
+    longest = fit.max_model_len
+    at = estimate_vllm(spec, replace(base, max_model_len=longest))
+    assert at.fits
+    assert at.num_blocks == fit.num_blocks
+    if longest < spec.n_ctx_train:
+        more = estimate_vllm(spec, replace(base, max_model_len=longest + 1))
+        assert not more.fits
+        assert more.estimated_max_model_len == longest
+    needed = (at.request_blocks + 1) * at.page_bytes
+    exact = estimate_vllm(spec, replace(base, max_model_len=longest, kv_cache_memory_bytes=needed))
+    assert exact.fits
+    short = estimate_vllm(
+        spec, replace(base, max_model_len=longest, kv_cache_memory_bytes=needed - 1)
+    )
+    assert not short.fits
