@@ -68,8 +68,6 @@ def _decide(spec: ModelSpec, config: dict[str, Any], run: dict[str, Any]) -> Any
         kv_cache_memory_bytes=kw["kv_cache_memory_bytes"],
         max_model_len=kw["max_model_len"],
         derived_max_model_len=config["max_position_embeddings"],
-        platform="cpu",
-        block_size=kw.get("block_size"),
         max_num_batched_tokens=run["max_num_batched_tokens"],
         enable_prefix_caching=run["enable_prefix_caching"],
         disable_hybrid_kv_cache_manager=kw.get("disable_hybrid_kv_cache_manager", False),

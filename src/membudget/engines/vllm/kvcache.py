@@ -129,7 +129,8 @@ class CacheGroup:
 
 @dataclass(frozen=True, slots=True)
 class KvCacheOptions:
-    """The settings the decision reads, each as vLLM names it."""
+    """The settings the decision reads, each as vLLM names it (the platform and the block size
+    are the layer specs' own: :func:`layer_specs`)."""
 
     kv_cache_memory_bytes: int
     """The memory for the KV cache (``--kv-cache-memory-bytes``, or what profiling left)."""
@@ -137,9 +138,6 @@ class KvCacheOptions:
     """The final or requested length; -1: auto-fit (``_auto_fit_max_model_len``)."""
     derived_max_model_len: int
     """The model's own length (``max_position_embeddings`` and kin), the ceiling of auto-fit."""
-    platform: Platform = "cuda"
-    block_size: int | None = None
-    """``--block-size``; None: the platform's default."""
     max_num_batched_tokens: int = 2048
     max_concurrent_batches: int = 1
     """Batches in flight at once (``VllmConfig.max_concurrent_batches``: the pipeline stages,
@@ -340,7 +338,7 @@ def _promote_local(specs: dict[int, CacheSpec]) -> dict[int, CacheSpec]:
     """``--disable-hybrid-kv-cache-manager`` (``unify_hybrid_kv_cache_specs``): beside full
     attention, sliding-window layers are cached as full ones."""
     values = list(specs.values())
-    if len(set(values)) == 1 or _same_type(values):
+    if _same_type(values):
         return specs
     kinds = {s.kind for s in values}
     if "full" in kinds and "sliding" in kinds:
@@ -349,7 +347,7 @@ def _promote_local(specs: dict[int, CacheSpec]) -> dict[int, CacheSpec]:
             for i, s in specs.items()
         }
     values = list(specs.values())
-    if not (len(set(values)) == 1 or _same_type(values)):
+    if not _same_type(values):
         raise InvalidArgumentError(
             "--disable-hybrid-kv-cache-manager",
             InvalidArgumentError.NO_VALUE,
@@ -360,8 +358,9 @@ def _promote_local(specs: dict[int, CacheSpec]) -> dict[int, CacheSpec]:
 
 
 def _same_type(specs: Sequence[CacheSpec]) -> bool:
-    """``UniformTypeKVCacheSpecs.is_uniform_type``: one block size, and one kind (one window
-    for sliding layers, one page for Mamba-like ones)."""
+    """Whether the layers form one group: ``is_kv_cache_spec_uniform`` (every spec the same)
+    or ``UniformTypeKVCacheSpecs.is_uniform_type`` (one block size and one kind: one window
+    for sliding layers, one page for Mamba-like ones), the first implying the second."""
     first = specs[0]
     if any(s.block_size != first.block_size or s.kind != first.kind for s in specs):
         return False
@@ -379,7 +378,7 @@ def _groups(specs: dict[int, CacheSpec]) -> tuple[CacheGroup, ...]:
     """``get_kv_cache_groups`` for a layer-outer layout."""
     layers = list(specs)
     values = [specs[i] for i in layers]
-    if len(set(values)) == 1 or _same_type(values):
+    if _same_type(values):
         return (CacheGroup(tuple(layers), tuple(values)),)
     # unify_kv_cache_spec_page_size: smaller pages grow by whole blocks, or are padded
     top = max(s.page_bytes for s in values)

@@ -316,8 +316,6 @@ def estimate_vllm(spec: ModelSpec, settings: VllmSettings) -> VllmEstimate:
         kv_cache_memory_bytes=kv,
         max_model_len=s.max_model_len or derived,
         derived_max_model_len=derived,
-        platform=s.platform,
-        block_size=s.block_size,
         max_num_batched_tokens=tokens,
         # vllm/config/vllm.py, max_concurrent_batches: async scheduling (on by default on
         # CUDA, off on the CPU platform) keeps one batch more in flight than pipeline stages
