@@ -13,7 +13,7 @@ from pathlib import Path
 from membudget._gguf import Keys, LlamaFileType
 from membudget.archs import Hyper, build_layers, rule_for
 from membudget.errors import GGUFError
-from membudget.model import MLASpec, ModelSpec, Quantization, RecurrentSpec, TensorSpec, WeightBytes
+from membudget.model import MLASpec, ModelSpec, Quantization, TensorSpec, WeightBytes
 from membudget.readers.gguf import ArrayInfo, GGUFFile, MetadataValue, read_gguf
 
 __all__ = ["load_gguf", "spec_from_gguf"]
@@ -184,28 +184,7 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
             compressed_cache=compressed,
         )
 
-    recurrent = None
-    if rule.recurrent is not None:
-        kind = rule.recurrent
-        if kind in ("rwkv6", "rwkv7"):
-            head = m.get_int(Keys.WKV.HEAD_SIZE, 64)
-            recurrent = RecurrentSpec(kind, n_head=n_embd // head if head else 0, head_dim=head)
-        elif kind == "shortconv":
-            recurrent = RecurrentSpec(
-                kind, d_conv=m.get_int(Keys.ShortConv.L_CACHE, 3), d_inner=n_embd
-            )
-        else:
-            d_inner = m.get_int(Keys.SSM.INNER_SIZE, 0)
-            n_rec_head = m.get_int(Keys.SSM.TIME_STEP_RANK, 0)
-            recurrent = RecurrentSpec(
-                kind,
-                d_conv=m.get_int(Keys.SSM.CONV_KERNEL, 0),
-                d_inner=d_inner,
-                d_state=m.get_int(Keys.SSM.STATE_SIZE, 0),
-                n_group=m.get_int(Keys.SSM.GROUP_COUNT, 0),
-                n_head=n_rec_head,
-                head_dim=d_inner // n_rec_head if n_rec_head else 0,
-            )
+    recurrent = rule.gguf_recurrent(m, n_embd)
 
     vocab = m.get_int_or_none(Keys.LLM.VOCAB_SIZE)
     vocab_from = m.where(Keys.LLM.VOCAB_SIZE)
@@ -244,11 +223,13 @@ def spec_from_gguf(f: GGUFFile) -> ModelSpec:
         provenance["kv_lora_rank"] = m.where(Keys.Attention.KV_LORA_RANK)
         provenance["rope_dim"] = m.where(Keys.Rope.DIMENSION_COUNT, 0)
     if recurrent is not None:
+        shape = ", ".join(
+            f"{name} {getattr(recurrent, name)}"
+            for name in ("d_conv", "d_inner", "d_state", "n_head", "head_dim")
+            if getattr(recurrent, name)
+        )
         provenance["recurrent"] = (
-            f"{recurrent.kind} state from GGUF keys {m.key('{arch}.ssm.*')} "
-            f"(d_conv {recurrent.d_conv}, d_inner {recurrent.d_inner}, d_state {recurrent.d_state})"
-            if recurrent.kind not in ("rwkv6", "rwkv7", "shortconv")
-            else f"{recurrent.kind} state from the {m.arch} GGUF keys"
+            f"{recurrent.kind} state from GGUF keys {m.key(rule.gguf_recurrent_keys())} ({shape})"
         )
     names = {t.name for t in f.tensors}
     pooling = m.get_int(Keys.LLM.POOLING_TYPE, 0)

