@@ -659,7 +659,7 @@ class VllmPlanReport:
             "activation peak", format_bytes(e.activation_bytes), "estimated; vLLM profiles it"
         )
         t.add_row(
-            "non-torch memory", format_bytes(e.non_torch_bytes), "CUDA context, NCCL (typical)"
+            "non-torch memory", format_bytes(e.non_torch_bytes), "cuBLAS, NCCL (typical)"
         )
         t.add_row(
             "CUDA graphs", format_bytes(e.cuda_graph_bytes), "typical; 0 with --enforce-eager"

@@ -1,26 +1,38 @@
 """What vLLM (V1 engine, 0.32.0) does with a device's memory.
 
-Budget (``vllm/v1/worker/gpu_worker.py``, ``determine_available_memory``)::
+Budget (``vllm/v1/worker/gpu_worker.py`` ``determine_available_memory``)::
 
-    kv_cache = gpu_memory_utilization * total - (weights + activation peak + non-torch memory)
-               - CUDA graphs
+    kv_cache = ceil(gpu_memory_utilization * total)          # utils.py request_memory
+               - non_kv_cache_memory                         # mem_utils.py memory_profiling
+               - cudagraph_memory_estimate                   # profile_cudagraph_memory
 
 or ``--kv-cache-memory-bytes`` when given (on the CPU, ``VLLM_CPU_KVCACHE_SPACE`` GiB sets it;
-``vllm/platforms/cpu.py``). What vLLM then does with that memory (pages, groups, blocks, the
-logged capacity, the refusal, auto-fit) is :mod:`.kvcache`, exact and checked against the real
-engine. KV heads are split across tensor-parallel ranks and replicated once TP exceeds them
-(``max(1, kv_heads // tp)``); pipeline parallelism splits the layers (the first, fullest stage
-is planned). ``--kv-cache-dtype fp8`` stores one byte per value.
+``vllm/platforms/cpu.py``). Each term, and where membudget's figure comes from:
 
-The activation peak is measured by vLLM at start-up with a dummy batch; membudget estimates it
-from the model's widest activations (see :func:`activation_bytes`), and both it and the
-non-torch and CUDA-graph figures can be given instead (``VllmSettings.activation_bytes`` and
-friends) when they are known from a vLLM log. On the CPU there are neither CUDA graphs nor
-non-torch memory, and the KV memory is given.
+- ``non_kv_cache_memory`` is ``total_consumed + transient_peak_headroom``: the drop in free
+  memory since the worker's first snapshot (the weights, what PyTorch keeps after the profile
+  run, and memory outside PyTorch: cuBLAS workspaces, NCCL buffers) plus the profile run's
+  transient peak. The weights are exact (the checkpoint's bytes over the ranks); the profile
+  run (``gpu_model_runner.py`` ``profile_run``: a dummy batch of ``max_num_batched_tokens``,
+  then a sampler run over ``max_num_seqs``) is estimated by :func:`activation_bytes`, and the
+  memory outside PyTorch is a typical figure (``non_torch_bytes``). The CUDA context itself is
+  not counted: the first snapshot is taken after it exists.
+- ``cudagraph_memory_estimate``: vLLM captures its graphs once into a scratch pool to measure
+  them and subtracts the figure (``VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS``, on by default
+  in ``vllm/envs.py``). That figure exists only on the device; membudget uses a typical one
+  (``cuda_graph_bytes``), zero with ``--enforce-eager`` and on the CPU.
+
+Both estimated figures can be given instead when a vLLM log shows them. What vLLM then does
+with the memory (pages, groups, blocks, the logged capacity, the refusal, auto-fit) is
+:mod:`.kvcache`, exact and checked against the real engine. KV heads are split across
+tensor-parallel ranks and replicated once TP exceeds them (``max(1, kv_heads // tp)``);
+pipeline parallelism splits the layers (``vllm/distributed/utils.py`` ``get_pp_indices``;
+the first, fullest stage is planned). ``--kv-cache-dtype fp8`` stores one byte per value.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -74,6 +86,13 @@ def default_batching(platform: Platform, gpu_memory_bytes: int, world_size: int)
 # CUDA graphs take when captured: both a few hundred MiB on one GPU in vLLM's own start-up logs.
 _DEFAULT_NON_TORCH = 512 * MIB
 _DEFAULT_CUDA_GRAPHS = 512 * MIB
+
+
+def _requested(s: VllmSettings) -> int:
+    """The engine's budget: ``math.ceil(total * gpu_memory_utilization)``
+    (``vllm/v1/worker/utils.py`` ``request_memory``; vLLM refuses to start when less than this
+    is free when the worker starts)."""
+    return math.ceil(s.gpu_memory_bytes * s.gpu_memory_utilization)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -193,7 +212,7 @@ class VllmEstimate:
     def requested_bytes(self) -> int:
         if self.settings.platform == "cpu" and self.settings.kv_cache_memory_bytes is not None:
             return self.settings.gpu_memory_bytes
-        return int(self.settings.gpu_memory_bytes * self.settings.gpu_memory_utilization)
+        return _requested(self.settings)
 
     @property
     def request_bytes(self) -> int:
@@ -301,7 +320,7 @@ def estimate_vllm(spec: ModelSpec, settings: VllmSettings) -> VllmEstimate:
     if s.kv_cache_memory_bytes is not None:
         kv = s.kv_cache_memory_bytes
     else:
-        requested = int(s.gpu_memory_bytes * s.gpu_memory_utilization)
+        requested = _requested(s)
         kv = max(0, requested - weights - act - non_torch - graphs)
     stage = _cdiv(spec.n_layer, s.pipeline_parallel_size)
     specs = layer_specs(
