@@ -51,6 +51,10 @@ def test_plan_is_the_same_document_as_the_cli(
         pytest.param({"model": "llama-3.1-8b", "engine": "vllm", "gpus": ["24GiB"]}, id="vllm"),
         pytest.param({"model": "llama-3.1-8b", "engine": "reference", "memory": "8GiB"}, id="ref"),
         pytest.param(
+            {"model": "qwen3-8b", "engine": "sglang", "gpus": ["80GiB"], "ctx": 32768},
+            id="sglang",
+        ),
+        pytest.param(
             {
                 "model": "gemma-3-4b",
                 "memory": "8GiB",

@@ -36,7 +36,7 @@ VALIDATE_SCHEMA = "membudget/validate/1"
 RECOMMEND_SCHEMA = "membudget/recommend/1"
 
 
-def _model_summary(spec: ModelSpec) -> dict[str, Any]:
+def model_summary(spec: ModelSpec) -> dict[str, Any]:
     """The model block every plan carries."""
     return {
         "name": spec.name,
@@ -147,7 +147,7 @@ class PlanReport:
                 "llama_cpp_version": e.rules.version,
                 "compute_method": e.compute_method,
             },
-            "model": _model_summary(e.spec),
+            "model": model_summary(e.spec),
             "settings": {
                 "n_ctx": e.n_ctx,
                 "n_ctx_requested": s.n_ctx,
@@ -535,7 +535,7 @@ class VllmPlanReport:
         return {
             "schema": PLAN_SCHEMA,
             "engine": "vllm",
-            "model": _model_summary(e.spec),
+            "model": model_summary(e.spec),
             "settings": {
                 "max_model_len": e.max_model_len,
                 "gpu_memory_utilization": s.gpu_memory_utilization,
@@ -658,9 +658,7 @@ class VllmPlanReport:
         t.add_row(
             "activation peak", format_bytes(e.activation_bytes), "estimated; vLLM profiles it"
         )
-        t.add_row(
-            "non-torch memory", format_bytes(e.non_torch_bytes), "cuBLAS, NCCL (typical)"
-        )
+        t.add_row("non-torch memory", format_bytes(e.non_torch_bytes), "cuBLAS, NCCL (typical)")
         t.add_row(
             "CUDA graphs", format_bytes(e.cuda_graph_bytes), "typical; 0 with --enforce-eager"
         )

@@ -31,6 +31,7 @@ from membudget.engines.ollama import (
     host_headroom,
     ollama_launch,
 )
+from membudget.engines.sglang import SglangKvDtype, SglangSettings, estimate_sglang
 from membudget.engines.vllm import (
     KvCacheDtype,
     VllmSettings,
@@ -56,6 +57,7 @@ from membudget.readers.catalog import hf_repo
 from membudget.readers.gguf import read_gguf
 from membudget.report import EstimateReport, Geometry
 from membudget.report_plan import PlanReport, VllmPlanReport
+from membudget.report_sglang import SglangPlanReport
 from membudget.suggest import llamacpp_suggestions, vllm_suggestions
 from membudget.units import MIB, format_bytes
 
@@ -69,11 +71,20 @@ __all__ = [
     "llamacpp_settings",
     "request_budget",
     "run_plan",
+    "sglang_settings",
     "vllm_settings",
 ]
 
-Engine = Literal["llama.cpp", "llama-server", "ollama", "vllm", "reference"]
-ENGINES: tuple[Engine, ...] = ("llama.cpp", "llama-server", "ollama", "vllm", "reference")
+Engine = Literal["llama.cpp", "llama-server", "ollama", "vllm", "sglang", "reference"]
+ENGINES: tuple[Engine, ...] = (
+    "llama.cpp",
+    "llama-server",
+    "ollama",
+    "vllm",
+    "sglang",
+    "reference",
+)
+_ENGINE_CHOICES = "llama.cpp, llama-server, ollama, vllm, sglang or reference"
 _ENGINE_ALIASES: dict[str, Engine] = {
     "ollama": "ollama",
     "llama-server": "llama-server",
@@ -82,12 +93,14 @@ _ENGINE_ALIASES: dict[str, Engine] = {
     "llamacpp": "llama.cpp",
     "llama-cpp": "llama.cpp",
     "vllm": "vllm",
+    "sglang": "sglang",
     "reference": "reference",
     "ref": "reference",
 }
 _KV_DTYPES: tuple[KvCacheDtype, ...] = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+_SGLANG_KV_DTYPES: tuple[SglangKvDtype, ...] = ("auto", "bf16", "fp8_e4m3", "fp8_e5m2")
 
-PlanResult = PlanReport | VllmPlanReport | EstimateReport
+PlanResult = PlanReport | VllmPlanReport | SglangPlanReport | EstimateReport
 
 
 def engine_name(text: str) -> Engine:
@@ -95,9 +108,7 @@ def engine_name(text: str) -> Engine:
     try:
         return _ENGINE_ALIASES[text.strip().lower()]
     except KeyError:
-        raise InvalidArgumentError(
-            "--engine", text, "must be llama.cpp, llama-server, ollama, vllm or reference"
-        ) from None
+        raise InvalidArgumentError("--engine", text, f"must be {_ENGINE_CHOICES}") from None
 
 
 FIT_MIN_CTX = 4096  # common/common.h: fit_params_min_ctx, the least context --fit sets a stream
@@ -164,6 +175,17 @@ VLLM_ONLY = {
     "mamba_ssm_cache_dtype": "--mamba-ssm-cache-dtype",
     "num_gpu_blocks_override": "--num-gpu-blocks-override",
 }
+SGLANG_ONLY = {
+    "mem_fraction_static": "--mem-fraction-static",
+    "page_size": "--page-size",
+    "chunked_prefill_size": "--chunked-prefill-size",
+    "cuda_graph_max_bs": "--cuda-graph-max-bs",
+    "max_running_requests": "--max-running-requests",
+    "max_total_tokens": "--max-total-tokens",
+    "disable_piecewise_cuda_graph": "--disable-piecewise-cuda-graph",
+}
+SGLANG_SHARED = frozenset({"tensor_parallel", "pipeline_parallel", "kv_cache_dtype"})
+"""vLLM's flags that SGLang takes under the same meaning."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +267,14 @@ class PlanRequest:
     disable_hybrid_kv_cache_manager: bool = False
     mamba_ssm_cache_dtype: str = "auto"
     num_gpu_blocks_override: int | None = None
+    mem_fraction_static: float | None = None
+    """SGLang's --mem-fraction-static; None: its default for the GPU."""
+    page_size: int = 1
+    chunked_prefill_size: int | None = None
+    cuda_graph_max_bs: int | None = None
+    max_running_requests: int | None = None
+    max_total_tokens: int | None = None
+    disable_piecewise_cuda_graph: bool = False
     source: str = field(default="", compare=False)
     """The name the user gave (vLLM's command names the model by it)."""
     given: frozenset[str] = field(default=frozenset(), compare=False)
@@ -252,14 +282,16 @@ class PlanRequest:
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
-            raise InvalidArgumentError(
-                "--engine",
-                self.engine,
-                "must be llama.cpp, llama-server, ollama, vllm or reference",
-            )
+            raise InvalidArgumentError("--engine", self.engine, f"must be {_ENGINE_CHOICES}")
         if self.flash_attn not in ("on", "off", "auto"):
             raise InvalidArgumentError("--flash-attn", self.flash_attn, "must be on, off or auto")
-        if self.kv_cache_dtype not in _KV_DTYPES:
+        if self.engine == "sglang" and self.kv_cache_dtype not in _SGLANG_KV_DTYPES:
+            raise InvalidArgumentError(
+                "--kv-cache-dtype",
+                self.kv_cache_dtype,
+                "must be auto, bf16, fp8_e4m3 or fp8_e5m2 with SGLang",
+            )
+        if self.engine != "sglang" and self.kv_cache_dtype not in _KV_DTYPES:
             raise InvalidArgumentError(
                 "--kv-cache-dtype", self.kv_cache_dtype, "must be auto, fp8, fp8_e4m3 or fp8_e5m2"
             )
@@ -283,6 +315,11 @@ class PlanRequest:
             ("--max-num-batched-tokens", self.max_num_batched_tokens, 1),
             ("--max-num-seqs", self.max_num_seqs, 1),
             ("--num-gpu-blocks-override", self.num_gpu_blocks_override, 1),
+            ("--page-size", self.page_size, 1),
+            ("--chunked-prefill-size", self.chunked_prefill_size, 1),
+            ("--cuda-graph-max-bs", self.cuda_graph_max_bs, 1),
+            ("--max-running-requests", self.max_running_requests, 1),
+            ("--max-total-tokens", self.max_total_tokens, 1),
         ):
             if value is not None and value < least:
                 raise InvalidArgumentError(flag, value, f"must be {least} or more")
@@ -323,6 +360,10 @@ class PlanRequest:
                 self.mamba_ssm_cache_dtype,
                 "must be auto, float32, float16 or bfloat16",
             )
+        if self.mem_fraction_static is not None and not 0 < self.mem_fraction_static < 1:
+            raise InvalidArgumentError(
+                "--mem-fraction-static", self.mem_fraction_static, "must be between 0 and 1"
+            )
         if not 0 < self.gpu_memory_utilization <= 1:
             raise InvalidArgumentError(
                 "--gpu-memory-utilization", self.gpu_memory_utilization, "must be in (0, 1]"
@@ -330,8 +371,14 @@ class PlanRequest:
         self._check_engine_flags()
 
     def _check_engine_flags(self) -> None:
-        if self.engine == "vllm":
-            foreign = {k: v for k, v in LLAMACPP_ONLY.items() if k in self.given}
+        if self.engine == "sglang":
+            foreign = {
+                k: v
+                for k, v in (LLAMACPP_ONLY | VLLM_ONLY).items()
+                if k in self.given and k not in SGLANG_SHARED
+            }
+        elif self.engine == "vllm":
+            foreign = {k: v for k, v in (LLAMACPP_ONLY | SGLANG_ONLY).items() if k in self.given}
             if "quant" in foreign:
                 raise InvalidArgumentError(
                     "--quant",
@@ -348,14 +395,14 @@ class PlanRequest:
                     "--ctx", self.ctx, "is vLLM's --max-model-len here; give one of them"
                 )
         elif self.engine in ("llama.cpp", "llama-server"):
-            foreign = {k: v for k, v in VLLM_ONLY.items() if k in self.given}
+            foreign = {k: v for k, v in (VLLM_ONLY | SGLANG_ONLY).items() if k in self.given}
         elif self.engine == "ollama":
             # what an Ollama user can set: num_ctx (--ctx), OLLAMA_NUM_PARALLEL (--parallel),
             # OLLAMA_KV_CACHE_TYPE (-ctk/-ctv, equal), OLLAMA_FLASH_ATTENTION (-fa on/off),
             # num_batch (-b), use_mmap (-lm mmap/none)
             foreign = {
                 k: v
-                for k, v in (LLAMACPP_ONLY | VLLM_ONLY).items()
+                for k, v in (LLAMACPP_ONLY | VLLM_ONLY | SGLANG_ONLY).items()
                 if k in self.given and k not in OLLAMA_SETTINGS
             }
             if "ubatch" in self.given and self.ubatch != self.batch:
@@ -371,7 +418,11 @@ class PlanRequest:
                     "--load-mode", self.load_mode, "is mmap or none with Ollama (use_mmap)"
                 )
         else:
-            foreign = {k: v for k, v in (LLAMACPP_ONLY | VLLM_ONLY).items() if k in self.given}
+            foreign = {
+                k: v
+                for k, v in (LLAMACPP_ONLY | VLLM_ONLY | SGLANG_ONLY).items()
+                if k in self.given
+            }
         if foreign:
             flags = ", ".join(sorted(foreign.values()))
             raise InvalidArgumentError(
@@ -1136,10 +1187,56 @@ def _ollama_file(path: str) -> OllamaFile:
     )
 
 
+def sglang_settings(
+    request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]
+) -> SglangSettings:
+    """SGLang's settings for ``request``: one CUDA GPU size (the smallest given or detected;
+    SGLang reads the smallest GPU's memory too), its flags, ``--ctx`` as its --context-length."""
+    tp, pp = request.tensor_parallel, request.pipeline_parallel
+    if request.gpu_bytes:
+        sizes = list(request.gpu_bytes)
+    else:
+        sizes = [g.total_bytes for g in probe().gpus if not g.unified]
+        if not sizes:
+            raise InvalidArgumentError(
+                "--gpu", InvalidArgumentError.NO_VALUE, "is needed: no NVIDIA GPU was detected"
+            )
+    if tp * pp > len(sizes) and len(sizes) > 1:
+        raise InvalidArgumentError(
+            "--tensor-parallel-size", tp, f"times -pp needs {tp * pp} GPUs, {len(sizes)} given"
+        )
+    dtype = next(d for d in _SGLANG_KV_DTYPES if d == request.kv_cache_dtype)
+    return SglangSettings(
+        gpu_memory_bytes=min(sizes),
+        context_length=request.ctx if "ctx" in request.given and request.ctx else 0,
+        mem_fraction_static=request.mem_fraction_static,
+        kv_cache_dtype=dtype,
+        page_size=request.page_size,
+        tensor_parallel_size=tp,
+        pipeline_parallel_size=pp,
+        chunked_prefill_size=request.chunked_prefill_size,
+        cuda_graph_max_bs=request.cuda_graph_max_bs,
+        max_running_requests=request.max_running_requests,
+        max_total_tokens=request.max_total_tokens,
+        disable_piecewise_cuda_graph=request.disable_piecewise_cuda_graph,
+    )
+
+
+def _sglang(
+    request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]
+) -> SglangPlanReport:
+    settings = sglang_settings(request, spec, probe)
+    source = request.source or spec.name
+    model = (hf_repo(source) or source) if spec.source_kind == "catalogue" else source
+    return SglangPlanReport(estimate_sglang(spec, settings), model)
+
+
 def run_plan(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) -> PlanResult:
     """Plan ``spec`` as ``request`` asks. ``probe`` reads this machine (only when needed)."""
     if request.engine == "reference":
         return _reference(request, spec)
+    if request.engine == "sglang":
+        return _sglang(request, spec, probe)
     if request.engine == "vllm":
         return _vllm(request, spec, probe)
     if request.engine == "ollama":

@@ -172,7 +172,8 @@ def plan(
             "llama-server with, without GPUs or with one CUDA GPU: --ctx is num_ctx, "
             "--parallel OLLAMA_NUM_PARALLEL, -ctk OLLAMA_KV_CACHE_TYPE, -fa on/off "
             "OLLAMA_FLASH_ATTENTION, -b num_batch, -lm mmap/none use_mmap, -ngl num_gpu), "
-            "vllm, or reference "
+            "vllm, sglang (SGLang 0.5.10.post1 on CUDA GPUs: --ctx is its --context-length; "
+            "-tp, -pp and --kv-cache-dtype are shared with vllm), or reference "
             "for the reference estimator. A flag the engine does not use is refused; --ctx "
             "with vllm is its --max-model-len."
         ),
@@ -264,6 +265,29 @@ def plan(
     num_gpu_blocks_override: Annotated[
         int | None, typer.Option(help="vLLM --num-gpu-blocks-override.")
     ] = None,
+    mem_fraction_static: Annotated[
+        float | None,
+        typer.Option(help="SGLang --mem-fraction-static (default: SGLang's for the GPU's memory)."),
+    ] = None,
+    page_size: Annotated[int, typer.Option(help="SGLang --page-size (default 1).")] = 1,
+    chunked_prefill_size: Annotated[
+        int | None,
+        typer.Option(help="SGLang --chunked-prefill-size (default: by the GPU's memory)."),
+    ] = None,
+    cuda_graph_max_bs: Annotated[
+        int | None,
+        typer.Option(help="SGLang --cuda-graph-max-bs (default: by the GPU's memory)."),
+    ] = None,
+    max_running_requests: Annotated[
+        int | None, typer.Option(help="SGLang --max-running-requests.")
+    ] = None,
+    max_total_tokens: Annotated[
+        int | None, typer.Option(help="SGLang --max-total-tokens: a cap on the token pool.")
+    ] = None,
+    disable_piecewise_cuda_graph: Annotated[
+        bool,
+        typer.Option("--disable-piecewise-cuda-graph", help="SGLang: no piecewise CUDA graphs."),
+    ] = False,
     n_gpu_layers: Annotated[
         int | None,
         typer.Option(
@@ -477,6 +501,13 @@ def plan(
         disable_hybrid_kv_cache_manager=disable_hybrid_kv_cache_manager,
         mamba_ssm_cache_dtype=mamba_ssm_cache_dtype,
         num_gpu_blocks_override=num_gpu_blocks_override,
+        mem_fraction_static=mem_fraction_static,
+        page_size=page_size,
+        chunked_prefill_size=chunked_prefill_size,
+        cuda_graph_max_bs=cuda_graph_max_bs,
+        max_running_requests=max_running_requests,
+        max_total_tokens=max_total_tokens,
+        disable_piecewise_cuda_graph=disable_piecewise_cuda_graph,
     )
     spec = load_with_progress(source, quiet=quiet)
     result = run_plan(request, spec, detect)

@@ -64,9 +64,9 @@ class PlanBody(BaseModel):
     path: str | None = Field(
         None, max_length=4096, description="A model file inside an allowed directory."
     )
-    engine: Literal["llama.cpp", "llamacpp", "llama-server", "ollama", "vllm", "reference"] = (
-        "llama.cpp"
-    )
+    engine: Literal[
+        "llama.cpp", "llamacpp", "llama-server", "ollama", "vllm", "sglang", "reference"
+    ] = "llama.cpp"
     ctx: int = Field(4096, ge=0, le=1 << 24)
     batch: int = Field(2048, ge=1, le=1 << 20)
     ubatch: int = Field(512, ge=1, le=1 << 20)
@@ -85,7 +85,11 @@ class PlanBody(BaseModel):
     tensor_parallel: int = Field(1, ge=1, le=64)
     max_model_len: int = Field(0, ge=0, le=1 << 24)
     gpu_memory_utilization: float = Field(0.92, gt=0, le=1)
-    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bf16"] = "auto"
+    mem_fraction_static: float | None = Field(
+        None, gt=0, lt=1, description="SGLang's --mem-fraction-static; null: its default."
+    )
+    page_size: int = Field(1, ge=1, le=1024, description="SGLang's --page-size.")
 
 
 class _BodyLimit:
@@ -224,7 +228,11 @@ def _request(body: PlanBody, source: str) -> PlanRequest:
         max_model_len=body.max_model_len,
         gpu_memory_utilization=body.gpu_memory_utilization,
         kv_cache_dtype=body.kv_cache_dtype,
+        mem_fraction_static=body.mem_fraction_static,
+        page_size=body.page_size,
         source=source,
+        # ctx is SGLang's --context-length (0: the model's own)
+        given=frozenset({"ctx"}) if body.engine == "sglang" else frozenset(),
     )
 
 
