@@ -87,3 +87,34 @@ def test_qwen2_moe_counts_what_transformers_builds(tmp_path: Path) -> None:
     spec = spec_from_config(cfg, path=tmp_path / "config.json", name="q", source="q")
     assert spec.architecture == "qwen2moe"
     assert spec.n_params == 189_888
+
+
+def test_llama4_counts_what_transformers_builds(tmp_path: Path) -> None:
+    """Llama 4: dense layers intermediate_size_mlp wide, MoE every interleave_moe_layer_step
+    with one shared expert, chunked local attention on the rope layers, no Q/K norm weights.
+
+    226,368 is what ``AutoModelForCausalLM.from_config(Llama4TextConfig(...))`` holds for this
+    config under transformers 5.19.0 (the vLLM zoo's ``llama4``)."""
+    cfg: dict[str, Any] = {
+        "model_type": "llama4_text",
+        "num_hidden_layers": 4,
+        "hidden_size": 64,
+        "intermediate_size": 32,
+        "intermediate_size_mlp": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "attention_chunk_size": 256,
+        "num_local_experts": 4,
+        "num_experts_per_tok": 1,
+        "interleave_moe_layer_step": 2,
+        "vocab_size": 512,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 8192,
+    }
+    spec = spec_from_config(cfg, path=tmp_path / "config.json", name="l4", source="l4")
+    assert spec.architecture == "llama4"
+    assert spec.n_params == 226_368
+    assert [x.sliding_window for x in spec.layers] == [256, 256, 256, 0]
+    assert [x.chunked for x in spec.layers] == [True, True, True, False]
+    assert [x.moe for x in spec.layers] == [False, True, False, True]

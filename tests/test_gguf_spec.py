@@ -68,6 +68,27 @@ def test_sliding_window_rules(
     assert [layer.sliding_window for layer in load_model(path).layers] == expected_swa
 
 
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        pytest.param({}, [8192, 8192, 8192, 0], id="no key: chunks of 8192, 3 chunked 1 full"),
+        pytest.param(
+            {"{arch}.attention.sliding_window": 1024}, [8192] * 3 + [0], id="llama.cpp sets 8192"
+        ),
+        pytest.param({"{arch}.attention.sliding_window": 0}, [0] * 4, id="0: no chunking"),
+    ],
+)
+def test_llama4_chunked_attention(
+    tmp_path: Path, extra: dict[str, object], expected: list[int]
+) -> None:
+    """src/models/llama4.cpp load_arch_hparams: n_swa = 8192 and load_swa_pattern(ml, 4) unless
+    the file's sliding window is 0; the local layers are chunked (LLAMA_SWA_TYPE_CHUNKED)."""
+    path = write_model(tmp_path / "m.gguf", Tiny(arch="llama4", n_layer=4, extra=extra))
+    layers = load_model(path).layers
+    assert [layer.sliding_window for layer in layers] == expected
+    assert [layer.chunked for layer in layers] == [bool(w) for w in expected]
+
+
 def test_per_layer_kv_heads_mark_recurrent_layers_of_a_hybrid(tmp_path: Path) -> None:
     extra = {
         "{arch}.ssm.conv_kernel": 4,

@@ -146,7 +146,7 @@ def test_the_parameter_count_is_what_transformers_builds(
 
 # One model of each kind the decision treats apart: full attention, local/global groups, MLA,
 # a Mamba2 hybrid.
-LIVE = ("llama", "gemma3", "deepseek2", "granitehybrid")
+LIVE = ("llama", "gemma3", "llama4", "deepseek2", "granitehybrid")
 
 
 @pytest.mark.vllm

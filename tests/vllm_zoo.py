@@ -53,6 +53,21 @@ ZOO: dict[str, tuple[str, dict[str, Any]]] = {
             "sliding_window_pattern": 6,
         },
     ),
+    # chunked local attention on three layers of four, MoE every second layer (Llama 4)
+    "llama4": (
+        "llama4_text",
+        {
+            **_DENSE,
+            "intermediate_size": 32,
+            "intermediate_size_mlp": 128,
+            "num_hidden_layers": 4,
+            "head_dim": 16,
+            "attention_chunk_size": 256,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 1,
+            "interleave_moe_layer_step": 2,
+        },
+    ),
     # mixture of experts
     "qwen3moe": (
         "qwen3_moe",

@@ -378,6 +378,7 @@ def explain_vllm(e: VllmEstimate) -> tuple[Step, ...]:
     kinds = ", ".join(
         f"{len(g.layers)} x {g.kind}"
         + (f" (window {g.specs[0].window})" if g.kind == "sliding" else "")
+        + (f" (chunk {g.specs[0].window})" if g.kind == "chunked" else "")
         + f" of {g.block_bytes // max(len(g.layers), 1):,} B a layer"
         for g in e.groups
     )

@@ -44,7 +44,9 @@ class LayerSpec:
     """One block's attention geometry.
 
     ``n_head_kv == 0`` means the layer keeps no KV cache (a recurrent layer in a hybrid, or a
-    layer that reuses another's cache). ``sliding_window == 0`` means full attention.
+    layer that reuses another's cache). ``sliding_window == 0`` means full attention; with
+    ``chunked`` the window is an attention chunk (Llama 4's chunked local attention: a token
+    sees the earlier tokens of its own chunk).
     """
 
     n_head: int
@@ -55,6 +57,7 @@ class LayerSpec:
     recurrent: bool = False
     kv_shared: bool = False
     moe: bool = False
+    chunked: bool = False
 
     @property
     def has_kv(self) -> bool:

@@ -583,7 +583,12 @@ class VllmPlanReport:
                         "layers": list(g.layers),
                         "block_size": g.specs[0].block_size,
                         "page_bytes": g.specs[0].page_bytes,
-                        "sliding_window": g.specs[0].window or None,
+                        "sliding_window": (g.specs[0].window or None)
+                        if g.kind == "sliding"
+                        else None,
+                        "attention_chunk_size": (g.specs[0].window or None)
+                        if g.kind == "chunked"
+                        else None,
                     }
                     for g in e.groups
                 ],

@@ -16,6 +16,44 @@ class Llama(ArchRule, arch="llama", model_types=("llama", "mistral", "mixtral", 
     """Llama and the Mistral family (Mixtral's experts, Mistral 3's text model)."""
 
 
+class Llama4(ArchRule, arch="llama4", model_types=("llama4", "llama4_text")):
+    """Llama 4: chunked local attention on three layers of four (the rope layers), global
+    attention on the fourth; MoE layers every ``interleave_moe_layer_step``, each with one
+    shared expert; dense layers ``intermediate_size_mlp`` wide. The Q/K norm is an L2 norm
+    without weights (transformers ``Llama4TextL2Norm``).
+
+    llama.cpp (``src/models/llama4.cpp`` ``load_arch_hparams``) sets ``n_swa = 8192`` and the
+    period 4 whatever the file says, unless ``llama4.attention.sliding_window`` is 0."""
+
+    swa_period = 4
+    chunked_local = True
+    ffn_fields = ("intermediate_size_mlp",)
+    expert_ffn_fields = ("intermediate_size",)
+    default_shared_experts = 1
+    moe_last_in_step = True  # Llama4TextConfig.moe_layers; llama4.cpp (i + 1) % step == 0
+
+    @classmethod
+    def config_local_attention(
+        cls, f: ConfigFields, n_layer: int
+    ) -> tuple[int, tuple[bool, ...]] | None:
+        chunk = f.int("attention_chunk_size", default=0)
+        if not chunk:
+            return None
+        types = f.list("layer_types")
+        if types is not None and len(types) >= n_layer:
+            return chunk, tuple(str(t) == "chunked_attention" for t in types[:n_layer])
+        # Llama4TextConfig: no_rope_layers, 1 for a rope (chunked) layer; every 4th is global
+        nope = f.list("no_rope_layers")
+        if nope is not None and len(nope) >= n_layer:
+            return chunk, tuple(bool(x) for x in nope[:n_layer])
+        interval = f.int("no_rope_layer_interval", default=4, minimum=1)
+        return chunk, tuple((il + 1) % interval != 0 for il in range(n_layer))
+
+    @classmethod
+    def gguf_sliding_window(cls, found: int | None) -> int:
+        return 0 if found == 0 else 8192
+
+
 class Granite(ArchRule, arch="granite", model_types=("granite",)):
     pass
 

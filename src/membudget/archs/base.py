@@ -70,6 +70,8 @@ class Hyper:
     moe_layers: tuple[bool, ...] | None = None
     kv_shared_from: int = 0
     """Layers from this index on reuse an earlier layer's cache (0: none)."""
+    swa_chunked: bool = False
+    """The local layers attend within chunks of ``n_swa`` tokens, not a sliding window."""
 
 
 def swa_pattern_flags(n_layer: int, period: int, dense_first: bool = False) -> tuple[bool, ...]:
@@ -119,6 +121,20 @@ class ArchRule:
     """Biases on the router and on every expert's projections."""
     shared_expert_gate: ClassVar[bool] = False
     """A sigmoid gate (one row) on the shared expert's output."""
+    chunked_local: ClassVar[bool] = False
+    """The local layers attend within chunks (Llama 4), not a sliding window."""
+    ffn_fields: ClassVar[tuple[str, ...]] = ("intermediate_size", "ffn_dim", "n_inner")
+    """The config fields of a dense layer's FFN width, first found wins."""
+    expert_ffn_fields: ClassVar[tuple[str, ...]] = (
+        "moe_intermediate_size",
+        "expert_intermediate_size",
+    )
+    """The config fields of one expert's FFN width (the dense width when absent)."""
+    default_shared_experts: ClassVar[int] = 0
+    """Shared experts when the config names none."""
+    moe_last_in_step: ClassVar[bool] = False
+    """With an expert-layer step N, the MoE layer closes each run of N (layers N-1, 2N-1...)
+    instead of opening it."""
 
     model_types: ClassVar[dict[str, str]] = {}
     """Every Hugging Face ``model_type`` registered, to the architecture name it maps to."""
@@ -151,6 +167,14 @@ class ArchRule:
         return None
 
     @classmethod
+    def config_local_attention(
+        cls, f: ConfigFields, n_layer: int
+    ) -> tuple[int, tuple[bool, ...]] | None:
+        """(window or chunk, which layers use it) where the family states local attention in
+        its own fields; None: the generic ``sliding_window`` fields."""
+        return None
+
+    @classmethod
     def config_recurrent(cls, f: ConfigFields, n_embd: int) -> RecurrentSpec | None:
         """The recurrent state's shape from the config's fields (None: no recurrent layers)."""
         return None
@@ -161,6 +185,11 @@ class ArchRule:
         return False
 
     # --- GGUF ----------------------------------------------------------------------------------
+
+    @classmethod
+    def gguf_sliding_window(cls, found: int | None) -> int:
+        """``n_swa`` from the ``{arch}.attention.sliding_window`` key (None: absent)."""
+        return found or 0
 
     @classmethod
     def gguf_recurrent(cls, m: GGUFFields, n_embd: int) -> RecurrentSpec | None:
@@ -253,6 +282,7 @@ def build_layers(h: Hyper) -> tuple[LayerSpec, ...]:
                 recurrent=recurrent,
                 kv_shared=bool(h.kv_shared_from) and il >= h.kv_shared_from,
                 moe=moe[il],
+                chunked=h.swa_chunked and swa[il] and bool(kv),
             )
         )
     return tuple(layers)

@@ -236,7 +236,7 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         )
     head_dim = f.int("head_dim", default=n_embd // n_head if n_head else 0)
     n_vocab = f.int("vocab_size", minimum=1)
-    n_ff = f.int("intermediate_size", "ffn_dim", "n_inner", default=0)
+    n_ff = f.int(*rule.ffn_fields, default=0)
     n_ctx = f.int("max_position_embeddings", "seq_length", "n_positions", default=0)
 
     # Sliding windows: an explicit per-layer list, a pattern period, or every layer.
@@ -245,7 +245,10 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
     swa_flags: tuple[bool, ...] | None = None
     window = cfg.get("sliding_window")
     use_swa = cfg.get("use_sliding_window", True) is not False
-    if isinstance(window, int) and not isinstance(window, bool) and window > 0 and use_swa:
+    local = rule.config_local_attention(f, n_layer)
+    if local is not None:
+        n_swa, swa_flags = local
+    elif isinstance(window, int) and not isinstance(window, bool) and window > 0 and use_swa:
         n_swa = window
         if layer_types is not None:
             swa_flags = tuple(str(t) in _SWA_LAYER_TYPES for t in layer_types[:n_layer])
@@ -272,18 +275,31 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
     # Mixture of experts.
     n_expert = f.int("num_local_experts", "n_routed_experts", "num_experts", default=0)
     n_expert_used = f.int("num_experts_per_tok", "num_selected_experts", "top_k_experts", default=0)
-    n_expert_shared = f.int("n_shared_experts", "num_shared_experts", default=0)
-    n_ff_expert = f.int("moe_intermediate_size", "expert_intermediate_size", default=n_ff)
+    n_expert_shared = f.int(
+        "n_shared_experts", "num_shared_experts", default=rule.default_shared_experts
+    )
+    n_ff_expert = f.int(*rule.expert_ffn_fields, default=n_ff)
     n_ff_shared = f.int("shared_expert_intermediate_size", default=n_ff_expert * n_expert_shared)
     if n_ff_shared and not n_expert_shared:
         n_expert_shared = 1
     first_dense = f.int("first_k_dense_replace", default=0)
-    step = f.int("decoder_sparse_step", "expert_layer_period", default=1, minimum=1)
-    offset = f.int("expert_layer_offset", default=0)
+    step = f.int(
+        "decoder_sparse_step",
+        "expert_layer_period",
+        "interleave_moe_layer_step",
+        default=1,
+        minimum=1,
+    )
+    offset = f.int("expert_layer_offset", default=step - 1 if rule.moe_last_in_step else 0)
     mlp_only = {int(i) for i in (f.list("mlp_only_layers") or []) if isinstance(i, int)}
-    moe_flags = tuple(
-        n_expert > 1 and il >= first_dense and il % step == offset % step and il not in mlp_only
-        for il in range(n_layer)
+    moe_list = f.list("moe_layers")  # Llama4TextConfig names its MoE layers outright
+    moe_flags = (
+        tuple(n_expert > 1 and il in set(moe_list) for il in range(n_layer))
+        if moe_list is not None
+        else tuple(
+            n_expert > 1 and il >= first_dense and il % step == offset % step and il not in mlp_only
+            for il in range(n_layer)
+        )
     )
 
     mla = None
@@ -311,7 +327,13 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         "n_vocab": f.where("vocab_size"),
         "n_ff": f.where("intermediate_size"),
         "n_ctx_train": f.where("max_position_embeddings"),
-        "sliding_window": "field 'sliding_window'" if n_swa else "no sliding window",
+        "sliding_window": (
+            "field 'attention_chunk_size' (chunked local attention)"
+            if n_swa and local is not None
+            else "field 'sliding_window'"
+            if n_swa
+            else "no sliding window"
+        ),
         "n_expert": f.where("num_local_experts"),
         "n_expert_used": f.where("num_experts_per_tok"),
     }
@@ -559,6 +581,7 @@ def spec_from_config(
         swa_pattern=g.swa_flags,
         recurrent_layers=g.recurrent_flags,
         moe_layers=g.moe_flags,
+        swa_chunked=rule_for(g.arch).chunked_local,
     )
     weights = (
         WeightBytes.from_tensors(computed, g.n_layer)

