@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from membudget import InvalidArgumentError, load_model
 from membudget.engines.vllm import VllmSettings, estimate_vllm, max_model_len, vllm_command
+from membudget.engines.vllm.profile import pp_partitions, rank_weight_bytes, vllm_weight_bytes
 from membudget.units import GIB
 
 H100 = 80 * GIB
@@ -155,3 +156,46 @@ def test_auto_fit_is_the_longest_length_and_the_needed_bytes_are_the_least(
         spec, replace(base, max_model_len=longest, kv_cache_memory_bytes=needed - 1)
     )
     assert not short.fits
+
+
+def test_dtype_float32_doubles_weights_and_the_auto_cache() -> None:
+    """--dtype float32: floating checkpoint tensors load at four bytes (vLLM creates its
+    parameters in the model's dtype) and --kv-cache-dtype auto follows the model's dtype."""
+    spec = load_model("qwen3-8b")
+    half, full = estimate_vllm(spec, s()), estimate_vllm(spec, s(dtype="float32"))
+    assert full.weights_bytes == 2 * half.weights_bytes
+    assert full.page_bytes == 2 * half.page_bytes
+    fp8 = estimate_vllm(spec, s(dtype="float32", kv_cache_dtype="fp8"))
+    assert fp8.page_bytes == half.page_bytes // 2, "an fp8 cache stays one byte"
+    assert vllm_command(full, "Qwen/Qwen3-8B")[-2:] == ["--dtype", "float32"]
+
+
+def test_dtype_float32_with_quantised_weights_is_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match="quantised weights"):
+        estimate_vllm(load_model("gpt-oss-20b"), s(dtype="float32"))
+
+
+@pytest.mark.parametrize(
+    ("n", "pp", "parts"),
+    [
+        (32, 2, [16, 16]),
+        (10, 3, [3, 4, 3]),  # the remainder skips the last stage
+        (32, 3, [11, 11, 10]),
+        (61, 4, [15, 15, 16, 15]),
+    ],
+)
+def test_pp_partitions_are_vllms(n: int, pp: int, parts: list[int]) -> None:
+    """vllm/distributed/utils.py get_pp_indices."""
+    assert pp_partitions(n, pp) == parts
+
+
+def test_pipeline_stage_weights() -> None:
+    """The fullest stage holds its layers and the embedding (first) or the head (last)."""
+    spec = load_model("llama-3.1-70b")
+    total = vllm_weight_bytes(spec, "auto")
+    layer = spec.weights.layers[0]
+    first = spec.weights.token_embd + 40 * layer
+    last = 40 * layer + spec.weights.output + spec.weights.other
+    assert rank_weight_bytes(spec, "auto", 1, 2) == max(first, last)
+    assert rank_weight_bytes(spec, "auto", 4, 2) == -(-max(first, last) // 4)
+    assert rank_weight_bytes(spec, "auto", 8, 1) == -(-total // 8)

@@ -57,11 +57,13 @@ def _cases() -> list[tuple[str, int]]:
 def _decide(spec: ModelSpec, config: dict[str, Any], run: dict[str, Any]) -> Any:
     kw = run["kwargs"]
     ssm = run.get("mamba_ssm_cache_dtype", "auto")
+    model_bytes = _DTYPE_BYTES[kw.get("dtype", "bfloat16")]  # the harness's default: bf16
     specs = layer_specs(
         spec,
         platform="cpu",
         block_size=kw.get("block_size"),
-        kv_dtype_bytes=1 if kw.get("kv_cache_dtype", "auto") != "auto" else 2,
+        kv_dtype_bytes=1 if kw.get("kv_cache_dtype", "auto") != "auto" else model_bytes,
+        model_dtype_bytes=model_bytes,
         ssm_dtype_bytes=_DTYPE_BYTES.get(ssm),
     )
     options = KvCacheOptions(

@@ -70,6 +70,15 @@ def _spec(spec: Any) -> dict[str, Any]:
     return out
 
 
+def _param_bytes(core: Any) -> int | None:
+    """The bytes of the loaded model's parameters, as the worker holds them."""
+    try:
+        model = core.model_executor.driver_worker.worker.model_runner.model
+        return int(sum(p.numel() * p.element_size() for p in model.parameters()))
+    except AttributeError:
+        return None
+
+
 def run(directory: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """One engine start; a successful one also reports the bytes a request of the final
     ``max_model_len`` needs with the null block (vLLM's own accounting), so a caller can try
@@ -81,7 +90,7 @@ def run(directory: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     )
 
     try:
-        llm = LLM(model=directory, enforce_eager=True, dtype="bfloat16", seed=0, **kwargs)
+        llm = LLM(model=directory, enforce_eager=True, seed=0, **{"dtype": "bfloat16", **kwargs})
     except Exception as e:  # the engine's refusal is the answer
         text = str(e)
         cause = e.__cause__
@@ -119,6 +128,8 @@ def run(directory: str, kwargs: dict[str, Any]) -> dict[str, Any]:
             "mamba_ssm_cache_dtype": cache.mamba_ssm_cache_dtype,
             "mamba_cache_mode": cache.mamba_cache_mode,
             "kv_cache_layout": kv.kv_cache_layout,
+            "dtype": str(model.dtype).removeprefix("torch."),
+            "param_bytes": _param_bytes(core),
         }
     finally:
         del llm

@@ -42,6 +42,7 @@ GRID: list[dict[str, Any]] = [
         "max_model_len": 2048,
         "disable_hybrid_kv_cache_manager": True,
     },
+    {"kv_cache_memory_bytes": 4 * MIB, "max_model_len": 2048, "dtype": "float32"},
 ]
 
 

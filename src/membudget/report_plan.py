@@ -551,6 +551,7 @@ class VllmPlanReport:
                 "disable_hybrid_kv_cache_manager": s.disable_hybrid_kv_cache_manager,
                 "mamba_ssm_cache_dtype": s.mamba_ssm_cache_dtype,
                 "num_gpu_blocks_override": s.num_gpu_blocks_override,
+                "dtype": s.dtype,
             },
             "memory": {
                 "per": "GPU (the fullest rank)",
@@ -659,7 +660,7 @@ class VllmPlanReport:
             if s.platform == "cpu" and s.kv_cache_memory_bytes is not None
             else "gpu_memory_utilization x memory",
         )
-        t.add_row("weights", format_bytes(e.weights_bytes), f"1/{ranks} of the weights")
+        t.add_row("weights", format_bytes(e.weights_bytes), "the fullest rank's share (TP x PP)")
         t.add_row(
             "activation peak", format_bytes(e.activation_bytes), "estimated; vLLM profiles it"
         )

@@ -38,7 +38,7 @@ from membudget.engines.vllm import (
     check_vllm_parallel,
     estimate_vllm,
 )
-from membudget.engines.vllm.profile import MambaSsmDtype
+from membudget.engines.vllm.profile import MambaSsmDtype, ModelDtype
 from membudget.errors import InvalidArgumentError
 from membudget.hardware import Hardware, cpu_flags
 from membudget.model import ModelSpec
@@ -174,6 +174,7 @@ VLLM_ONLY = {
     "disable_hybrid_kv_cache_manager": "--disable-hybrid-kv-cache-manager",
     "mamba_ssm_cache_dtype": "--mamba-ssm-cache-dtype",
     "num_gpu_blocks_override": "--num-gpu-blocks-override",
+    "dtype": "--dtype",
 }
 SGLANG_ONLY = {
     "mem_fraction_static": "--mem-fraction-static",
@@ -267,6 +268,8 @@ class PlanRequest:
     disable_hybrid_kv_cache_manager: bool = False
     mamba_ssm_cache_dtype: str = "auto"
     num_gpu_blocks_override: int | None = None
+    dtype: str = "auto"
+    """vLLM's --dtype."""
     mem_fraction_static: float | None = None
     """SGLang's --mem-fraction-static; None: its default for the GPU."""
     page_size: int = 1
@@ -359,6 +362,10 @@ class PlanRequest:
                 "--mamba-ssm-cache-dtype",
                 self.mamba_ssm_cache_dtype,
                 "must be auto, float32, float16 or bfloat16",
+            )
+        if self.dtype not in _MODEL_DTYPES:
+            raise InvalidArgumentError(
+                "--dtype", self.dtype, f"must be one of {', '.join(_MODEL_DTYPES)}"
             )
         if self.mem_fraction_static is not None and not 0 < self.mem_fraction_static < 1:
             raise InvalidArgumentError(
@@ -591,9 +598,11 @@ def vllm_settings(
         disable_hybrid_kv_cache_manager=request.disable_hybrid_kv_cache_manager,
         mamba_ssm_cache_dtype=ssm,
         num_gpu_blocks_override=request.num_gpu_blocks_override,
+        dtype=next(d for d in _MODEL_DTYPES if d == request.dtype),
     )
 
 
+_MODEL_DTYPES: tuple[ModelDtype, ...] = ("auto", "half", "float16", "bfloat16", "float", "float32")
 _SSM_DTYPES: tuple[MambaSsmDtype, ...] = ("auto", "float32", "float16", "bfloat16")
 
 

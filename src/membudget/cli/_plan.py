@@ -265,6 +265,13 @@ def plan(
     num_gpu_blocks_override: Annotated[
         int | None, typer.Option(help="vLLM --num-gpu-blocks-override.")
     ] = None,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="vLLM --dtype: auto, half, float16, bfloat16, float or float32 (the weights' "
+            "and, under --kv-cache-dtype auto, the cache's)."
+        ),
+    ] = "auto",
     mem_fraction_static: Annotated[
         float | None,
         typer.Option(help="SGLang --mem-fraction-static (default: SGLang's for the GPU's memory)."),
@@ -501,6 +508,7 @@ def plan(
         disable_hybrid_kv_cache_manager=disable_hybrid_kv_cache_manager,
         mamba_ssm_cache_dtype=mamba_ssm_cache_dtype,
         num_gpu_blocks_override=num_gpu_blocks_override,
+        dtype=dtype,
         mem_fraction_static=mem_fraction_static,
         page_size=page_size,
         chunked_prefill_size=chunked_prefill_size,

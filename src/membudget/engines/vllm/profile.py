@@ -45,12 +45,13 @@ from membudget.engines.vllm.kvcache import (
     layer_specs,
 )
 from membudget.errors import InvalidArgumentError
-from membudget.model import ModelSpec
+from membudget.model import ModelSpec, block_index
 from membudget.units import GIB, MIB
 
 __all__ = [
     "KvCacheDtype",
     "MambaSsmDtype",
+    "ModelDtype",
     "VllmEstimate",
     "VllmSettings",
     "activation_bytes",
@@ -61,6 +62,24 @@ __all__ = [
 ]
 
 KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
+ModelDtype = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
+_MODEL_DTYPES: tuple[ModelDtype, ...] = ("auto", "half", "float16", "bfloat16", "float", "float32")
+# vllm/config/model.py _get_and_verify_dtype: "auto" keeps a 16-bit checkpoint's dtype and
+# downcasts a float32 one to the platform's first supported dtype (_resolve_auto_dtype):
+# two bytes either way for a text model
+_MODEL_DTYPE_BYTES = {
+    "auto": 2,
+    "half": 2,
+    "float16": 2,
+    "bfloat16": 2,
+    "float": 4,
+    "float32": 4,
+}
+# Checkpoint tensors stored in a floating dtype, which vLLM loads in the model's dtype: the
+# safetensors dtype names and the config's torch_dtype labels
+_FLOAT_STORAGE = frozenset(
+    {"F32", "F16", "BF16", "float32", "float16", "bfloat16", "half", "float", "bf16"}
+)
 MambaSsmDtype = Literal["auto", "float32", "float16", "bfloat16"]
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
@@ -128,6 +147,9 @@ class VllmSettings:
     """The SSM state's dtype; auto: the model's (the CPU platform makes it float32 where the
     CPU has AVX512-BF16; the request layer resolves that)."""
     num_gpu_blocks_override: int | None = None
+    dtype: ModelDtype = "auto"
+    """``--dtype``: the weights' and activations' dtype, and the cache's under
+    ``--kv-cache-dtype auto``."""
 
     def __post_init__(self) -> None:
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -160,6 +182,10 @@ class VllmSettings:
         if self.kv_cache_dtype not in ("auto", "fp8", "fp8_e4m3", "fp8_e5m2"):
             raise InvalidArgumentError(
                 "kv_cache_dtype", self.kv_cache_dtype, "must be auto, fp8, fp8_e4m3 or fp8_e5m2"
+            )
+        if self.dtype not in _MODEL_DTYPES:
+            raise InvalidArgumentError(
+                "--dtype", self.dtype, f"must be one of {', '.join(_MODEL_DTYPES)}"
             )
         if self.mamba_ssm_cache_dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise InvalidArgumentError(
@@ -290,28 +316,92 @@ def check_vllm_parallel(spec: ModelSpec, tp: int, pp: int) -> None:
 def activation_bytes(spec: ModelSpec, s: VllmSettings) -> int:
     """An estimate of vLLM's profiled activation peak on one rank: the dummy batch of
     ``max_num_batched_tokens`` through the widest MLP (gate and up projections, then the
-    activation, in bf16), the residual stream, and the sampler's fp32 logits for
+    activation, in the model's dtype), the residual stream, and the sampler's fp32 logits for
     ``max_num_seqs`` sequences (logits, probabilities and their sort)."""
     t, seqs = s.batching
     tp = s.tensor_parallel_size
     n_ff = max(spec.n_ff, spec.n_ff_expert * max(spec.n_expert_used, 1))
-    mlp = t * (3 * n_ff // tp) * 2
-    resid = 4 * t * spec.n_embd * 2
+    size = _MODEL_DTYPE_BYTES[s.dtype]
+    mlp = t * (3 * n_ff // tp) * size
+    resid = 4 * t * spec.n_embd * size
     sampler = 3 * seqs * spec.n_vocab * 4
     return mlp + resid + sampler
 
 
-def _kv_dtype_bytes(dtype: KvCacheDtype) -> int:
-    return 1 if dtype != "auto" else 2  # bf16/fp16 models; every fp8 is one byte
+def _kv_dtype_bytes(dtype: KvCacheDtype, model_bytes: int) -> int:
+    """``--kv-cache-dtype``: every fp8 is one byte; auto is the model's dtype."""
+    return 1 if dtype != "auto" else model_bytes
+
+
+def vllm_weight_bytes(spec: ModelSpec, dtype: ModelDtype) -> int:
+    """The weights as vLLM holds them: tensors stored in a floating dtype at ``--dtype``'s
+    size (``vllm/model_executor/model_loader``: parameters are created in the model's dtype),
+    quantised tensors as stored. A quantised checkpoint at ``float32`` is refused, as vLLM's
+    quantisation methods refuse it (``get_supported_act_dtypes``)."""
+    size = _MODEL_DTYPE_BYTES[dtype]
+    delta = 0
+    quantised = False
+    for t in spec.tensors:
+        if t.type_name in _FLOAT_STORAGE:
+            delta += t.n_elements * size - t.n_bytes
+        else:
+            quantised = True
+    if quantised and size == 4:
+        raise InvalidArgumentError(
+            "--dtype",
+            dtype,
+            f"must be auto, half, float16 or bfloat16 for {spec.name}'s quantised weights "
+            f"({spec.quant.file_type}): vLLM's quantisation methods refuse float32",
+        )
+    return spec.weights.total + delta
+
+
+def pp_partitions(n_layer: int, pp: int) -> list[int]:
+    """Layers a pipeline stage holds (``vllm/distributed/utils.py`` ``get_pp_indices``): an
+    even split, the remainder spread over the stages before the last, from the second-to-last
+    backwards."""
+    parts = [n_layer // pp] * pp
+    for i in range(2, n_layer % pp + 2):
+        parts[-i] += 1
+    return parts
+
+
+def rank_weight_bytes(spec: ModelSpec, dtype: ModelDtype, tp: int, pp: int) -> int:
+    """The weights one rank of the fullest pipeline stage holds: its layers, the embedding on
+    the first stage, the output head and final norm on the last (and with tied embeddings
+    a copy of the embedding there too, as ``ParallelLMHead`` is its own parameter when the
+    stages differ), split over the tensor-parallel ranks (``ColumnParallelLinear``,
+    ``RowParallelLinear``, ``VocabParallelEmbedding``; the small norms they replicate are
+    counted as split)."""
+    total = vllm_weight_bytes(spec, dtype)
+    if pp == 1:
+        return _cdiv(total, tp)
+    size = _MODEL_DTYPE_BYTES[dtype]
+    parts = pp_partitions(spec.n_layer, pp)
+    starts = [sum(parts[:i]) for i in range(pp)]
+    stages = [0] * pp
+    for t in spec.tensors:
+        n = t.n_elements * size if t.type_name in _FLOAT_STORAGE else t.n_bytes
+        il = block_index(t.name)
+        if il is not None and il < spec.n_layer:
+            stage = max(i for i in range(pp) if starts[i] <= il)
+        elif t.name == "token_embd.weight":
+            stage = 0
+            if spec.tied_embeddings:
+                stages[-1] += n
+        else:
+            stage = pp - 1
+        stages[stage] += n
+    return _cdiv(max(stages), tp)
 
 
 def estimate_vllm(spec: ModelSpec, settings: VllmSettings) -> VllmEstimate:
     """vLLM's budget on the first (fullest) rank of a TP x PP deployment, and its KV-cache
     decision there (:func:`.kvcache.decide_kv_cache`)."""
     s = settings
-    ranks = s.tensor_parallel_size * s.pipeline_parallel_size
     derived = spec.n_ctx_train or 4096
-    weights = _cdiv(spec.weights.total, ranks)
+    weights = rank_weight_bytes(spec, s.dtype, s.tensor_parallel_size, s.pipeline_parallel_size)
+    model_bytes = _MODEL_DTYPE_BYTES[s.dtype]
     tokens, seqs = s.batching
     cpu = s.platform == "cpu"
     act = s.activation_bytes if s.activation_bytes is not None else activation_bytes(spec, s)
@@ -327,7 +417,8 @@ def estimate_vllm(spec: ModelSpec, settings: VllmSettings) -> VllmEstimate:
         spec,
         platform=s.platform,
         block_size=s.block_size,
-        kv_dtype_bytes=_kv_dtype_bytes(s.kv_cache_dtype),
+        kv_dtype_bytes=_kv_dtype_bytes(s.kv_cache_dtype, model_bytes),
+        model_dtype_bytes=model_bytes,
         ssm_dtype_bytes=_DTYPE_BYTES.get(s.mamba_ssm_cache_dtype),
         tensor_parallel_size=s.tensor_parallel_size,
     )[:stage]
@@ -395,6 +486,8 @@ def vllm_command(estimate: VllmEstimate, model: str) -> list[str]:
     cmd += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
     if s.kv_cache_dtype != "auto":
         cmd += ["--kv-cache-dtype", s.kv_cache_dtype]
+    if s.dtype != "auto":
+        cmd += ["--dtype", s.dtype]
     if s.tensor_parallel_size > 1:
         cmd += ["-tp", str(s.tensor_parallel_size)]
     if s.pipeline_parallel_size > 1:
