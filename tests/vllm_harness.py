@@ -70,15 +70,6 @@ def _spec(spec: Any) -> dict[str, Any]:
     return out
 
 
-def _param_bytes(core: Any) -> int | None:
-    """The bytes of the loaded model's parameters, as the worker holds them."""
-    try:
-        model = core.model_executor.driver_worker.worker.model_runner.model
-        return int(sum(p.numel() * p.element_size() for p in model.parameters()))
-    except AttributeError:
-        return None
-
-
 def run(directory: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """One engine start; a successful one also reports the bytes a request of the final
     ``max_model_len`` needs with the null block (vLLM's own accounting), so a caller can try
@@ -129,7 +120,6 @@ def run(directory: str, kwargs: dict[str, Any]) -> dict[str, Any]:
             "mamba_cache_mode": cache.mamba_cache_mode,
             "kv_cache_layout": kv.kv_cache_layout,
             "dtype": str(model.dtype).removeprefix("torch."),
-            "param_bytes": _param_bytes(core),
         }
     finally:
         del llm
