@@ -1,15 +1,18 @@
 """``load_model(source)``: one entry point for every kind of model source.
 
 ``source`` may be a GGUF file (or one part of a split model), a safetensors file or checkpoint
-directory, a ``config.json``, a Hugging Face repo id found in the local cache (offline), or a
-catalogue name. Paths win over repo ids, and repo ids over catalogue names.
+directory, a ``config.json``, a catalogue name, a Hugging Face repo (``OWNER/REPO``: the local
+cache first, else its headers on the Hub; ``OWNER/REPO:QUANT``: a GGUF in it), an ``http(s)://``
+URL of a GGUF or safetensors file, or ``ollama:NAME[:TAG]`` in Ollama's local store. Paths win
+over catalogue names, and catalogue names over repos. Remote sources are read by their headers
+only (:mod:`membudget.readers.remote`).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from membudget.errors import ConfigError, ModelFileError, UnknownModelError
 from membudget.model import ModelSpec, TensorSpec
@@ -74,7 +77,23 @@ def _looks_like_gguf(path: Path) -> bool:
 
 
 def _from_checkpoint(config_path: Path, weights: SafetensorsFile | None, name: str) -> ModelSpec:
-    cfg = read_config(config_path)
+    return checkpoint_spec(
+        read_config(config_path),
+        config_path,
+        weights,
+        name,
+        str(config_path.parent if weights is not None else config_path),
+    )
+
+
+def checkpoint_spec(
+    cfg: dict[str, Any],
+    config_path: Path,
+    weights: SafetensorsFile | None,
+    name: str,
+    source: str,
+) -> ModelSpec:
+    """A model from its config and, when read, its safetensors headers (local or remote)."""
     quantised = "quantization_config" in cfg
     real = None
     n_params = None
@@ -95,7 +114,7 @@ def _from_checkpoint(config_path: Path, weights: SafetensorsFile | None, name: s
         cfg,
         path=config_path,
         name=name,
-        source=str(config_path.parent if weights is not None else config_path),
+        source=source,
         source_kind="safetensors" if weights is not None else "config",
         real_tensors=real,
         n_params=n_params,
@@ -123,9 +142,18 @@ def _from_directory(directory: Path, name: str) -> ModelSpec:
     raise ModelFileError(directory, "it has no config.json, safetensors or GGUF file")
 
 
-def load_model(source: str | os.PathLike[str]) -> ModelSpec:
-    """Describe the model ``source`` names. See the module docstring for what it accepts."""
+def load_model(source: str | os.PathLike[str], *, revision: str = "main") -> ModelSpec:
+    """Describe the model ``source`` names. See the module docstring for what it accepts;
+    ``revision`` is the Hub revision (branch, tag or commit) of a repo read remotely."""
     text = os.fspath(source)
+    if text.startswith("ollama:"):
+        from membudget.readers.remote.ollama import ollama_spec  # noqa: PLC0415
+
+        return ollama_spec(text)
+    if text.startswith(("http://", "https://")):
+        from membudget.readers.remote.hub import url_spec  # noqa: PLC0415
+
+        return url_spec(text)
     path = Path(text).expanduser()
     if path.is_dir():
         return _from_directory(path, path.name)
@@ -150,12 +178,18 @@ def load_model(source: str | os.PathLike[str]) -> ModelSpec:
         os.sep in text and not _is_repo_id(text)
     ):
         raise ModelFileError(path, "no such file or directory")
-    if _is_repo_id(text):
-        snapshot = resolve_hf_cache(text)
-        if snapshot is not None:
-            return _from_directory(snapshot, text)
     if find_entry(text) is not None:
         return catalog_spec(text)
+    from membudget.readers.remote.hub import hub_source, hub_spec  # noqa: PLC0415
+
+    hub = hub_source(text)
+    if hub is not None:
+        repo, tag = hub
+        if tag is None and revision == "main":
+            snapshot = resolve_hf_cache(repo)
+            if snapshot is not None:
+                return _from_directory(snapshot, text)
+        return hub_spec(text, repo, tag, revision)
     raise UnknownModelError(text, suggest(text))
 
 

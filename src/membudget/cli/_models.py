@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from membudget.cli._app import app
-from membudget.cli._output import Explain, Quiet, load_with_progress, render
+from membudget.cli._output import SOURCE_HELP, Explain, Quiet, Revision, load_with_progress, render
 from membudget.presets import PRESETS
 
 
@@ -25,19 +25,14 @@ def models(
 
 @app.command()
 def inspect(
-    source: Annotated[
-        str,
-        typer.Argument(
-            help="A GGUF file, safetensors file or directory, config.json, cached HF repo id, "
-            "or catalogue name."
-        ),
-    ],
+    source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     quant: Annotated[
         str | None,
         typer.Option(help=f"Requantise to a llama.cpp preset: {', '.join(PRESETS)}."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     quiet: Quiet = False,
+    revision: Revision = "main",
     explain: Explain = False,
 ) -> None:
     """Show what membudget knows about a model: geometry, weights, quantisation.
@@ -45,7 +40,7 @@ def inspect(
     from membudget.presets import apply_preset
     from membudget.report import ModelReport
 
-    spec = load_with_progress(source, quiet=quiet)
+    spec = load_with_progress(source, quiet=quiet, revision=revision)
     if quant is not None:
         spec = apply_preset(spec, quant)
     render(ModelReport(spec), as_json=as_json, quiet=quiet, explain=explain)

@@ -24,8 +24,27 @@ if TYPE_CHECKING:
     from membudget.explain import Step
     from membudget.model import ModelSpec
 
-__all__ = ["Explain", "Quiet", "Report", "busy", "load_with_progress", "render"]
+__all__ = [
+    "SOURCE_HELP",
+    "Explain",
+    "Quiet",
+    "Report",
+    "Revision",
+    "busy",
+    "load_with_progress",
+    "render",
+]
 
+SOURCE_HELP = (
+    "A GGUF file, safetensors file or directory, config.json, catalogue name, Hugging Face "
+    "repo (OWNER/REPO, or OWNER/REPO:QUANT for a GGUF in it; headers only), http(s) URL of a "
+    "GGUF or safetensors file, or ollama:NAME[:TAG] from Ollama's local store."
+)
+
+Revision = Annotated[
+    str,
+    typer.Option(help="The Hub revision (branch, tag or commit) of an OWNER/REPO source."),
+]
 Quiet = Annotated[
     bool,
     typer.Option(
@@ -179,9 +198,11 @@ def _stop(progress: Progress) -> None:
     progress.stop()
 
 
-def load_with_progress(source: str | os.PathLike[str], *, quiet: bool = False) -> ModelSpec:
+def load_with_progress(
+    source: str | os.PathLike[str], *, quiet: bool = False, revision: str = "main"
+) -> ModelSpec:
     """``load_model(source)``, with a progress bar when reading takes over a second."""
     from membudget.loader import load_model
 
     with busy(f"reading {os.fspath(source)}", quiet=quiet):
-        return load_model(source)
+        return load_model(source, revision=revision)

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from membudget.cli._app import EXIT_DOES_NOT_FIT, app
-from membudget.cli._output import Explain, Quiet, busy, load_with_progress, render
+from membudget.cli._output import (
+    SOURCE_HELP,
+    Explain,
+    Quiet,
+    Revision,
+    busy,
+    load_with_progress,
+    render,
+)
 from membudget.cli._params import parse_rpc_node, parse_split
 from membudget.errors import InvalidArgumentError, MembudgetError
 from membudget.units import parse_size
@@ -57,9 +65,7 @@ SwaFull = Annotated[
     bool, typer.Option("--swa-full", help="Full-size cache for sliding-window layers.")
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
-Source = Annotated[
-    str, typer.Argument(help="GGUF, safetensors, config.json, HF repo id or catalogue name.")
-]
+Source = Annotated[str, typer.Argument(help=SOURCE_HELP)]
 Quant = Annotated[
     str | None, typer.Option(help="Requantise the weights to a llama.cpp preset first.")
 ]
@@ -441,6 +447,7 @@ def plan(
     as_json: AsJson = False,
     quiet: Quiet = False,
     explain: Explain = False,
+    revision: Revision = "main",
 ) -> None:
     """Will it fit? What an engine allocates (weights, KV cache, recurrent state, output,
     compute), the largest context and most parallel sequences that fit, and the command to run.
@@ -517,7 +524,7 @@ def plan(
         max_total_tokens=max_total_tokens,
         disable_piecewise_cuda_graph=disable_piecewise_cuda_graph,
     )
-    spec = load_with_progress(source, quiet=quiet)
+    spec = load_with_progress(source, quiet=quiet, revision=revision)
     result = run_plan(request, spec, detect)
     render(result, as_json=as_json, quiet=quiet, explain=explain)
     if result.fits is False:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from membudget.cli._app import app, emit_json
-from membudget.cli._output import Quiet, busy, load_with_progress
+from membudget.cli._output import Quiet, Revision, busy, load_with_progress
 from membudget.cli._plan import (
     CTK,
     CTV,
@@ -59,6 +59,7 @@ def plot(
         bool, typer.Option("--json", help="Print the plotted numbers as JSON on stdout.")
     ] = False,
     quiet: Quiet = False,
+    revision: Revision = "main",
 ) -> None:
     """Draw memory stacked by component against context length, with each device's budget
     and the largest context that fits. Needs the plot extra: pip install 'membudget[plot]'."""
@@ -88,7 +89,7 @@ def plot(
         margin=margin,
         gpu=gpu,
     )
-    spec = load_with_progress(source, quiet=quiet)
+    spec = load_with_progress(source, quiet=quiet, revision=revision)
     probe = cache(detect)
     with busy("computing the curve", quiet=quiet):
         curve = memory_curve(spec, request, probe)

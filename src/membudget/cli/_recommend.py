@@ -7,15 +7,13 @@ from typing import Annotated
 import typer
 
 from membudget.cli._app import app
-from membudget.cli._output import Explain, Quiet, load_with_progress, render
+from membudget.cli._output import SOURCE_HELP, Explain, Quiet, Revision, load_with_progress, render
 from membudget.units import parse_size
 
 
 @app.command()
 def recommend(
-    source: Annotated[
-        str, typer.Argument(help="GGUF, safetensors, config.json, HF repo id or catalogue name.")
-    ],
+    source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     ctx: Annotated[
         int, typer.Option("--ctx", "-c", help="The context you want, in tokens (default: trained).")
     ] = 0,
@@ -29,6 +27,7 @@ def recommend(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     quiet: Quiet = False,
+    revision: Revision = "main",
     explain: Explain = False,
 ) -> None:
     """Recommend the KV-cache type, flash attention, prefix caching, batch size and threads for
@@ -40,7 +39,7 @@ def recommend(
     from membudget.recommend import recommend as _recommend
     from membudget.report_plan import RecommendReport
 
-    spec = load_with_progress(source, quiet=quiet)
+    spec = load_with_progress(source, quiet=quiet, revision=revision)
     if quant is not None:
         spec = apply_preset(spec, quant)
     hw = detect()

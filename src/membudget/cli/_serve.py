@@ -40,6 +40,14 @@ def serve(
     ] = None,
     max_body: Annotated[int, typer.Option(help="Largest request body accepted, in bytes.")] = 64
     * 1024,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote",
+            help="Let the page read Hugging Face repos (OWNER/REPO[:QUANT]), Hub URLs and "
+            "Ollama names by their headers. Without it the server makes no outbound request.",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the address as JSON on stdout once listening.")
     ] = False,
@@ -60,7 +68,7 @@ def serve(
         raise InvalidArgumentError("--max-body", max_body, "must be at least 1024 bytes")
     if not _is_loopback(host):
         warn(f"binding to {host}: the page is reachable from other machines.")
-    application = create_app(tuple(allow_dir or ()), max_body)
+    application = create_app(tuple(allow_dir or ()), max_body, allow_remote)
     config = uvicorn.Config(
         application,
         host=host,

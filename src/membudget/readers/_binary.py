@@ -52,7 +52,15 @@ def open_regular_file(path: Path, error: type[ModelFileError]) -> int:
 
 
 class Source:
-    """A read-only, bounds-checked view of a model file."""
+    """A read-only, bounds-checked view of a model file.
+
+    ``buf`` holds the file's bytes from offset 0: the whole file here (mapped), the part read so
+    far for a remote file (:class:`membudget.readers.remote.source.RemoteSource`). Parsers call
+    :meth:`need` (or :meth:`ensure`, which never fails) before reading ``buf`` at an offset, so
+    the same parser reads both."""
+
+    window_max = 1 << 23
+    """The most bytes a parser should ask for at once beyond what it needs (a scan window)."""
 
     def __init__(self, path: Path, error: type[ModelFileError]) -> None:
         self.path = path
@@ -87,13 +95,18 @@ class Source:
         self.close()
 
     def need(self, offset: int, length: int, what: str) -> None:
-        """Raise a truncation error unless ``length`` bytes exist at ``offset``."""
+        """Raise a truncation error unless ``length`` bytes exist at ``offset``; make them
+        readable in ``buf``."""
         if length < 0 or offset + length > self.size:
             raise self.error(
                 self.path,
                 f"file is truncated: {what} needs {length} bytes at offset {offset}, "
                 f"but the file has {self.size} bytes",
             )
+        self.ensure(offset + length)
+
+    def ensure(self, end: int) -> None:
+        """Make ``buf`` hold the file's bytes up to ``min(end, size)`` (all of them here)."""
 
     def unpack(self, fmt: struct.Struct, offset: int, what: str) -> tuple[object, ...]:
         self.need(offset, fmt.size, what)

@@ -31,6 +31,8 @@ __all__ = [
     "GGUFFile",
     "GGUFTensor",
     "MetadataValue",
+    "join_parts",
+    "parse_gguf",
     "read_gguf",
     "split_parts",
 ]
@@ -191,6 +193,7 @@ class _Reader:
             self.pos += count * fmt.size
             if count > _KEEP_ARRAY_MAX or key.startswith("tokenizer."):
                 return ArrayInfo(_type_name(element_type), count)
+            self.src.need(start, count * fmt.size, f"the values of {key!r}")
             kind = _NP_KINDS[element_type]
             dtype = np.dtype(("<" if self.order == "<" else ">") + kind)
             values = np.frombuffer(self.src.buf, dtype=dtype, count=count, offset=start)
@@ -218,11 +221,12 @@ class _Reader:
 
 def _walk_strings(src: Source, pos: int, count: int, u64: struct.Struct, key: str) -> int:
     """Step over ``count`` length-prefixed strings one by one; return the end offset."""
-    buf, size, unpack = src.buf, src.size, u64.unpack_from
+    size, unpack = src.size, u64.unpack_from
     for _ in range(count):
         if pos + 8 > size:
             break
-        pos += 8 + unpack(buf, pos)[0]
+        src.ensure(pos + 8)
+        pos += 8 + unpack(src.buf, pos)[0]
         if pos > size:
             break
     else:
@@ -246,7 +250,7 @@ def skip_strings(src: Source, pos: int, count: int, order: str, key: str) -> int
     u64 = struct.Struct(order + "Q")
     if order != "<":
         return _walk_strings(src, pos, count, u64, key)
-    buf, size = src.buf, src.size
+    size = src.size
     remaining = count
     start = pos
     while remaining > 0:
@@ -254,9 +258,11 @@ def skip_strings(src: Source, pos: int, count: int, order: str, key: str) -> int
         # short token), then the average seen so far, with a quarter to spare.
         done = count - remaining
         per_string = (pos - start) / done if done else 16.0
-        window = min(_WINDOW_MAX, int(remaining * per_string * 1.25) + 4096)
+        window = min(_WINDOW_MAX, src.window_max, int(remaining * per_string * 1.25) + 4096)
         end = min(size, pos + window)
         length = end - pos
+        src.ensure(end)
+        buf = src.buf
         if remaining < 64 or length < 16:
             return _walk_strings(src, pos, remaining, u64, key)
         # mask[i]: the 8 bytes at pos + i read as a little-endian u64 are below 256, i.e. they
@@ -311,86 +317,93 @@ def split_parts(path: Path) -> tuple[Path, ...]:
 
 def _read_one(path: Path, part: int) -> GGUFFile:
     with Source(path, GGUFError) as src:
-        src.need(0, 8, "the magic number and version")
-        magic = int.from_bytes(src.buf[0:4], "little")
-        if magic != GGUF_MAGIC:
-            raise GGUFError(
-                path, f"not a GGUF file: magic is {bytes(src.buf[0:4])!r}, expected b'GGUF'"
-            )
-        version = int.from_bytes(src.buf[4:8], "little")
-        order = "<"
-        if version > 0xFFFF and int.from_bytes(src.buf[4:8], "big") in (2, 3):
-            order, version = ">", int.from_bytes(src.buf[4:8], "big")
-        if version == 1:
-            raise GGUFError(
-                path, "GGUF version 1 is not supported (only 2 and 3); convert the model again"
-            )
-        if version not in (2, 3):
-            raise GGUFError(path, f"unsupported GGUF version {version} (expected 2 or 3)")
-        r = _Reader(src, order)
-        r.pos = 8
-        n_tensors = r.read_u64("the tensor count")
-        n_kv = r.read_u64("the metadata count")
-        remaining = src.size - r.pos
-        if n_kv > remaining // 13:  # key length (8) + one key byte + value type (4)
-            raise GGUFError(
-                path,
-                f"file is truncated or corrupt: header claims {n_kv} metadata entries, "
-                f"more than the remaining {remaining} bytes can hold",
-            )
-        metadata: dict[str, MetadataValue] = {}
-        for i in range(n_kv):
-            key = r.read_string(f"metadata key #{i}")
-            value_type = r.read_u32(f"the type of {key!r}")
-            value = r.read_value(value_type, key)
-            if key in metadata:
-                raise GGUFError(path, f"metadata key {key!r} appears twice")
-            metadata[key] = value
-        remaining = src.size - r.pos
-        if n_tensors > remaining // 24:  # name length (8) + n_dims (4) + type (4) + offset (8)
-            raise GGUFError(
-                path,
-                f"file is truncated or corrupt: header claims {n_tensors} tensors, "
-                f"more than the remaining {remaining} bytes can hold",
-            )
-        raw: list[tuple[str, tuple[int, ...], int, int]] = []
-        for i in range(n_tensors):
-            name = r.read_string(f"the name of tensor #{i}")
-            n_dims = r.read_u32(f"the dimension count of {name!r}")
-            if n_dims > GGML_MAX_DIMS:
-                raise GGUFError(
-                    path, f"tensor {name!r} has {n_dims} dimensions (at most {GGML_MAX_DIMS})"
-                )
-            if n_dims == 0:
-                raise GGUFError(path, f"tensor {name!r} has 0 dimensions")
-            shape = tuple(r.read_u64(f"the shape of {name!r}") for _ in range(n_dims))
-            type_id = r.read_u32(f"the type of {name!r}")
-            offset = r.read_u64(f"the offset of {name!r}")
-            raw.append((name, shape, type_id, offset))
-        alignment_value = metadata.get(Keys.General.ALIGNMENT, GGUF_DEFAULT_ALIGNMENT)
-        if (
-            not isinstance(alignment_value, int)
-            or isinstance(alignment_value, bool)
-            or alignment_value <= 0
-            or alignment_value & (alignment_value - 1)
-        ):
-            raise GGUFError(
-                path, f"general.alignment is {alignment_value!r}; it must be a power of two"
-            )
-        alignment = alignment_value
-        data_offset = -(-r.pos // alignment) * alignment
-        tensors = _tensor_infos(path, raw, alignment, max(0, src.size - data_offset), part)
-        return GGUFFile(
-            path=path,
-            version=version,
-            byte_order="little" if order == "<" else "big",
-            metadata=metadata,
-            tensors=tensors,
-            alignment=alignment,
-            data_offset=data_offset,
-            file_size=src.size,
-            parts=(path,),
+        return parse_gguf(src, part)
+
+
+def parse_gguf(src: Source, part: int = 0) -> GGUFFile:
+    """Parse the GGUF header ``src`` holds (part ``part`` of a split model): the one parser for
+    local and remote files."""
+    path = src.path
+    src.need(0, 8, "the magic number and version")
+    magic = int.from_bytes(src.buf[0:4], "little")
+    if magic != GGUF_MAGIC:
+        raise GGUFError(
+            path, f"not a GGUF file: magic is {bytes(src.buf[0:4])!r}, expected b'GGUF'"
         )
+    version = int.from_bytes(src.buf[4:8], "little")
+    order = "<"
+    if version > 0xFFFF and int.from_bytes(src.buf[4:8], "big") in (2, 3):
+        order, version = ">", int.from_bytes(src.buf[4:8], "big")
+    if version == 1:
+        raise GGUFError(
+            path, "GGUF version 1 is not supported (only 2 and 3); convert the model again"
+        )
+    if version not in (2, 3):
+        raise GGUFError(path, f"unsupported GGUF version {version} (expected 2 or 3)")
+    r = _Reader(src, order)
+    r.pos = 8
+    n_tensors = r.read_u64("the tensor count")
+    n_kv = r.read_u64("the metadata count")
+    remaining = src.size - r.pos
+    if n_kv > remaining // 13:  # key length (8) + one key byte + value type (4)
+        raise GGUFError(
+            path,
+            f"file is truncated or corrupt: header claims {n_kv} metadata entries, "
+            f"more than the remaining {remaining} bytes can hold",
+        )
+    metadata: dict[str, MetadataValue] = {}
+    for i in range(n_kv):
+        key = r.read_string(f"metadata key #{i}")
+        value_type = r.read_u32(f"the type of {key!r}")
+        value = r.read_value(value_type, key)
+        if key in metadata:
+            raise GGUFError(path, f"metadata key {key!r} appears twice")
+        metadata[key] = value
+    remaining = src.size - r.pos
+    if n_tensors > remaining // 24:  # name length (8) + n_dims (4) + type (4) + offset (8)
+        raise GGUFError(
+            path,
+            f"file is truncated or corrupt: header claims {n_tensors} tensors, "
+            f"more than the remaining {remaining} bytes can hold",
+        )
+    raw: list[tuple[str, tuple[int, ...], int, int]] = []
+    for i in range(n_tensors):
+        name = r.read_string(f"the name of tensor #{i}")
+        n_dims = r.read_u32(f"the dimension count of {name!r}")
+        if n_dims > GGML_MAX_DIMS:
+            raise GGUFError(
+                path, f"tensor {name!r} has {n_dims} dimensions (at most {GGML_MAX_DIMS})"
+            )
+        if n_dims == 0:
+            raise GGUFError(path, f"tensor {name!r} has 0 dimensions")
+        shape = tuple(r.read_u64(f"the shape of {name!r}") for _ in range(n_dims))
+        type_id = r.read_u32(f"the type of {name!r}")
+        offset = r.read_u64(f"the offset of {name!r}")
+        raw.append((name, shape, type_id, offset))
+    alignment_value = metadata.get(Keys.General.ALIGNMENT, GGUF_DEFAULT_ALIGNMENT)
+    if (
+        not isinstance(alignment_value, int)
+        or isinstance(alignment_value, bool)
+        or alignment_value <= 0
+        or alignment_value & (alignment_value - 1)
+    ):
+        raise GGUFError(
+            path, f"general.alignment is {alignment_value!r}; it must be a power of two"
+        )
+    alignment = alignment_value
+    data_offset = -(-r.pos // alignment) * alignment
+    tensors = _tensor_infos(path, raw, alignment, max(0, src.size - data_offset), part)
+    return GGUFFile(
+        path=path,
+        version=version,
+        byte_order="little" if order == "<" else "big",
+        metadata=metadata,
+        tensors=tensors,
+        alignment=alignment,
+        data_offset=data_offset,
+        file_size=src.size,
+        parts=(path,),
+    )
 
 
 def _tensor_infos(
@@ -444,24 +457,14 @@ def _tensor_infos(
     return tuple(out)
 
 
-def read_gguf(path: str | Path) -> GGUFFile:
-    """Read the header of a GGUF file, or of every part of a split model.
-
-    For a split model, ``metadata`` is the first part's and ``tensors`` lists every part's
-    tensors. Raises :class:`membudget.GGUFError` for anything malformed.
-    """
-    path = Path(path)
-    parts = split_parts(path)
-    if len(parts) == 1:
-        return _read_one(path, 0)
-    files = []
-    for i, p in enumerate(parts):
-        files.append(_read_one(p, i))
-        advance(i + 1, len(parts), p.name)
+def join_parts(files: list[GGUFFile], path: Path) -> GGUFFile:
+    """One model from the parts of a split GGUF, read in order."""
+    if len(files) == 1:
+        return files[0]
     first = files[0]
     count = first.metadata.get(Keys.Split.LLM_KV_SPLIT_COUNT)
-    if isinstance(count, int) and count != len(parts):
-        raise GGUFError(path, f"split.count is {count}, but the file names say {len(parts)} parts")
+    if isinstance(count, int) and count != len(files):
+        raise GGUFError(path, f"split.count is {count}, but the file names say {len(files)} parts")
     names: set[str] = set()
     tensors: list[GGUFTensor] = []
     for f in files:
@@ -479,5 +482,22 @@ def read_gguf(path: str | Path) -> GGUFFile:
         alignment=first.alignment,
         data_offset=first.data_offset,
         file_size=sum(f.file_size for f in files),
-        parts=parts,
+        parts=tuple(f.path for f in files),
     )
+
+
+def read_gguf(path: str | Path) -> GGUFFile:
+    """Read the header of a GGUF file, or of every part of a split model.
+
+    For a split model, ``metadata`` is the first part's and ``tensors`` lists every part's
+    tensors. Raises :class:`membudget.GGUFError` for anything malformed.
+    """
+    path = Path(path)
+    parts = split_parts(path)
+    if len(parts) == 1:
+        return _read_one(path, 0)
+    files = []
+    for i, p in enumerate(parts):
+        files.append(_read_one(p, i))
+        advance(i + 1, len(parts), p.name)
+    return join_parts(files, path)

@@ -29,7 +29,14 @@ from membudget.model import (
 from membudget.quant import EXTERNAL_FORMATS, ggml_type_by_name
 from membudget.readers._binary import parse_json, read_small_file
 
-__all__ = ["Geometry", "StorageScheme", "geometry_from_config", "read_config", "spec_from_config"]
+__all__ = [
+    "Geometry",
+    "StorageScheme",
+    "geometry_from_config",
+    "parse_config",
+    "read_config",
+    "spec_from_config",
+]
 
 _MAX_NESTING = 4
 _MAX_DIM = 1 << 24  # no real dimension comes near 16 million
@@ -658,7 +665,12 @@ def _hf_weight_groups(tensors: tuple[TensorSpec, ...], n_layer: int) -> WeightBy
 def read_config(path: str | Path) -> dict[str, Any]:
     """Read a config.json as a dict; errors name the file."""
     path = Path(path)
-    cfg = parse_json(read_small_file(path, ConfigError), path, ConfigError, "it")
+    return parse_config(read_small_file(path, ConfigError), path)
+
+
+def parse_config(data: bytes, path: Path) -> dict[str, Any]:
+    """A config.json's bytes as a dict; errors name ``path``."""
+    cfg = parse_json(data, path, ConfigError, "it")
     if not isinstance(cfg, dict):
         raise ConfigError(path, f"it is a JSON {type(cfg).__name__}, not an object")
     return cfg

@@ -22,6 +22,9 @@ __all__ = [
     "HEADER_CAP",
     "SafetensorsFile",
     "SafetensorsTensor",
+    "index_shards",
+    "join_shards",
+    "parse_safetensors",
     "read_safetensors",
     "read_safetensors_dir",
 ]
@@ -89,18 +92,21 @@ def _fail(path: Path, problem: str) -> SafetensorsError:
 
 def read_safetensors(path: str | Path) -> SafetensorsFile:
     """Read one safetensors file's header. Raises :class:`membudget.SafetensorsError`."""
-    path = Path(path)
-    with Source(path, SafetensorsError) as src:
-        (length,) = src.unpack(_U64, 0, "the header length")
-        assert isinstance(length, int)
-        if length > HEADER_CAP:
-            raise _fail(path, f"header length {length} is over the {HEADER_CAP}-byte cap")
-        if length > src.size - 8:
-            raise _fail(
-                path, f"header length {length} runs past the end of the {src.size}-byte file"
-            )
-        raw = src.bytes_at(8, length, "the JSON header")
-        data_size = src.size - 8 - length
+    with Source(Path(path), SafetensorsError) as src:
+        return parse_safetensors(src)
+
+
+def parse_safetensors(src: Source) -> SafetensorsFile:
+    """Parse the header ``src`` holds: the one parser for local and remote files."""
+    path = src.path
+    (length,) = src.unpack(_U64, 0, "the header length")
+    assert isinstance(length, int)
+    if length > HEADER_CAP:
+        raise _fail(path, f"header length {length} is over the {HEADER_CAP}-byte cap")
+    if length > src.size - 8:
+        raise _fail(path, f"header length {length} runs past the end of the {src.size}-byte file")
+    raw = src.bytes_at(8, length, "the JSON header")
+    data_size = src.size - 8 - length
     header = parse_json(raw, path, SafetensorsError, "the header")
     if not isinstance(header, dict):
         raise _fail(path, f"the header is a JSON {type(header).__name__}, not an object")
@@ -148,6 +154,34 @@ def read_safetensors(path: str | Path) -> SafetensorsFile:
     return SafetensorsFile(path, tuple(tensors), metadata, (path,))
 
 
+def index_shards(data: bytes, index: Path) -> list[str]:
+    """The shard file names a ``model.safetensors.index.json`` maps its tensors to."""
+    parsed = parse_json(data, index, SafetensorsError, "the index")
+    weight_map = parsed.get("weight_map") if isinstance(parsed, dict) else None
+    if not isinstance(weight_map, dict):
+        raise _fail(index, "the index has no 'weight_map' object")
+    names = sorted({str(v) for v in weight_map.values()})
+    for n in names:
+        if Path(n).name != n:
+            raise _fail(index, f"shard name {n!r} points outside the checkpoint directory")
+    return names
+
+
+def join_shards(files: list[SafetensorsFile], directory: Path) -> SafetensorsFile:
+    """One checkpoint from its shards' headers; a tensor in two shards is refused."""
+    seen: set[str] = set()
+    tensors: list[SafetensorsTensor] = []
+    for f in files:
+        for t in f.tensors:
+            if t.name in seen:
+                raise _fail(f.path, f"tensor {t.name!r} appears in more than one shard")
+            seen.add(t.name)
+            tensors.append(t)
+    return SafetensorsFile(
+        directory, tuple(tensors), files[0].metadata, tuple(f.path for f in files)
+    )
+
+
 def read_safetensors_dir(directory: str | Path) -> SafetensorsFile | None:
     """Read every shard of the checkpoint in ``directory``; ``None`` if it has no safetensors.
 
@@ -157,16 +191,7 @@ def read_safetensors_dir(directory: str | Path) -> SafetensorsFile | None:
     directory = Path(directory)
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        parsed = parse_json(
-            read_small_file(index, SafetensorsError), index, SafetensorsError, "the index"
-        )
-        weight_map = parsed.get("weight_map") if isinstance(parsed, dict) else None
-        if not isinstance(weight_map, dict):
-            raise _fail(index, "the index has no 'weight_map' object")
-        names = sorted({str(v) for v in weight_map.values()})
-        for n in names:
-            if Path(n).name != n:
-                raise _fail(index, f"shard name {n!r} points outside the checkpoint directory")
+        names = index_shards(read_small_file(index, SafetensorsError), index)
         shards = [directory / n for n in names]
     else:
         shards = sorted(directory.glob("*.safetensors"))
@@ -176,12 +201,4 @@ def read_safetensors_dir(directory: str | Path) -> SafetensorsFile | None:
     for i, p in enumerate(shards):
         files.append(read_safetensors(p))
         advance(i + 1, len(shards), p.name)
-    seen: set[str] = set()
-    tensors: list[SafetensorsTensor] = []
-    for f in files:
-        for t in f.tensors:
-            if t.name in seen:
-                raise _fail(f.path, f"tensor {t.name!r} appears in more than one shard")
-            seen.add(t.name)
-            tensors.append(t)
-    return SafetensorsFile(directory, tuple(tensors), files[0].metadata, tuple(shards))
+    return join_shards(files, directory)

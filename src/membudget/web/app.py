@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import resources
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,7 +35,7 @@ from membudget.errors import MembudgetError
 from membudget.hardware import Hardware, detect
 from membudget.loader import load_model
 from membudget.model import ModelSpec
-from membudget.readers.catalog import catalog, catalog_spec
+from membudget.readers.catalog import catalog, catalog_spec, find_entry
 from membudget.report import CatalogReport, HardwareReport
 from membudget.request import PlanRequest, engine_name, run_plan
 from membudget.schemas import load_schema
@@ -60,7 +61,12 @@ class PlanBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = Field(None, max_length=200, description="A catalogue name.")
+    model: str | None = Field(
+        None,
+        max_length=300,
+        description="A catalogue name; with serve --allow-remote also OWNER/REPO[:QUANT], "
+        "ollama:NAME[:TAG] or a URL on the Hub's host.",
+    )
     path: str | None = Field(
         None, max_length=4096, description="A model file inside an allowed directory."
     )
@@ -157,19 +163,53 @@ class _BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def remote_name_allowed(name: str) -> bool:
+    """Whether the page may read ``name`` remotely (under ``--allow-remote``): a Hub repo, an
+    Ollama name, or a URL on the Hub's own host. Never an arbitrary host: a server that fetched
+    any URL it was given would be an SSRF hole."""
+    from membudget.readers.remote.hub import endpoint, hub_source  # noqa: PLC0415
+
+    if name.startswith("ollama:") or hub_source(name) is not None:
+        return True
+    if name.startswith(("http://", "https://")):
+        return urlsplit(name).netloc == urlsplit(endpoint()).netloc
+    return False
+
+
 class _Specs:
     """Loaded models, kept while their file is unchanged (a few, least recently used first)."""
 
-    def __init__(self, allowed: AllowedDirs) -> None:
+    def __init__(self, allowed: AllowedDirs, allow_remote: bool = False) -> None:
         self.allowed = allowed
+        self.allow_remote = allow_remote
         self.cache: OrderedDict[tuple[str, int, int], ModelSpec] = OrderedDict()
         self.lock = threading.Lock()
+
+    def _remember(self, key: tuple[str, int, int], load: Callable[[], ModelSpec]) -> ModelSpec:
+        with self.lock:
+            if key in self.cache:
+                self.cache.move_to_end(key)
+                return self.cache[key]
+        spec = load()
+        with self.lock:
+            self.cache[key] = spec
+            while len(self.cache) > _SPEC_CACHE_SIZE:
+                self.cache.popitem(last=False)
+        return spec
 
     def get(self, body: PlanBody) -> tuple[ModelSpec, str]:
         if (body.model is None) == (body.path is None):
             raise MembudgetError("Give exactly one of 'model' (a catalogue name) or 'path'.")
         if body.model is not None:
-            return catalog_spec(body.model), body.model  # unknown names get suggestions
+            name = body.model
+            if find_entry(name) is None and self.allow_remote and remote_name_allowed(name):
+                return self._remember((name, 0, 0), lambda: load_model(name)), name
+            if find_entry(name) is None and remote_name_allowed(name):
+                raise MembudgetError(
+                    f"{name!r} is a remote model; this server reads only catalogue models and "
+                    "allowed directories (start it with --allow-remote to read Hub repos)"
+                )
+            return catalog_spec(name), name  # unknown names get suggestions
         assert body.path is not None
         real = self.allowed.resolve(body.path)
         if not real.is_file():
@@ -180,16 +220,7 @@ class _Specs:
                 self.allowed.resolve(str(sibling))
         st = real.stat()
         key = (str(real), st.st_mtime_ns, st.st_size)
-        with self.lock:
-            if key in self.cache:
-                self.cache.move_to_end(key)
-                return self.cache[key], str(real)
-        spec = load_model(real)
-        with self.lock:
-            self.cache[key] = spec
-            while len(self.cache) > _SPEC_CACHE_SIZE:
-                self.cache.popitem(last=False)
-        return spec, str(real)
+        return self._remember(key, lambda: load_model(real)), str(real)
 
 
 class _Hardware:
@@ -247,10 +278,13 @@ def _schema_response(schema_id: str) -> dict[int | str, dict[str, Any]]:
 def create_app(
     allowed_dirs: tuple[str | os.PathLike[str], ...] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    allow_remote: bool = False,
 ) -> ASGIApp:
-    """The ASGI application: the page, the JSON API and its OpenAPI document."""
+    """The ASGI application: the page, the JSON API and its OpenAPI document. With
+    ``allow_remote`` the model box also takes Hub repos, Ollama names and Hub URLs;
+    without it the server makes no outbound request."""
     allowed = AllowedDirs(allowed_dirs)
-    specs = _Specs(allowed)
+    specs = _Specs(allowed, allow_remote)
     hardware = _Hardware()
     api = FastAPI(
         title="membudget",
