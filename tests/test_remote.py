@@ -418,3 +418,29 @@ def test_revisions(hub: tuple[FakeHub, Path], capsys: pytest.CaptureFixture[str]
     _same(load_model("owner/one-GGUF", revision=sha), load_model(local / "Tiny-Q4_K_M.gguf"))
     assert main(["inspect", "owner/one-GGUF", "--revision", "v9", "-q"]) == 2
     assert "has no revision 'v9'" in capsys.readouterr().err
+
+
+def test_the_corpus_reads_the_same_remotely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every architecture of the accuracy corpus (tests/arch_models.py, 512-token vocabularies),
+    each in its own repo: the remote read equals the local one, within the header budget."""
+    from tests.arch_models import SMALL_VOCAB
+
+    local: dict[str, Path] = {}
+    repos: dict[str, FakeRepo] = {}
+    for name, make in SMALL_VOCAB.items():
+        path = make(tmp_path / f"{name}.gguf")
+        local[name] = path
+        repos[f"corpus/{name}-GGUF"] = FakeRepo({path.name: path.read_bytes()})
+    fake = FakeHub(repos=repos)
+    fake.start()
+    monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+    monkeypatch.setenv("MEMBUDGET_CACHE", str(tmp_path / "cache"))
+    try:
+        for name, path in local.items():
+            _same(load_model(f"corpus/{name}-GGUF"), load_model(path))
+            header = read_gguf(path).data_offset
+            assert fake.served[f"corpus/{name}-GGUF/{path.name}"] <= header + 2 * MIB, name
+    finally:
+        fake.close()
