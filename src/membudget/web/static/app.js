@@ -20,7 +20,7 @@ function body() {
   const kind = $("source-kind").value;
   const gpus = $("gpus").value.split(",").map((s) => s.trim()).filter(Boolean);
   return {
-    model: kind === "model" ? $("model").value : null,
+    model: kind === "model" ? $("model").value : kind === "remote" ? $("remote").value.trim() : null,
     path: kind === "path" ? $("path").value : null,
     engine: $("engine").value,
     ctx: Number($("ctx").value) || 0,
@@ -175,11 +175,14 @@ async function init() {
   const gpus = hw.gpus.map((g) => `${g.name} ${gib(g.free_bytes)} GiB free`).join(", ");
   $("hardware").textContent = `This machine: ${gib(hw.ram.available_bytes)} GiB RAM available` + (gpus ? `; ${gpus}` : "; no NVIDIA GPU");
   $("source-kind").addEventListener("change", () => {
-    const path = $("source-kind").value === "path";
-    $("path-label").hidden = !path;
-    $("model-label").hidden = path;
+    const kind = $("source-kind").value;
+    $("path-label").hidden = kind !== "path";
+    $("model-label").hidden = kind !== "model";
+    $("remote-label").hidden = kind !== "remote";
   });
-  $("settings").addEventListener("input", schedule);
+  // a remote name is read from the Hub: plan it when it is complete (change or Enter), not
+  // at every keystroke
+  $("settings").addEventListener("input", (e) => { if (e.target.id !== "remote") schedule(); });
   $("settings").addEventListener("change", schedule);
   $("settings").addEventListener("submit", (e) => { e.preventDefault(); schedule(); });
   $("copy").addEventListener("click", async () => {
