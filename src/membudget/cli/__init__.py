@@ -9,6 +9,7 @@ import typer
 
 from membudget.cli import (  # noqa: F401 - importing registers the commands
     _estimate,
+    _fit,
     _hw,
     _models,
     _plan,

@@ -19,6 +19,7 @@ __all__ = ["SCHEMA_IDS", "load_schema"]
 SCHEMA_IDS = (
     "membudget/catalog/1",
     "membudget/estimate/1",
+    "membudget/fit/1",
     "membudget/hardware/1",
     "membudget/model/1",
     "membudget/plan/2",

@@ -1,0 +1,242 @@
+"""What fits this machine: one exact sweep over models and presets.
+
+For each model the candidates are the weights as stored, then each llama.cpp preset of
+:data:`~membudget.plan.PRESET_LADDER` below them (never a requantisation upward: no F16 for a
+model released at 1 bit, nothing above a GGUF's own type), best first. The first candidate
+that fits ``min_ctx`` tokens of one sequence is the model's row, planned exactly as
+``membudget plan MODEL [--quant P] --ctx MIN_CTX --parallel 1`` plans it (the same request, the
+same planner): its largest context, its most parallel sequences at ``ctx``, whether every
+layer sits on the GPUs, its needed bytes and its command. For vLLM each checkpoint is
+swept as published.
+
+What does not change between candidates is computed once: the budget (the machine is read
+once), the model as loaded, and each preset's retyped model.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from membudget.errors import MembudgetError
+from membudget.hardware import Hardware
+from membudget.model import ModelSpec
+from membudget.plan import PRESET_LADDER, ContextLimit, make_plan
+from membudget.presets import apply_preset
+from membudget.request import (
+    PlanRequest,
+    llamacpp_plan,
+    llamacpp_settings,
+    request_budget,
+    vllm_settings,
+)
+from membudget.units import GIB
+
+__all__ = ["FitRow", "FitSweep", "SortKey", "candidates", "fit_model", "sweep"]
+
+SortKey = Literal["params", "quality", "context", "headroom"]
+
+
+@dataclass(frozen=True, slots=True)
+class FitRow:
+    """One model's best fit on the machine."""
+
+    model: str
+    """The catalogue name or the source as given."""
+    name: str
+    architecture: str
+    n_params: int
+    moe: bool
+    preset: str
+    """The weights' type: the stored one (``BF16``, a GGUF's ``Q4_K_M``) or the preset."""
+    quant: str | None
+    """``--quant`` for the command (None: as stored)."""
+    quality: int
+    """Rank of the preset, 0 best (the stored weights of a 16-bit model)."""
+    max_context: int
+    max_context_limit: ContextLimit
+    max_parallel: int
+    gpu_only: bool
+    needed_bytes: int
+    headroom_bytes: int
+    kv_tokens_per_gib: int | None
+    """Tokens of KV cache one GiB holds at this plan's cache types (None: no KV cache)."""
+    command: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FitSweep:
+    rows: tuple[FitRow, ...]
+    skipped: tuple[tuple[str, str], ...]
+    """(model, why) for models that fit at no candidate or could not be planned."""
+
+
+def _stored_label(spec: ModelSpec) -> str:
+    label = spec.quant.file_type or "as stored"
+    return {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(label, label)
+
+
+def candidates(spec: ModelSpec) -> Iterator[tuple[str | None, ModelSpec]]:
+    """The weights as stored, then every ladder preset strictly smaller per weight, best
+    first; with each retyped model (retyped only when asked for)."""
+    yield None, spec
+    if not spec.tensors:
+        return
+    stored = spec.bits_per_weight
+    for preset in PRESET_LADDER:
+        if _NOMINAL_BITS[preset] > stored + 0.5:
+            continue  # clearly upward: not even retyped
+        retyped = apply_preset(spec, preset)
+        if retyped.bits_per_weight < stored - 0.05:
+            yield preset, retyped
+
+
+def _quality(preset: str | None, spec: ModelSpec) -> int:
+    if preset is None:
+        # the stored weights rank where their bits per weight fall on the ladder
+        return sum(1 for p in PRESET_LADDER if _NOMINAL_BITS[p] > spec.bits_per_weight + 0.05)
+    return PRESET_LADDER.index(preset)
+
+
+# nominal bits per weight of each ladder preset, for ranking stored types against them
+_NOMINAL_BITS = {
+    "F16": 16.0,
+    "Q8_0": 8.5,
+    "Q6_K": 6.56,
+    "Q5_K_M": 5.5,
+    "Q4_K_M": 4.8,
+    "Q3_K_M": 3.9,
+    "Q2_K": 2.9,
+}
+
+
+def fit_model(
+    model: str,
+    spec: ModelSpec,
+    base: PlanRequest,
+    probe: Callable[[], Hardware],
+    min_ctx: int,
+    ctx: int,
+) -> FitRow | str:
+    """``spec``'s row, or why it fits nowhere."""
+    if base.engine == "vllm":
+        return _fit_vllm(model, spec, base, probe, min_ctx, ctx)
+    request = replace(base, ctx=min_ctx, parallel=1, source=model).resolved()
+    budget = request_budget(request, probe)
+    for preset, typed in candidates(spec):
+        asked = replace(request, quant=preset)
+        settings = llamacpp_settings(asked)
+        trial = make_plan(typed, settings, budget, pins=asked.pins, extras=False, limits=False)
+        if not trial.fits:
+            continue
+        # the winner is planned as membudget plan plans it: the same request, the same call
+        plan = llamacpp_plan(asked, spec, probe)
+        most = plan.max_parallel
+        if ctx != min_ctx:
+            at_ctx = llamacpp_plan(replace(asked, ctx=ctx), spec, probe, full=False)
+            most = at_ctx.max_parallel if at_ctx.fits else 0
+        e = plan.estimate
+        s = e.settings
+        kv_plain = e.kv_cache_bytes - e.kv_swa_bytes
+        per_token = kv_plain / s.n_ctx if s.n_ctx and kv_plain else 0
+        return FitRow(
+            model=model,
+            name=spec.name,
+            architecture=spec.architecture,
+            n_params=spec.n_params,
+            moe=spec.is_moe,
+            preset=preset or _stored_label(spec),
+            quant=preset,
+            quality=_quality(preset, spec),
+            max_context=plan.max_context,
+            max_context_limit=plan.max_context_limit,
+            max_parallel=most,
+            gpu_only=bool(budget.gpus) and s.n_gpu_layers >= typed.n_layer + 1 and not s.n_cpu_moe,
+            needed_bytes=plan.needed_bytes,
+            headroom_bytes=plan.headroom_bytes,
+            kv_tokens_per_gib=int(GIB / per_token) if per_token else None,
+            command=plan.command,
+        )
+    return f"does not fit {min_ctx:,} tokens at any preset down to {PRESET_LADDER[-1]}"
+
+
+def _fit_vllm(
+    model: str,
+    spec: ModelSpec,
+    base: PlanRequest,
+    probe: Callable[[], Hardware],
+    min_ctx: int,
+    ctx: int,
+) -> FitRow | str:
+    from membudget.engines.vllm import estimate_vllm, max_model_len, vllm_command  # noqa: PLC0415
+
+    request = replace(base, ctx=min_ctx, max_model_len=min_ctx, source=model)
+    settings = vllm_settings(request, spec, probe)
+    e = estimate_vllm(spec, settings)
+    if not e.fits:
+        return f"vLLM cannot serve one request of {min_ctx:,} tokens"
+    at_ctx = estimate_vllm(spec, replace(settings, max_model_len=ctx)) if ctx != min_ctx else e
+    longest = max_model_len(spec, settings)
+    train = spec.n_ctx_train
+    per_token = e.page_bytes / e.block_size if e.block_size else 0
+    return FitRow(
+        model=model,
+        name=spec.name,
+        architecture=spec.architecture,
+        n_params=spec.n_params,
+        moe=spec.is_moe,
+        preset=_stored_label(spec),
+        quant=None,
+        quality=_quality(None, spec),
+        max_context=longest,
+        max_context_limit="n_ctx_train" if train and longest >= train else "memory",
+        max_parallel=int(at_ctx.max_concurrency) if at_ctx.fits else 0,
+        gpu_only=True,
+        needed_bytes=e.needed_bytes,
+        headroom_bytes=e.requested_bytes - e.needed_bytes,
+        kv_tokens_per_gib=int(GIB / per_token) if per_token else None,
+        command=tuple(vllm_command(e, model)),
+    )
+
+
+def sweep(
+    models: Iterable[tuple[str, Callable[[], ModelSpec]]],
+    base: PlanRequest,
+    probe: Callable[[], Hardware],
+    *,
+    min_ctx: int = 4096,
+    ctx: int | None = None,
+    keep: Callable[[ModelSpec], bool] = lambda _: True,
+) -> FitSweep:
+    """Every model's row (models whose ``keep`` is false are left out)."""
+    probe = functools.cache(probe)
+    rows: list[FitRow] = []
+    skipped: list[tuple[str, str]] = []
+    for model, load in models:
+        try:
+            spec = load()
+            if not keep(spec):
+                continue
+            found = fit_model(model, spec, base, probe, min_ctx, ctx or min_ctx)
+        except MembudgetError as e:
+            skipped.append((model, str(e)))
+            continue
+        if isinstance(found, str):
+            skipped.append((model, found))
+        else:
+            rows.append(found)
+    return FitSweep(tuple(rows), tuple(skipped))
+
+
+def sort_rows(rows: Iterable[FitRow], key: SortKey) -> list[FitRow]:
+    """GPU-only fits first, then with offload; within each, by ``key`` (best first)."""
+    order: dict[SortKey, Callable[[FitRow], tuple[float, ...]]] = {
+        "params": lambda r: (-r.n_params, r.quality),
+        "quality": lambda r: (r.quality, -r.n_params),
+        "context": lambda r: (-r.max_context, -r.n_params),
+        "headroom": lambda r: (-r.headroom_bytes, -r.n_params),
+    }
+    by = order[key]
+    return sorted(rows, key=lambda r: (not r.gpu_only, *by(r)))

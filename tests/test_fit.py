@@ -1,0 +1,125 @@
+"""``membudget fit``: every row is what ``membudget plan`` says for that model, preset and
+machine, and the preset is the best that fits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from membudget import load_model
+from membudget.cli import main
+from membudget.fit import candidates
+from membudget.schemas import load_schema
+from tests.ggufs import Tiny, write_model
+
+MACHINES = {
+    "cpu 16 GiB": ["--memory", "16GiB"],
+    "24 GiB GPU + 32 GiB RAM": ["--memory", "32GiB", "--gpu", "24GiB"],
+}
+SAMPLE = ["qwen3-8b", "qwen3-30b-a3b", "gemma-3-12b", "bonsai-4b", "llama-3.1-70b", "mamba-2.8b"]
+
+
+def _json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, object]]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert code in (0, 1), err
+    return code, json.loads(out)
+
+
+@pytest.mark.parametrize("machine", sorted(MACHINES))
+def test_rows_are_what_plan_says(machine: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sample of rows, each planned again with membudget plan: the same verdict, context,
+    parallel sequences, needed bytes and command; and the preset one step better does not
+    fit."""
+    hw = MACHINES[machine]
+    sources = [a for m in SAMPLE for a in ("--source", m)]
+    _, doc = _json(capsys, "fit", *hw, *sources, "--json")
+    jsonschema.validate(doc, load_schema("membudget/fit/1"))
+    rows = doc["rows"]
+    assert isinstance(rows, list)
+    assert rows, "something fits"
+    for row in rows:
+        quant = ["--quant", row["quant"]] if row["quant"] else []
+        args = ["plan", row["model"], *hw, *quant, "--ctx", "4096", "--parallel", "1", "--json"]
+        code, plan = _json(capsys, *args)
+        budget = plan["budget"]
+        assert isinstance(budget, dict)
+        assert code == 0
+        assert budget["max_context"] == row["max_context"], row["model"]
+        assert budget["max_context_limit"] == row["max_context_limit"]
+        assert budget["max_parallel"] == row["max_parallel"]
+        assert plan["memory"]["needed_bytes"] == row["needed_bytes"]  # type: ignore[index]
+        assert plan["commands"]["llama.cpp"] == row["command"]  # type: ignore[index]
+        better = [c for c, _ in candidates(load_model(row["model"]))]
+        i = better.index(row["quant"])
+        if i > 0:
+            up = better[i - 1]
+            quant = ["--quant", up] if up else []
+            code, _ = _json(
+                capsys,
+                "plan",
+                row["model"],
+                *hw,
+                *quant,
+                "--ctx",
+                "4096",
+                "--parallel",
+                "1",
+                "--json",
+            )
+            assert code == 1, f"{row['model']}: {up} fits too, so it is the better row"
+
+
+def test_no_upward_requantisation(tmp_path: Path) -> None:
+    """A 1-bit model is swept as released; a Q4_K_M GGUF only at its own type and below."""
+    assert [p for p, _ in candidates(load_model("bonsai-8b"))] == [None]
+    from gguf import GGMLQuantizationType as Q
+
+    gguf_file = write_model(tmp_path / "m.gguf", Tiny(n_layer=2, n_embd=256, matrix_type=Q.Q4_K))
+    presets = [p for p, _ in candidates(load_model(gguf_file))]
+    assert presets[0] is None
+    assert "Q8_0" not in presets
+    assert "F16" not in presets
+
+
+def test_table_lists_gpu_fits_first(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "fit",
+            "--memory",
+            "32GiB",
+            "--gpu",
+            "8GiB",
+            "--source",
+            "qwen3-0.6b",
+            "--source",
+            "qwen3-14b",
+        ]
+    )
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert out.index("on the GPUs alone") < out.index("with offload")
+    assert "(trained)" in out
+
+
+def test_filters(capsys: pytest.CaptureFixture[str]) -> None:
+    _, doc = _json(
+        capsys,
+        "fit",
+        "--memory",
+        "16GiB",
+        "--source",
+        "qwen3-0.6b",
+        "--source",
+        "qwen3-30b-a3b",
+        "--moe",
+        "--json",
+    )
+    rows = doc["rows"]
+    assert isinstance(rows, list)
+    assert [r["model"] for r in rows] == ["qwen3-30b-a3b"]
+    code = main(["fit", "--sort", "size"])
+    assert code == 2
