@@ -123,3 +123,17 @@ def test_filters(capsys: pytest.CaptureFixture[str]) -> None:
     assert [r["model"] for r in rows] == ["qwen3-30b-a3b"]
     code = main(["fit", "--sort", "size"])
     assert code == 2
+
+
+def test_the_web_api_answers_as_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    """GET /api/fit sweeps the catalogue as membudget fit does."""
+    from fastapi.testclient import TestClient
+
+    from membudget.web.app import create_app
+
+    r = TestClient(create_app()).get("/api/fit", params={"memory": "16GiB", "family": "qwen3-"})
+    assert r.status_code == 200, r.text
+    web = r.json()
+    jsonschema.validate(web, load_schema("membudget/fit/1"))
+    _, cli = _json(capsys, "fit", "--memory", "16GiB", "--family", "qwen3-", "--json")
+    assert web["rows"] == cli["rows"]

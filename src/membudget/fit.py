@@ -132,7 +132,7 @@ def fit_model(
         if not trial.fits:
             continue
         # the winner is planned as membudget plan plans it: the same request, the same call
-        plan = llamacpp_plan(asked, spec, probe)
+        plan = llamacpp_plan(asked, spec, probe, extras=False)
         most = plan.max_parallel
         if ctx != min_ctx:
             at_ctx = llamacpp_plan(replace(asked, ctx=ctx), spec, probe, full=False)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from membudget.explain import Step
-from membudget.fit import FitRow, FitSweep
+from membudget.fit import FitRow, FitSweep, SortKey, sort_rows, sweep
+from membudget.hardware import Hardware
+from membudget.model import ModelSpec
+from membudget.request import PlanRequest, request_budget
 from membudget.units import format_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderableType
 
-__all__ = ["FIT_SCHEMA", "FitReport"]
+__all__ = ["FIT_SCHEMA", "FitReport", "run_fit"]
 
 FIT_SCHEMA = "membudget/fit/1"
 
@@ -130,3 +134,25 @@ class FitReport:
                 m for m, _ in self.sweep.skipped
             )
         yield "(trained): the model's own context, not memory, is the limit"
+
+
+def run_fit(
+    models: Iterable[tuple[str, Callable[[], ModelSpec]]],
+    base: PlanRequest,
+    probe: Callable[[], Hardware],
+    *,
+    min_ctx: int = 4096,
+    ctx: int | None = None,
+    sort: SortKey = "params",
+    keep: Callable[[ModelSpec], bool] = lambda _: True,
+) -> FitReport:
+    """The sweep of :func:`membudget.fit.sweep` as a report (the machine read once)."""
+    probe = functools.cache(probe)
+    found = sweep(models, base, probe, min_ctx=min_ctx, ctx=ctx, keep=keep)
+    budget = request_budget(base.resolved(), probe)
+    hardware = f"{format_bytes(budget.memory_bytes)} RAM" + "".join(
+        f", {dev} {format_bytes(n)}" for dev, n in budget.gpus
+    )
+    return FitReport(
+        found, tuple(sort_rows(found.rows, sort)), base.engine, min_ctx, ctx or min_ctx, hardware
+    )

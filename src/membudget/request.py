@@ -961,8 +961,11 @@ def llamacpp_plan(
     *,
     full: bool = True,
     fit_places: bool = False,
+    extras: bool = True,
 ) -> Plan:
     """The llama.cpp plan ``request`` asks for (``spec`` as loaded, before ``--quant``).
+    ``extras`` False leaves out the best preset and the fewest GPUs (the sweep of
+    :mod:`membudget.fit` needs neither); everything else is the same plan.
     ``fit_places``: the layers are left to llama-server's ``--fit`` at the request's pinned
     context (Ollama passes no -ngl), so the plan places them as fit does, on one GPU."""
     probe = functools.cache(probe)  # the budget and --fit's report read the machine once
@@ -993,7 +996,7 @@ def llamacpp_plan(
             budget,
             model_path=model_path,
             pins=r.pins,
-            extras=full,
+            extras=full and extras,
             limits=full,
         )
 

@@ -15,7 +15,7 @@ from membudget.cli._output import Quiet, busy, render
 from membudget.cli._params import parse_rpc_node
 from membudget.errors import InvalidArgumentError
 from membudget.model import ModelSpec
-from membudget.units import format_bytes, parse_size
+from membudget.units import parse_size
 
 _SORTS = ("params", "quality", "context", "headroom")
 
@@ -110,10 +110,9 @@ def fit(
 ) -> None:
     """What fits this machine? Every model's best preset that holds --min-ctx tokens, its
     largest context, its most parallel sequences, and the command to run it."""
-    from membudget.fit import sort_rows, sweep
     from membudget.hardware import detect
-    from membudget.report_fit import FitReport
-    from membudget.request import PlanRequest, engine_name, request_budget
+    from membudget.report_fit import run_fit
+    from membudget.request import PlanRequest, engine_name
 
     if sort not in _SORTS:
         raise InvalidArgumentError("--sort", sort, f"must be one of {', '.join(_SORTS)}")
@@ -148,17 +147,13 @@ def fit(
         return moe is None or spec.is_moe == moe
 
     with busy("sweeping models", quiet=quiet):
-        found = sweep(_sources(source or []), base, probe, min_ctx=min_ctx, ctx=ctx, keep=keep)
-    budget = request_budget(base.resolved(), probe)
-    hardware = f"{format_bytes(budget.memory_bytes)} RAM" + "".join(
-        f", {dev} {format_bytes(n)}" for dev, n in budget.gpus
-    )
-    report = FitReport(
-        found,
-        tuple(sort_rows(found.rows, sort)),  # type: ignore[arg-type]
-        name,
-        min_ctx,
-        ctx or min_ctx,
-        hardware,
-    )
+        report = run_fit(
+            _sources(source or []),
+            base,
+            probe,
+            min_ctx=min_ctx,
+            ctx=ctx,
+            sort=sort,  # type: ignore[arg-type]
+            keep=keep,
+        )
     render(report, as_json=as_json, quiet=quiet, explain=False)

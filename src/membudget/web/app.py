@@ -15,6 +15,7 @@ allowed directories), 404 or 413 (a request body over the limit).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -24,7 +25,7 @@ from importlib import resources
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +38,7 @@ from membudget.loader import load_model
 from membudget.model import ModelSpec
 from membudget.readers.catalog import catalog, catalog_spec, find_entry
 from membudget.report import CatalogReport, HardwareReport
+from membudget.report_fit import run_fit
 from membudget.request import PlanRequest, engine_name, run_plan
 from membudget.schemas import load_schema
 from membudget.units import parse_size
@@ -340,6 +342,31 @@ def create_app(
     @api.get("/api/hardware", responses=_schema_response("membudget/hardware/1"))
     def machine() -> dict[str, Any]:
         return HardwareReport(hardware()).to_dict()
+
+    @api.get("/api/fit", responses=_schema_response("membudget/fit/1"))
+    def fit(
+        memory: str | None = None,
+        gpus: str = "",
+        engine: Literal["llama.cpp", "llama-server", "vllm"] = "llama-server",
+        min_ctx: int = Query(4096, ge=1, le=1 << 24),
+        ctx: int | None = Query(None, ge=1, le=1 << 24),
+        sort: Literal["params", "quality", "context", "headroom"] = "params",
+        family: str = Query("", max_length=64),
+    ) -> dict[str, Any]:
+        """What fits: every catalogue model's best preset (membudget fit)."""
+        sizes = tuple(parse_size(g) for g in gpus.split(",") if g.strip())[:16]
+        base = PlanRequest(
+            engine=engine_name(engine),
+            memory_bytes=parse_size(memory) if memory else None,
+            gpu_bytes=sizes or None,
+            given=frozenset({"ctx", "parallel"}),
+        )
+        models = [
+            (name, functools.partial(catalog_spec, name))
+            for name in catalog()
+            if family.lower() in name.lower()
+        ]
+        return run_fit(models, base, hardware, min_ctx=min_ctx, ctx=ctx, sort=sort).to_dict()
 
     @api.post("/api/plan", responses=_schema_response("membudget/plan/2"))
     def plan(body: PlanBody) -> dict[str, Any]:
