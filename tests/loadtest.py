@@ -59,8 +59,9 @@ class LoadResult:
 
 
 @contextmanager
-def serving(models: Path) -> Iterator[str]:
-    """Run ``membudget serve`` on a free loopback port; yield its URL."""
+def serving_process(models: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Run ``membudget serve`` on a free loopback port; yield its URL and the process (stopped
+    by its PID when the block ends, if it is still running)."""
     write_model(models / "tiny.gguf", Tiny())
     env = {**os.environ, "MEMBUDGET_PROGRESS": "0"}
     proc = subprocess.Popen(
@@ -92,16 +93,24 @@ def serving(models: Path) -> Iterator[str]:
             if line.strip() == "}":
                 break
         info = json.loads("".join(lines))
-        yield str(info["url"])
+        yield str(info["url"]), proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@contextmanager
+def serving(models: Path) -> Iterator[str]:
+    """Run ``membudget serve`` on a free loopback port; yield its URL."""
+    with serving_process(models) as (url, _):
+        yield url
 
 
 def run_load(url: str, total: int, clients: int) -> LoadResult:

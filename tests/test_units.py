@@ -18,6 +18,9 @@ from membudget.units import GB, GIB
         pytest.param("8gib", 8 * GIB, id="binary units are unambiguous in any case"),
         pytest.param("8GB", 8 * GB, id="decimal gigabytes"),
         pytest.param("8 GB", 8_000_000_000, id="decimal with space"),
+        pytest.param("8gb", 8 * GB, id="decimal as people type it"),
+        pytest.param("8 gb", 8 * GB, id="lower-case gb with a space"),
+        pytest.param("512mb", 512_000_000, id="lower-case mb"),
         pytest.param("8192MiB", 8 * GIB, id="MiB"),
         pytest.param("1.5 TiB", 1_649_267_441_664, id="fractional TiB"),
         pytest.param("1.5TB", 1_500_000_000_000, id="fractional TB"),
@@ -41,8 +44,6 @@ def test_parse_size(text: str | int, expected: int) -> None:
     [
         pytest.param("8G", id="bare G is ambiguous"),
         pytest.param("8 g", id="lower-case g"),
-        pytest.param("8Gb", id="Gb could be gigabits"),
-        pytest.param("8 gb", id="lower-case gb"),
         pytest.param("8 b", id="lower-case b is bits"),
         pytest.param("", id="empty"),
         pytest.param("GiB", id="no number"),
@@ -59,6 +60,14 @@ def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(SizeParseError, match="8GiB") as info:
         parse_size(text)
     assert repr(text) in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "fix"), [("8G", "8GiB"), ("8 g", "8GB"), ("4K", "4KiB")])
+def test_a_bare_prefix_is_refused_with_its_fix(text: str, fix: str) -> None:
+    """Only the bare prefix is ambiguous (GiB or GB?); the message offers both spellings."""
+    with pytest.raises(SizeParseError, match="ambiguous") as info:
+        parse_size(text)
+    assert fix in str(info.value)
 
 
 @pytest.mark.parametrize("value", [-1, True, 1.5, None])

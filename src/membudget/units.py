@@ -56,8 +56,8 @@ DECIMAL_UNITS: dict[str, int] = {
     "PB": 1000**5,
 }
 
-# Case-insensitive spellings that are still unambiguous. "KB" is accepted as kilobytes (1000)
-# because the decimal table has no other K; "G", "Gb" (gigabit?) and friends are not.
+# Spellings people type, case-insensitively: "8gb" and "8 GB" are decimal gigabytes, "8gib" and
+# "8GiB" binary. Only a bare prefix ("8G": GiB or GB?) is refused, with both spellings offered.
 _UNIT_SPELLINGS: dict[str, int] = {
     **{name.lower(): factor for name, factor in BINARY_UNITS.items() if name != "B"},
     "B": 1,
@@ -77,7 +77,8 @@ def _unit_factor(unit: str) -> int | None:
     lowered = unit.lower()
     if lowered.endswith("ib"):
         return _UNIT_SPELLINGS.get(lowered)
-    return None
+    decimal = {name.lower(): factor for name, factor in DECIMAL_UNITS.items() if name != "B"}
+    return decimal.get(lowered)  # a lone "b" stays refused: bits or bytes?
 
 
 def parse_size(text: str | int) -> int:
@@ -109,6 +110,13 @@ def parse_size(text: str | int) -> int:
             )
         return int(number)
     factor = _unit_factor(unit)
+    if factor is None and unit.upper() in ("K", "M", "G", "T", "P"):
+        prefix = unit.upper()
+        raise SizeParseError(
+            f"Cannot read size {text!r}: {prefix!r} alone is ambiguous; write "
+            f"{number}{'Ki' if prefix == 'K' else prefix + 'i'}B (powers of 1024) or "
+            f"{number}{'k' if prefix == 'K' else prefix}B (powers of 1000)."
+        )
     if factor is None:
         raise SizeParseError(
             f"Cannot read size {text!r}: unknown unit {unit!r}; expected {_ACCEPTED}."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -69,6 +70,18 @@ def serve(
     if not _is_loopback(host):
         warn(f"binding to {host}: the page is reachable from other machines.")
     application = create_app(tuple(allow_dir or ()), max_body, allow_remote)
+    # bind here, so a busy port is one line and exit 2, not uvicorn's own exit
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise MembudgetError(
+            f"Cannot serve on {host}:{port}: {e.strerror or e} (another server on that port? "
+            "choose another with --port, or 0 for a free one)"
+        ) from None
     config = uvicorn.Config(
         application,
         host=host,
@@ -78,6 +91,7 @@ def serve(
         limit_concurrency=256,
         timeout_keep_alive=5,
         h11_max_incomplete_event_size=16 * 1024,
+        timeout_graceful_shutdown=0.5,  # SIGTERM or Ctrl-C stops within a second
     )
     server = uvicorn.Server(config)
 
@@ -95,4 +109,4 @@ def serve(
             warn(f"serving on {url} (Ctrl+C stops)")
 
     server.startup = startup  # type: ignore[method-assign]
-    server.run()
+    server.run(sockets=[sock])
