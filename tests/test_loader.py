@@ -83,10 +83,18 @@ def test_errors(tmp_path: Path, make: object, error: type[Exception], fragment: 
 
 
 def test_missing_file_with_model_suffix(tmp_path: Path) -> None:
-    with pytest.raises(ModelFileError, match=r"'absent\.gguf': no such file"):
+    with pytest.raises(ModelFileError, match=r"absent\.gguf': no such file"):
         load_model(tmp_path / "absent.gguf")
 
 
 def test_unknown_bare_name() -> None:
     with pytest.raises(UnknownModelError, match="Cannot find model 'no-such-model'"):
         load_model("no-such-model")
+
+
+@pytest.mark.parametrize("given", ["/dev/null", "models/absent.gguf"])
+def test_errors_name_the_path_as_given(given: str) -> None:
+    """Not a bare base name ('null'): the path the user typed, whole."""
+    with pytest.raises(ModelFileError) as info:
+        load_model(given)
+    assert f"{given!r}" in str(info.value)

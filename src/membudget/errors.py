@@ -82,7 +82,7 @@ class ModelFileError(MembudgetError):
     def __init__(self, path: str | Path, problem: str) -> None:
         self.path = str(path)
         self.problem = problem
-        super().__init__(f"Cannot read {self.kind} {Path(path).name!r}: {problem}")
+        super().__init__(f"Cannot read {self.kind} {self.path!r}: {problem}")
 
 
 class GGUFError(ModelFileError):

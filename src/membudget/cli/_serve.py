@@ -91,7 +91,8 @@ def serve(
         limit_concurrency=256,
         timeout_keep_alive=5,
         h11_max_incomplete_event_size=16 * 1024,
-        timeout_graceful_shutdown=0.5,  # SIGTERM or Ctrl-C stops within a second
+        # SIGTERM or Ctrl-C stops within a second (uvicorn waits with asyncio, floats are fine)
+        timeout_graceful_shutdown=0.5,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
 

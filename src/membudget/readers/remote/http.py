@@ -30,16 +30,9 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 class RemoteError(ModelFileError):
     """Raised when a remote model file or repository cannot be read; ``path`` names it as the
-    user gave it (a repo id, a URL), whole."""
+    user gave it (a repo id, a URL)."""
 
     kind = "remote model"
-
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(path, problem)
-        self.args = (f"Cannot read {self.kind} {path!r}: {problem}",)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class RangeClient:
