@@ -1,4 +1,4 @@
-"""MemoryBudget against SPEC.md: a second, independent implementation and the worked examples."""
+"""MemoryBudget against docs/reference-estimator.md: a second, independent implementation and the worked examples."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class Expected(NamedTuple):
 
 
 def spec_estimate(mb: int, params: int, bits: float) -> Expected:
-    """SPEC.md written out again, independently: numpy's float32 for the rounding, Fractions for
+    """docs/reference-estimator.md written out again, independently: numpy's float32 for the rounding, Fractions for
     the integer steps, and Python's own rounding for the summary."""
     b32 = float(np.float32(bits))
     product = float(params) * b32  # float64 multiply, then divide by 8.0, as the reference does
@@ -172,7 +172,7 @@ def test_estimate_matches_the_independent_spec(v: Vector) -> None:
             6544699308,
             (32, 32, 128),
             12483,
-            id="SPEC.md worked example",
+            id="reference-estimator.md worked example",
         ),
     ],
 )

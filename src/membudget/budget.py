@@ -1,6 +1,6 @@
 """``MemoryBudget``: the reference estimator, reproduced to the byte.
 
-This is the estimator of the auto-tuner this project grew from (``shared/seed/SPEC.md`` pins its
+This is the estimator of the auto-tuner this project grew from (``docs/reference-estimator.md`` pins its
 arithmetic). It is deliberately kept as it is — flat overhead, FP16 cache, query heads as KV heads
 — so that results compare byte for byte with the reference. Everything else in membudget models
 the engines properly; this class is the compatible floor, not the product.
@@ -22,9 +22,9 @@ __all__ = ["MemoryBudget"]
 
 # The reference stores sizes in Rust's ``usize``; on the 64-bit hosts it runs on that is u64.
 _USIZE_MAX = 2**64 - 1
-# Runtime overhead is a tenth of the total, capped at 256 MiB (SPEC.md, estimate).
+# Runtime overhead is a tenth of the total, capped at 256 MiB (docs/reference-estimator.md, estimate).
 _OVERHEAD_CAP_BYTES = 256 * MIB
-# FP16 K and V: 2 tensors x 2 bytes per element (SPEC.md, max_context_length).
+# FP16 K and V: 2 tensors x 2 bytes per element (docs/reference-estimator.md, max_context_length).
 _FP16_KV_FACTOR = 2 * 2
 
 

@@ -454,7 +454,7 @@ def explain_vllm(e: VllmEstimate) -> tuple[Step, ...]:
 def explain_reference(
     budget: MemoryBudget, memory_bytes: int, params: int, bits: float
 ) -> tuple[Step, ...]:
-    """The steps behind the reference estimator (SPEC.md's arithmetic)."""
+    """The steps behind the reference estimator (docs/reference-estimator.md)."""
     b = budget
     return (
         Step(
@@ -466,7 +466,7 @@ def explain_reference(
         Step(
             "weights",
             b.model_weight_bytes,
-            f"params {params:,} x bits {bits} / 8 (bits as float32, SPEC.md) = {b.model_weight_bytes:,}",
+            f"params {params:,} x bits {bits} / 8 (bits as float32, docs/reference-estimator.md) = {b.model_weight_bytes:,}",
             (
                 Input("--params", f"{params:,}", "command line or model file"),
                 Input("--bits", str(bits), "command line or model file"),
@@ -475,12 +475,12 @@ def explain_reference(
         Step(
             "runtime overhead",
             b.runtime_overhead,
-            f"min(total / 10, 256 MiB) = {b.runtime_overhead:,} (SPEC.md)",
+            f"min(total / 10, 256 MiB) = {b.runtime_overhead:,} (docs/reference-estimator.md)",
         ),
         Step(
             "KV cache budget",
             b.kv_cache_budget,
-            f"total - weights - overhead (never negative) = {b.kv_cache_budget:,} (SPEC.md)",
+            f"total - weights - overhead (never negative) = {b.kv_cache_budget:,} (docs/reference-estimator.md)",
         ),
     )
 
