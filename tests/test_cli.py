@@ -388,3 +388,38 @@ def test_plan_ram_and_vllm_nodes(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["nodes"]["count"] == 2
     assert "--distributed-executor-backend" in data["commands"]["vllm"]
     assert data["commands"]["ray"][0] == ["ray", "start", "--head"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "plan",
+        "fit",
+        "inspect",
+        "recommend",
+        "plot",
+        "validate",
+        "estimate",
+        "models",
+        "hw",
+        "schema",
+        "serve",
+    ],
+)
+def test_every_command_takes_quiet_and_json(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--quiet and --json work wherever output is printed."""
+    from membudget.cli import main as cli_main
+
+    assert cli_main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--quiet" in out
+    assert "--json" in out
+
+
+def test_schema_quiet(capsys: pytest.CaptureFixture[str]) -> None:
+    from membudget.cli import main as cli_main
+
+    assert cli_main(["schema", "plan/2", "-q"]) == 0
+    assert capsys.readouterr().out.strip() == "membudget/plan/2: membudget plan"

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from membudget.cli._app import app, emit_json
+from membudget.cli._output import Quiet
 
 
 @app.command()
@@ -18,15 +19,23 @@ def schema(
     as_json: Annotated[
         bool, typer.Option("--json", help="List the ids as JSON (the schema itself is JSON).")
     ] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Print the JSON Schema that an output's "schema" field names, or list them all."""
     from membudget.schemas import SCHEMA_IDS, load_schema
 
     if schema_id is None:
+        if quiet and not as_json:
+            typer.echo(f"{len(SCHEMA_IDS)} schemas")
+            return
         if as_json:
             emit_json({"schema": "membudget/schemas/1", "schemas": list(SCHEMA_IDS)})
         else:
             typer.echo("\n".join(SCHEMA_IDS))
         return
     full = schema_id if schema_id.startswith("membudget/") else f"membudget/{schema_id}"
-    emit_json(load_schema(full))
+    loaded = load_schema(full)
+    if quiet and not as_json:
+        typer.echo(f"{full}: {loaded.get('title', '')}")
+        return
+    emit_json(loaded)

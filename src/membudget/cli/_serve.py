@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from membudget.cli._app import app, emit_json, warn
+from membudget.cli._output import Quiet
 from membudget.errors import InvalidArgumentError, MembudgetError
 
 SERVE_SCHEMA = "membudget/serve/1"
@@ -52,6 +53,7 @@ def serve(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the address as JSON on stdout once listening.")
     ] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Serve the membudget page and its JSON API (documented at /openapi.json)."""
     try:
@@ -106,6 +108,8 @@ def serve(
         url = f"http://{shown}:{actual_port}/"
         if as_json:
             emit_json({"schema": SERVE_SCHEMA, "url": url, "openapi": f"{url}openapi.json"})
+        elif quiet:
+            typer.echo(url)
         else:
             warn(f"serving on {url} (Ctrl+C stops)")
 
