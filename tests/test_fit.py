@@ -102,6 +102,8 @@ def test_table_lists_gpu_fits_first(capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = capsys.readouterr()
     assert code == 0
     assert out.index("on the GPUs alone") < out.index("with offload")
+    code = main(["fit", "--memory", "32GiB", "--source", "qwen3-0.6b"])
+    assert "on the CPU" in capsys.readouterr().out
     assert "(trained)" in out
 
 

@@ -142,3 +142,22 @@ def test_page_reads_only_allowed_files(page: Page) -> None:
     expect(page.locator("#error")).to_contain_text("outside the directories")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web-page-refused.png"), full_page=True)
+
+
+def test_what_fits_tab(page: Page) -> None:
+    """The sweep of membudget fit on the page: rows, sortable, each planning its model."""
+    _change(page, "#memory", "8GiB")
+    page.click("#fit-run")
+    expect(page.locator("#fit-table")).to_be_visible(timeout=120_000)
+    rows = page.locator("#fit-table tbody tr")
+    assert rows.count() > 5
+    first = rows.first.get_attribute("data-model")
+    page.click('#fit-table button[data-sort="n_params"]')  # descending -> ascending
+    assert rows.first.get_attribute("data-model") != first
+    target = rows.first.get_attribute("data-model") or ""
+    rows.first.locator("a").click()
+    page.wait_for_function(f"document.getElementById('model').value === {target!r}", timeout=20_000)
+    expect(page.locator("#verdict")).to_have_attribute("data-fits", "true", timeout=20_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-what-fits.png"), full_page=True)
+    _change(page, "#memory", "")

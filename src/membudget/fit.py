@@ -59,6 +59,8 @@ class FitRow:
     max_context_limit: ContextLimit
     max_parallel: int
     gpu_only: bool
+    placement: Literal["gpu", "offload", "cpu"]
+    """Every layer on the GPUs, some on the CPU beside them, or a machine without GPUs."""
     needed_bytes: int
     headroom_bytes: int
     kv_tokens_per_gib: int | None
@@ -139,6 +141,7 @@ def fit_model(
             most = at_ctx.max_parallel if at_ctx.fits else 0
         e = plan.estimate
         s = e.settings
+        gpu_only = bool(budget.gpus) and s.n_gpu_layers >= typed.n_layer + 1 and not s.n_cpu_moe
         kv_plain = e.kv_cache_bytes - e.kv_swa_bytes
         per_token = kv_plain / s.n_ctx if s.n_ctx and kv_plain else 0
         return FitRow(
@@ -153,7 +156,8 @@ def fit_model(
             max_context=plan.max_context,
             max_context_limit=plan.max_context_limit,
             max_parallel=most,
-            gpu_only=bool(budget.gpus) and s.n_gpu_layers >= typed.n_layer + 1 and not s.n_cpu_moe,
+            gpu_only=gpu_only,
+            placement="gpu" if gpu_only else "offload" if budget.gpus else "cpu",
             needed_bytes=plan.needed_bytes,
             headroom_bytes=plan.headroom_bytes,
             kv_tokens_per_gib=int(GIB / per_token) if per_token else None,
@@ -193,7 +197,8 @@ def _fit_vllm(
         max_context=longest,
         max_context_limit="n_ctx_train" if train and longest >= train else "memory",
         max_parallel=int(at_ctx.max_concurrency) if at_ctx.fits else 0,
-        gpu_only=True,
+        gpu_only=settings.platform != "cpu",
+        placement="cpu" if settings.platform == "cpu" else "gpu",
         needed_bytes=e.needed_bytes,
         headroom_bytes=e.requested_bytes - e.needed_bytes,
         kv_tokens_per_gib=int(GIB / per_token) if per_token else None,

@@ -35,6 +35,7 @@ def _row_dict(r: FitRow) -> dict[str, Any]:
         "max_context_limit": r.max_context_limit,
         "max_parallel": r.max_parallel,
         "gpu_only": r.gpu_only,
+        "placement": r.placement,
         "needed_bytes": r.needed_bytes,
         "headroom_bytes": r.headroom_bytes,
         "kv_tokens_per_gib": r.kv_tokens_per_gib,
@@ -99,8 +100,12 @@ class FitReport:
     ) -> Iterator[RenderableType]:
         from rich.table import Table  # noqa: PLC0415 - rich only when a console renders
 
-        for gpu_only, title in ((True, "on the GPUs alone"), (False, "with offload to the CPU")):
-            rows = [r for r in self.rows if r.gpu_only == gpu_only]
+        for placement, title in (
+            ("gpu", "on the GPUs alone"),
+            ("offload", "with offload to the CPU"),
+            ("cpu", "on the CPU"),
+        ):
+            rows = [r for r in self.rows if r.placement == placement]
             if not rows:
                 continue
             t = Table(

@@ -165,6 +165,76 @@ function schedule() {
   pending = setTimeout(update, 120);
 }
 
+let fitRows = [];
+let fitSort = { key: "n_params", descending: true };
+
+function renderFits() {
+  const { key, descending } = fitSort;
+  const rows = [...fitRows].sort((a, b) => {
+    const x = key === "quality" ? a.quality_rank : a[key];
+    const y = key === "quality" ? b.quality_rank : b[key];
+    const order = typeof x === "string" ? String(x).localeCompare(String(y)) : Number(x) - Number(y);
+    return descending ? -order : order;
+  });
+  $("fit-table").querySelector("tbody").replaceChildren(...rows.map((r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.model = r.model;
+    const link = document.createElement("a");
+    link.href = "#settings";
+    link.textContent = r.model;
+    link.addEventListener("click", (e) => {
+      e.preventDefault();
+      $("source-kind").value = "model";
+      $("source-kind").dispatchEvent(new Event("change"));
+      $("model").value = r.model;
+      $("quant").value = r.quant || "";
+      $("ctx").value = String(r.max_context);
+      schedule();
+      $("settings").scrollIntoView();
+    });
+    const cells = [
+      link,
+      `${(r.n_params / 1e9).toFixed(1)}B${r.moe ? " MoE" : ""}`,
+      r.preset,
+      `${r.max_context.toLocaleString("en")}${r.max_context_limit === "n_ctx_train" ? " (trained)" : ""}`,
+      r.max_parallel.toLocaleString("en"),
+      { gpu: "GPU only", offload: "GPU + CPU", cpu: "CPU" }[r.placement],
+      gib(r.headroom_bytes),
+    ];
+    cells.forEach((c, i) => {
+      const td = document.createElement("td");
+      if (i === 1 || i === 3 || i === 4 || i === 6) td.className = "num";
+      if (typeof c === "string") td.textContent = c; else td.append(c);
+      tr.append(td);
+    });
+    return tr;
+  }));
+  $("fit-table").hidden = false;
+}
+
+async function runFit() {
+  const params = new URLSearchParams();
+  const memory = $("memory").value.trim();
+  if (memory) params.set("memory", memory);
+  const gpus = $("gpus").value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (gpus.length) params.set("gpus", gpus.join(","));
+  $("fit-status").textContent = "sweeping the catalogue…";
+  $("fit-run").disabled = true;
+  try {
+    const r = await fetch(`/api/fit?${params}`);
+    const data = await r.json();
+    if (!r.ok) throw new Error(data.error || r.statusText);
+    const order = ["F16", "BF16", "F32", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"];
+    fitRows = data.rows.map((row) => ({ ...row, quality_rank: -(order.indexOf(row.preset) + 1 || 99) }));
+    $("fit-status").textContent = `${data.rows.length} models fit ${data.min_ctx.toLocaleString("en")} tokens on ${data.hardware}; ${data.skipped.length} do not.`;
+    renderFits();
+  } catch (err) {
+    $("fit-status").textContent = `Could not sweep: ${err.message}`;
+  } finally {
+    $("fit-run").disabled = false;
+  }
+}
+
 async function init() {
   fillSelect($("cache-type-k"), CACHE_TYPES, "f16");
   fillSelect($("cache-type-v"), CACHE_TYPES, "f16");
@@ -185,6 +255,14 @@ async function init() {
   $("settings").addEventListener("input", (e) => { if (e.target.id !== "remote") schedule(); });
   $("settings").addEventListener("change", schedule);
   $("settings").addEventListener("submit", (e) => { e.preventDefault(); schedule(); });
+  $("fit-run").addEventListener("click", runFit);
+  for (const b of document.querySelectorAll("#fit-table th button")) {
+    b.addEventListener("click", () => {
+      const key = b.dataset.sort;
+      fitSort = { key, descending: fitSort.key === key ? !fitSort.descending : key !== "model" };
+      renderFits();
+    });
+  }
   $("copy").addEventListener("click", async () => {
     try { await navigator.clipboard.writeText($("command").textContent); $("copy").textContent = "Copied"; }
     catch { $("copy").textContent = "Select and copy"; }
