@@ -423,3 +423,57 @@ def test_schema_quiet(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert cli_main(["schema", "plan/2", "-q"]) == 0
     assert capsys.readouterr().out.strip() == "membudget/plan/2: membudget plan"
+
+
+def test_plan_and_plot_share_one_option_set() -> None:
+    """The hardware, placement and vLLM options are declared once: plan and plot expose the
+    same flags with the same help, so they cannot drift apart (plot -tp 2 once failed)."""
+    import typer
+
+    from membudget.cli import app
+
+    group = typer.main.get_command(app)
+    commands = group.commands  # type: ignore[attr-defined]
+
+    def options(name: str) -> dict[str, tuple[tuple[str, ...], str | None]]:
+        return {
+            p.name: (tuple(sorted(p.opts)), getattr(p, "help", None))
+            for p in commands[name].params
+            if p.name is not None
+        }
+
+    plan, plot = options("plan"), options("plot")
+    shared = [
+        "memory",
+        "margin",
+        "gpu",
+        "ram",
+        "rpc_node",
+        "apple",
+        "wired_limit_mb",
+        "n_gpu_layers",
+        "tensor_split",
+        "n_cpu_moe",
+        "cpu_moe",
+        "tensor_parallel",
+        "pipeline_parallel",
+        "nodes",
+        "max_model_len",
+        "kv_cache_dtype",
+        "gpu_memory_utilization",
+        "ctx",
+        "batch",
+        "ubatch",
+        "parallel",
+        "kv_unified",
+        "cache_type_k",
+        "cache_type_v",
+        "flash_attn",
+        "swa_full",
+        "quant",
+        "quiet",
+        "revision",
+    ]
+    for name in shared:
+        assert name in plot, f"plot lacks {plan[name][0]}"
+        assert plan[name] == plot[name], name

@@ -71,6 +71,94 @@ Quant = Annotated[
 ]
 
 
+# Options shared by plan, plot and the other commands that take hardware and engine
+# settings: declared once here, so that the commands cannot drift apart.
+Memory = Annotated[
+    str | None,
+    typer.Option(help="Memory budget: 8GiB, 16GB ... (default: this machine's available RAM)."),
+]
+Margin = Annotated[
+    str | None,
+    typer.Option(
+        help="Safety margin taken off the budget (default 1GiB for a detected budget, 0 with --memory)."
+    ),
+]
+Gpu = Annotated[
+    list[str] | None, typer.Option(help="GPU memory, repeatable (vLLM): 80GiB (default: NVML).")
+]
+TensorParallel = Annotated[
+    int, typer.Option("--tensor-parallel-size", "-tp", help="vLLM tensor parallel.")
+]
+PipelineParallel = Annotated[
+    int, typer.Option("--pipeline-parallel-size", "-pp", help="vLLM pipeline parallel.")
+]
+MaxModelLen = Annotated[
+    int,
+    typer.Option(
+        help="vLLM --max-model-len (default: the model's own; -1: the longest that fits)."
+    ),
+]
+GpuMemoryUtilization = Annotated[
+    float, typer.Option(help="vLLM --gpu-memory-utilization (vLLM 0.32's default 0.92).")
+]
+KvCacheDtype = Annotated[
+    str, typer.Option(help="vLLM --kv-cache-dtype: auto, fp8, fp8_e4m3 or fp8_e5m2.")
+]
+NGpuLayers = Annotated[
+    int | None,
+    typer.Option(
+        "--n-gpu-layers",
+        "-ngl",
+        help="llama.cpp -ngl; pinned when given (default: membudget chooses the placement).",
+    ),
+]
+TensorSplit = Annotated[
+    str | None,
+    typer.Option(
+        "--tensor-split",
+        "-ts",
+        help="llama.cpp -ts shares in its device order (RPC nodes first), e.g. 3,1; pinned when given.",
+    ),
+]
+NCpuMoe = Annotated[
+    int | None,
+    typer.Option(
+        "--n-cpu-moe",
+        "-ncmoe",
+        help="llama.cpp --n-cpu-moe (mixtures of experts); pinned when given.",
+    ),
+]
+CpuMoe = Annotated[
+    bool,
+    typer.Option(
+        "--cpu-moe", "-cmoe", help="llama.cpp --cpu-moe: every layer's experts on the CPU."
+    ),
+]
+Ram = Annotated[
+    str | None, typer.Option(help="CPU RAM budget when GPUs are given (same as --memory).")
+]
+RpcNode = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--rpc-node",
+        help="Memory of one llama.cpp RPC worker node, repeatable: 24GiB (a GPU worker) or "
+        "24GiB:cpu (a CPU worker, whose buffers are not padded as CUDA pads them).",
+    ),
+]
+Nodes = Annotated[int, typer.Option(help="vLLM: nodes (pipeline parallel across them).")]
+Apple = Annotated[
+    str | None,
+    typer.Option(
+        help="Plan for an Apple Silicon machine (Metal): its unified memory, 16GiB, or a name "
+        "such as m3-16gb or m2-max-96gb, from any machine."
+    ),
+]
+WiredLimitMb = Annotated[
+    int | None,
+    typer.Option(help="That Mac's iogpu.wired_limit_mb, when raised (default: macOS's own limit)."),
+]
+
+
 # Command-line parameters and the PlanRequest fields they set, where the names differ.
 _FIELDS = {
     "fit_target": "fit_target_mib",
@@ -194,37 +282,14 @@ def plan(
     flash_attn: FA = "auto",
     swa_full: SwaFull = False,
     quant: Quant = None,
-    memory: Annotated[
-        str | None,
-        typer.Option(help="Memory budget: 8GiB, 16GB ... (default: this machine's available RAM)."),
-    ] = None,
-    margin: Annotated[
-        str | None,
-        typer.Option(
-            help="Safety margin taken off the budget (default 1GiB for a detected budget, 0 with --memory)."
-        ),
-    ] = None,
-    gpu: Annotated[
-        list[str] | None, typer.Option(help="GPU memory, repeatable (vLLM): 80GiB (default: NVML).")
-    ] = None,
-    tensor_parallel: Annotated[
-        int, typer.Option("--tensor-parallel-size", "-tp", help="vLLM tensor parallel.")
-    ] = 1,
-    pipeline_parallel: Annotated[
-        int, typer.Option("--pipeline-parallel-size", "-pp", help="vLLM pipeline parallel.")
-    ] = 1,
-    max_model_len: Annotated[
-        int,
-        typer.Option(
-            help="vLLM --max-model-len (default: the model's own; -1: the longest that fits)."
-        ),
-    ] = 0,
-    gpu_memory_utilization: Annotated[
-        float, typer.Option(help="vLLM --gpu-memory-utilization (vLLM 0.32's default 0.92).")
-    ] = 0.92,
-    kv_cache_dtype: Annotated[
-        str, typer.Option(help="vLLM --kv-cache-dtype: auto, fp8, fp8_e4m3 or fp8_e5m2.")
-    ] = "auto",
+    memory: Memory = None,
+    margin: Margin = None,
+    gpu: Gpu = None,
+    tensor_parallel: TensorParallel = 1,
+    pipeline_parallel: PipelineParallel = 1,
+    max_model_len: MaxModelLen = 0,
+    gpu_memory_utilization: GpuMemoryUtilization = 0.92,
+    kv_cache_dtype: KvCacheDtype = "auto",
     platform: Annotated[
         str,
         typer.Option(
@@ -301,36 +366,10 @@ def plan(
         bool,
         typer.Option("--disable-piecewise-cuda-graph", help="SGLang: no piecewise CUDA graphs."),
     ] = False,
-    n_gpu_layers: Annotated[
-        int | None,
-        typer.Option(
-            "--n-gpu-layers",
-            "-ngl",
-            help="llama.cpp -ngl; pinned when given (default: membudget chooses the placement).",
-        ),
-    ] = None,
-    tensor_split: Annotated[
-        str | None,
-        typer.Option(
-            "--tensor-split",
-            "-ts",
-            help="llama.cpp -ts shares in its device order (RPC nodes first), e.g. 3,1; pinned when given.",
-        ),
-    ] = None,
-    n_cpu_moe: Annotated[
-        int | None,
-        typer.Option(
-            "--n-cpu-moe",
-            "-ncmoe",
-            help="llama.cpp --n-cpu-moe (mixtures of experts); pinned when given.",
-        ),
-    ] = None,
-    cpu_moe: Annotated[
-        bool,
-        typer.Option(
-            "--cpu-moe", "-cmoe", help="llama.cpp --cpu-moe: every layer's experts on the CPU."
-        ),
-    ] = False,
+    n_gpu_layers: NGpuLayers = None,
+    tensor_split: TensorSplit = None,
+    n_cpu_moe: NCpuMoe = None,
+    cpu_moe: CpuMoe = False,
     load_mode: Annotated[
         str,
         typer.Option(
@@ -419,31 +458,11 @@ def plan(
             "and sliding-window models (default: what the plan leaves, up to 32).",
         ),
     ] = None,
-    ram: Annotated[
-        str | None, typer.Option(help="CPU RAM budget when GPUs are given (same as --memory).")
-    ] = None,
-    rpc_node: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--rpc-node",
-            help="Memory of one llama.cpp RPC worker node, repeatable: 24GiB (a GPU worker) or "
-            "24GiB:cpu (a CPU worker, whose buffers are not padded as CUDA pads them).",
-        ),
-    ] = None,
-    nodes: Annotated[int, typer.Option(help="vLLM: nodes (pipeline parallel across them).")] = 1,
-    apple: Annotated[
-        str | None,
-        typer.Option(
-            help="Plan for an Apple Silicon machine (Metal): its unified memory, 16GiB, or a name "
-            "such as m3-16gb or m2-max-96gb, from any machine."
-        ),
-    ] = None,
-    wired_limit_mb: Annotated[
-        int | None,
-        typer.Option(
-            help="That Mac's iogpu.wired_limit_mb, when raised (default: macOS's own limit)."
-        ),
-    ] = None,
+    ram: Ram = None,
+    rpc_node: RpcNode = None,
+    nodes: Nodes = 1,
+    apple: Apple = None,
+    wired_limit_mb: WiredLimitMb = None,
     as_json: AsJson = False,
     quiet: Quiet = False,
     explain: Explain = False,

@@ -10,25 +10,47 @@ import typer
 
 from membudget.cli._app import app, emit_json
 from membudget.cli._output import Quiet, Revision, busy, load_with_progress
+from membudget.cli._params import parse_rpc_node, parse_split
 from membudget.cli._plan import (
     CTK,
     CTV,
     FA,
+    Apple,
     Batch,
+    CpuMoe,
     Ctx,
+    Gpu,
+    GpuMemoryUtilization,
+    KvCacheDtype,
+    Margin,
+    MaxModelLen,
+    Memory,
+    NCpuMoe,
+    NGpuLayers,
+    Nodes,
     Parallel,
+    PipelineParallel,
     Quant,
+    Ram,
+    RpcNode,
     Source,
     SwaFull,
+    TensorParallel,
+    TensorSplit,
     UBatch,
     Unified,
+    WiredLimitMb,
+    cpu_moe_layers,
     flags_request,
+    given_fields,
 )
 from membudget.errors import InvalidArgumentError
+from membudget.units import parse_size
 
 
 @app.command()
 def plot(
+    ctx_: typer.Context,
     source: Source,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write: mem.png or mem.svg.")],
     engine: Annotated[str, typer.Option(help="llama-server, llama.cpp or vllm.")] = "llama-server",
@@ -42,11 +64,23 @@ def plot(
     flash_attn: FA = "auto",
     swa_full: SwaFull = False,
     quant: Quant = None,
-    memory: Annotated[
-        str | None, typer.Option(help="Memory budget (default: this machine's available RAM).")
-    ] = None,
-    margin: Annotated[str | None, typer.Option(help="Safety margin off the budget.")] = None,
-    gpu: Annotated[list[str] | None, typer.Option(help="GPU memory, repeatable.")] = None,
+    memory: Memory = None,
+    margin: Margin = None,
+    gpu: Gpu = None,
+    ram: Ram = None,
+    rpc_node: RpcNode = None,
+    apple: Apple = None,
+    wired_limit_mb: WiredLimitMb = None,
+    n_gpu_layers: NGpuLayers = None,
+    tensor_split: TensorSplit = None,
+    n_cpu_moe: NCpuMoe = None,
+    cpu_moe: CpuMoe = False,
+    tensor_parallel: TensorParallel = 1,
+    pipeline_parallel: PipelineParallel = 1,
+    nodes: Nodes = 1,
+    max_model_len: MaxModelLen = 0,
+    kv_cache_dtype: KvCacheDtype = "auto",
+    gpu_memory_utilization: GpuMemoryUtilization = 0.92,
     compare_by: Annotated[
         str | None,
         typer.Option(
@@ -72,7 +106,13 @@ def plot(
         if compare_by not in ("cache-types", "quants"):
             raise InvalidArgumentError("--compare", compare_by, "must be cache-types or quants")
         kind = "cache-types" if compare_by == "cache-types" else "quants"
+    if ram is not None:
+        if memory is not None and parse_size(memory) != parse_size(ram):
+            raise InvalidArgumentError("--ram", ram, "conflicts with --memory; give one of them")
+        memory = ram
+    workers = [parse_rpc_node(n) for n in rpc_node or ()]
     request = flags_request(
+        given=given_fields(ctx_),
         source=source,
         engine=engine,
         ctx=ctx,
@@ -88,6 +128,19 @@ def plot(
         memory=memory,
         margin=margin,
         gpu=gpu,
+        rpc_bytes=tuple(parse_size(n) for n, _ in workers),
+        rpc_cpu=tuple(cpu for _, cpu in workers),
+        apple=apple,
+        wired_limit_mb=wired_limit_mb,
+        n_gpu_layers=n_gpu_layers,
+        tensor_split=parse_split(tensor_split),
+        n_cpu_moe=cpu_moe_layers(source, cpu_moe, n_cpu_moe),
+        tensor_parallel=tensor_parallel,
+        pipeline_parallel=pipeline_parallel,
+        nodes=nodes,
+        max_model_len=max_model_len,
+        kv_cache_dtype=kv_cache_dtype,
+        gpu_memory_utilization=gpu_memory_utilization,
     )
     spec = load_with_progress(source, quiet=quiet, revision=revision)
     probe = cache(detect)
