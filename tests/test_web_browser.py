@@ -17,7 +17,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("playwright")
 
 import uvicorn
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from membudget.web.app import create_app
 from tests.ggufs import Tiny, write_model
@@ -67,14 +67,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(server: str) -> Iterator[Page]:
+def browser() -> Iterator[Browser]:
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        p = browser.new_page(viewport={"width": 1200, "height": 900})
-        p.goto(server)
-        expect(p.locator("#verdict")).to_have_attribute("data-fits", "true", timeout=20_000)
-        yield p
-        browser.close()
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(server: str, browser: Browser) -> Iterator[Page]:
+    p = browser.new_page(viewport={"width": 1200, "height": 900})
+    p.goto(server)
+    expect(p.locator("#verdict")).to_have_attribute("data-fits", "true", timeout=20_000)
+    yield p
+    p.close()
 
 
 def _change(page: Page, selector: str, value: str) -> None:
@@ -160,4 +166,44 @@ def test_what_fits_tab(page: Page) -> None:
     expect(page.locator("#verdict")).to_have_attribute("data-fits", "true", timeout=20_000)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web-what-fits.png"), full_page=True)
+    _change(page, "#memory", "")
+
+
+def test_load_is_clean_and_usable_on_a_phone(server: str, browser: Browser) -> None:
+    """No console error and no failed request on load (the favicon included); at 390 px wide
+    nothing scrolls sideways; every control has a label and is reachable by the keyboard."""
+    problems: list[str] = []
+    p = browser.new_page(viewport={"width": 390, "height": 844})
+    p.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
+    p.on("requestfailed", lambda r: problems.append(f"failed {r.url}"))
+    p.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    p.goto(server)
+    expect(p.locator("#verdict")).to_have_attribute("data-fits", "true", timeout=20_000)
+    p.wait_for_timeout(300)  # the favicon is fetched after load
+    assert problems == []
+    width = p.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page is {width} px wide on a 390 px phone"
+    unlabelled = p.evaluate(
+        """() => [...document.querySelectorAll('input, select, button')]
+            .filter(e => !e.closest('[hidden]'))
+            .filter(e => !((e.labels && e.labels.length) || e.getAttribute('aria-label')
+                           || e.textContent.trim()))
+            .map(e => e.id)"""
+    )
+    assert unlabelled == []
+    p.keyboard.press("Tab")
+    assert p.evaluate("document.activeElement.id") == "source-kind", "keyboard focus starts there"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    p.screenshot(path=str(ARTIFACTS / "web-phone.png"), full_page=True)
+    p.close()
+
+
+def test_repack_copies_are_named_apart(page: Page) -> None:
+    _change(page, "#model", "qwen3-8b")
+    _change(page, "#quant", "Q4_K_M")  # Q4_K repacks on an AVX2 CPU
+    _change(page, "#memory", "32GiB")
+    rows = page.locator("#breakdown tbody tr td:nth-child(2)").all_inner_texts()
+    assert "weights, repacked copy (CPU_REPACK)" in rows
+    assert "weights, memory-mapped" in rows
+    _change(page, "#quant", "")
     _change(page, "#memory", "")

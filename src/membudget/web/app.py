@@ -269,6 +269,14 @@ def _request(body: PlanBody, source: str) -> PlanRequest:
     )
 
 
+_FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<rect x="1" y="9" width="14" height="6" fill="#4c72b0"/>'
+    '<rect x="1" y="4" width="9" height="5" fill="#dd8452"/>'
+    '<line x1="12" y1="1" x2="12" y2="15" stroke="#222" stroke-dasharray="2 1"/></svg>'
+)
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(message.split())}, status_code=status)
 
@@ -318,6 +326,11 @@ def create_app(
     def index() -> HTMLResponse:
         page = resources.files("membudget.web").joinpath("static/index.html")
         return HTMLResponse(page.read_text(encoding="utf-8"))
+
+    @api.get("/favicon.svg", include_in_schema=False)
+    @api.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(_FAVICON, media_type="image/svg+xml")
 
     @api.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:

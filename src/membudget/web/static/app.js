@@ -39,7 +39,12 @@ function parts(plan) {
   if (plan.engine === "llama.cpp") {
     const out = [];
     for (const dev of plan.devices) {
-      for (const b of dev.buffers) out.push([dev.device, LABELS[b.kind] || b.kind, b.bytes - b.reclaimable_bytes]);
+      for (const b of dev.buffers) {
+        // the mapped weights and their CPU_REPACK copies are two buffers: name them apart
+        const label = b.kind === "model" && /REPACK/.test(b.detail || "") ? "weights, repacked copy (CPU_REPACK)"
+          : b.kind === "model" && /mapped/.test(b.detail || "") ? "weights, memory-mapped" : LABELS[b.kind] || b.kind;
+        out.push([dev.device, label, b.bytes - b.reclaimable_bytes]);
+      }
     }
     return out;
   }
@@ -48,6 +53,11 @@ function parts(plan) {
     return [["GPU", "weights", m.weights_bytes], ["GPU", "activations", m.activation_bytes],
             ["GPU", "non-torch", m.non_torch_bytes], ["GPU", "CUDA graphs", m.cuda_graph_bytes],
             ["GPU", "KV cache", m.kv_cache_bytes]];
+  }
+  if (plan.engine === "sglang") {
+    const m = plan.memory;
+    return [["GPU", "CUDA context", m.context_bytes], ["GPU", "reserved (activations, graphs)", m.reserved_bytes],
+            ["GPU", "weights", m.weights_bytes], ["GPU", "KV cache", m.kv_cache_bytes]];
   }
   const b = plan.budget;
   return [["memory", "weights", b.model_weight_bytes], ["memory", "runtime overhead", b.runtime_overhead],
