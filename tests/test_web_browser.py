@@ -207,3 +207,23 @@ def test_repack_copies_are_named_apart(page: Page) -> None:
     assert "weights, memory-mapped" in rows
     _change(page, "#quant", "")
     _change(page, "#memory", "")
+
+
+def test_suggestions_apply_with_one_click(page: Page) -> None:
+    """When it does not fit, the page lists the planner's suggestions; one click applies one,
+    and the plan then fits."""
+    _change(page, "#engine", "llama.cpp")
+    _change(page, "#model", "qwen3-8b")
+    _change(page, "#memory", "12GiB")
+    _change(page, "#ctx", "32768")
+    expect(page.locator("#verdict")).to_have_attribute("data-fits", "false")
+    button = page.locator("#suggestions button:not([disabled])").first
+    expect(button).to_be_visible()
+    before = page.locator("body").get_attribute("data-ready") or "0"
+    button.click()
+    page.wait_for_function(f"Number(document.body.dataset.ready || 0) > {before}", timeout=20_000)
+    expect(page.locator("#verdict")).to_have_attribute("data-fits", "true")
+    expect(page.locator("#suggestions-block")).to_be_hidden()
+    _change(page, "#quant", "")
+    _change(page, "#ctx", "4096")
+    _change(page, "#memory", "")

@@ -111,7 +111,51 @@ function drawChart(rows, budget) {
   $("chart").replaceChildren(svg);
 }
 
+// The form field each membudget plan flag of a suggestion sets.
+const FLAG_FIELDS = {
+  "--ctx": "ctx", "-c": "ctx", "--max-model-len": "ctx", "--parallel": "parallel", "-np": "parallel",
+  "--cache-type-k": "cache-type-k", "-ctk": "cache-type-k", "--cache-type-v": "cache-type-v",
+  "-ctv": "cache-type-v", "--quant": "quant", "--flash-attn": "flash-attn", "-fa": "flash-attn",
+  "--memory": "memory", "--gpu": "gpus",
+};
+
+function suggestionFields(args) {
+  const out = [];
+  for (let i = 0; i < args.length; i += 2) {
+    const field = FLAG_FIELDS[args[i]];
+    if (!field || i + 1 >= args.length) return null;  // a flag the page has no field for
+    out.push([field, args[i + 1]]);
+  }
+  return out;
+}
+
+function showSuggestions(plan) {
+  const list = $("suggestions");
+  const items = (plan.suggestions || []).map((s) => {
+    const li = document.createElement("li");
+    const fields = suggestionFields(s.plan_args || []);
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = `Apply: ${s.change}`;
+    button.title = `needs ${gib(s.needed_bytes)} GiB`;
+    if (fields === null) {
+      button.disabled = true;
+      button.title = `${s.plan_args.join(" ")}: not a setting on this page`;
+    } else {
+      button.addEventListener("click", () => {
+        for (const [field, value] of fields) $(field).value = value;
+        schedule();
+      });
+    }
+    li.append(button, ` (needs ${gib(s.needed_bytes)} GiB)`);
+    return li;
+  });
+  list.replaceChildren(...items);
+  $("suggestions-block").hidden = items.length === 0;
+}
+
 function show(plan) {
+  showSuggestions(plan);
   const rows = parts(plan).filter((r) => r[2] > 0);
   const budget = budgetBytes(plan);
   const total = rows.reduce((a, r) => a + r[2], 0);
