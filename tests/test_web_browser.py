@@ -114,6 +114,10 @@ def test_page_plans_updates_and_shows_the_command(page: Page) -> None:
     expect(page.locator("#command")).to_contain_text("-c 8192")
     assert page.locator("#chart svg rect").count() >= 3
     assert page.locator("#budget-line").count() == 1
+    # memory against context, with the budget and the largest context marked
+    expect(page.locator("#curve polyline.curve-line")).to_have_count(1, timeout=20_000)
+    expect(page.locator("#curve-budget")).to_have_count(1)
+    expect(page.locator("#curve-max")).to_have_count(1)
     f16 = _bytes(page, "KV cache")
     # A quantised cache shrinks the KV cache by ggml's block sizes: q8_0 is 34 bytes per 32.
     _change(page, "#cache-type-k", "q8_0")

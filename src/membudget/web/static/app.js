@@ -75,7 +75,7 @@ function drawChart(rows, budget) {
   const scale = Math.max(total, budget || 0, 1);
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${width} ${top + barH + 30 + 18 * Math.ceil(rows.length / 3)}`);
+  svg.setAttribute("viewBox", `0 0 ${width} ${top + barH + 30 + 18 * Math.ceil(rows.length / 2)}`);
   svg.setAttribute("width", "100%");
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", "memory breakdown against the budget");
@@ -90,7 +90,9 @@ function drawChart(rows, budget) {
     rect.appendChild(title);
     svg.appendChild(rect);
     x += w;
-    const lx = (i % 3) * 215, ly = top + barH + 22 + 18 * Math.floor(i / 3);
+    // two legend entries a row, 320 px each: the longest label ("weights, repacked copy
+    // (CPU_REPACK) (CPU) 99.99 GiB") fits at 11 px
+    const lx = (i % 2) * 320, ly = top + barH + 22 + 18 * Math.floor(i / 2);
     const sw = document.createElementNS(ns, "rect");
     sw.setAttribute("x", lx); sw.setAttribute("y", ly - 10); sw.setAttribute("width", 10); sw.setAttribute("height", 10);
     sw.setAttribute("fill", COLOURS[i % COLOURS.length]);
@@ -211,7 +213,65 @@ async function update() {
     return;
   }
   show(data);
+  updateCurve(body());
   document.body.dataset.ready = String(serial);
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svgEl(name, attrs, text) {
+  const e = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+// Memory against context (POST /api/curve): each device's total, its budget, the largest
+// context that fits.
+function drawCurve(curve) {
+  const box = $("curve");
+  const W = 640, H = 240, L = 56, R = 12, T = 14, B = 34;
+  const xs = curve.contexts;
+  const devices = curve.devices.filter((d) => d.parts.length);
+  if (!xs.length || !devices.length) { box.replaceChildren(); return; }
+  const totals = devices.map((d) => xs.map((_, i) => d.parts.reduce((a, p) => a + p.bytes[i], 0)));
+  const top = Math.max(...totals.flat(), ...devices.map((d) => d.budget_bytes)) * 1.05;
+  const x = (c) => L + (W - L - R) * Math.log2(c / xs[0]) / Math.max(1e-9, Math.log2(xs[xs.length - 1] / xs[0]));
+  const y = (b) => T + (H - T - B) * (1 - b / top);
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "memory against context" });
+  svg.append(svgEl("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#999" }));
+  svg.append(svgEl("line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#999" }));
+  svg.append(svgEl("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", "font-size": 11 }, "context (tokens, log scale)"));
+  svg.append(svgEl("text", { x: 4, y: T + 8, "font-size": 11 }, `${gib(top)} GiB`));
+  const colours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"];
+  devices.forEach((d, k) => {
+    const pts = xs.map((c, i) => `${x(c).toFixed(1)},${y(totals[k][i]).toFixed(1)}`).join(" ");
+    svg.append(svgEl("polyline", { points: pts, fill: "none", stroke: colours[k % 4], "stroke-width": 2, class: "curve-line" }));
+    const by = y(d.budget_bytes);
+    svg.append(svgEl("line", { x1: L, y1: by, x2: W - R, y2: by, stroke: colours[k % 4], "stroke-dasharray": "5 3", id: k === 0 ? "curve-budget" : undefined }));
+    svg.append(svgEl("text", { x: W - R - 4, y: by - 4, "text-anchor": "end", "font-size": 11 }, `${d.device} budget ${gib(d.budget_bytes)} GiB`));
+  });
+  if (curve.max_context > 0) {
+    const mx = x(Math.max(xs[0], Math.min(curve.max_context, xs[xs.length - 1])));
+    svg.append(svgEl("line", { x1: mx, y1: T, x2: mx, y2: H - B, stroke: "#222", "stroke-dasharray": "2 2", id: "curve-max" }));
+    const right = mx > W * 0.65;  // near the right edge the label goes on the line's left
+    svg.append(svgEl("text", { x: right ? mx - 4 : mx + 4, y: T + 22, "text-anchor": right ? "end" : "start", "font-size": 11 },
+                     `largest context ${curve.max_context.toLocaleString("en")}${curve.max_context >= xs[xs.length - 1] ? " (the model's trained context)" : ""}`));
+  }
+  box.replaceChildren(svg);
+}
+
+let curveSerial = 0;
+
+async function updateCurve(sent) {
+  const mine = ++curveSerial;  // only the newest request draws: answers may come back out of order
+  if (!["llama.cpp", "llama-server", "vllm"].includes(sent.engine)) { $("curve").replaceChildren(); return; }
+  try {
+    const r = await fetch("/api/curve", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(sent) });
+    const data = r.ok ? await r.json() : null;
+    if (mine !== curveSerial) return;
+    if (data) drawCurve(data); else $("curve").replaceChildren();
+  } catch { if (mine === curveSerial) $("curve").replaceChildren(); }
 }
 
 function schedule() {
