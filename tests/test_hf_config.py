@@ -205,7 +205,7 @@ def test_every_problem_is_reported_together(tmp_path: Path) -> None:
     assert "hidden_size is -1" in text
     assert "num_hidden_layers is 'many'" in text
     assert "vocab_size is missing" in text
-    assert "'config.json'" in text
+    assert "config.json'" in text  # the path as given, whole
 
 
 @pytest.mark.parametrize(

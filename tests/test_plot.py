@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +16,7 @@ from membudget.hardware import Hardware
 from membudget.readers.catalog import catalog_spec
 from membudget.report_plan import PlanReport
 from membudget.request import PlanRequest, run_plan
+from membudget.units import parse_size
 
 pytest.importorskip("matplotlib")
 
@@ -88,7 +90,7 @@ def test_plot_marks_budgets_per_device_and_the_largest_context(
     assert devices["CPU"] == 32 * 2**30
     assert devices["CUDA0"] == 8 * 2**30
     svg = out.read_text()
-    assert "largest context that fits" in svg
+    assert "largest context that fits" in svg or "trained context" in svg
     assert svg.count("budget") >= 2
 
 
@@ -111,3 +113,89 @@ def test_plot_errors_are_one_line(
     assert code == 2
     assert message in err
     assert err.count("\n") == 1
+
+
+def _figure(args: list[str], kind: str | None = None) -> Any:
+    """The figure ``membudget plot`` draws for ``args`` (no file written)."""
+    from membudget.hardware import detect
+    from membudget.loader import load_model
+    from membudget.plotting import figure
+
+    model, memory, gpu, quant = args
+    request = PlanRequest(
+        engine="llama-server",
+        memory_bytes=parse_size(memory),
+        gpu_bytes=(parse_size(gpu),) if gpu else None,
+        quant=quant or None,
+    )
+    spec = load_model(model)
+    curve = memory_curve(spec, request, detect)
+    bars = compare(spec, request, detect, kind) if kind else ()  # type: ignore[arg-type]
+    return figure(curve, bars, "KV-cache types", 0)
+
+
+FIGURES = {
+    "two devices and a comparison": (["qwen3-8b", "12GiB", "6GiB", ""], "cache-types"),
+    "trained context is the limit, repacked weights": (["qwen3-8b", "64GiB", "", "Q4_K_M"], None),
+    "one device, quantisation presets": (["gemma-3-4b", "8GiB", "", ""], "quants"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_labels_never_overlap(name: str) -> None:
+    """The plot looked at: no two texts (titles, axis labels, tick labels, annotations, legend
+    entries) overlap, and no legend sits on an axes' data area."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.legend import Legend
+    from matplotlib.text import Text
+
+    args, kind = FIGURES[name]
+    fig = _figure(args, kind)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # type: ignore[no-untyped-call]
+    renderer = canvas.get_renderer()  # type: ignore[no-untyped-call]
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    for i, (a, box_a) in enumerate(boxes):
+        for b, box_b in boxes[i + 1 :]:
+            overlap = box_a.intersection(box_a, box_b)
+            assert overlap is None or overlap.width * overlap.height < 4, f"{a!r} overlaps {b!r}"
+    for legend in fig.findobj(Legend):
+        frame = legend.get_window_extent(renderer)
+        for ax in fig.axes:
+            inside = frame.intersection(frame, ax.get_window_extent(renderer))
+            assert inside is None or inside.height < 2, "a legend covers the data"
+
+
+def test_each_component_keeps_its_colour() -> None:
+    """The same component has the same colour in every panel, whatever else is drawn."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import to_hex
+
+    from membudget.plotting import colour_of
+
+    for args, kind in FIGURES.values():
+        fig = _figure(args, kind)
+        for ax in fig.axes:
+            handles, labels = ax.get_legend_handles_labels()
+            for handle, label in zip(handles, labels, strict=True):
+                if label == "budget":
+                    continue
+                face: Any = (
+                    handle.get_facecolor()[0]
+                    if isinstance(handle, PolyCollection)
+                    else handle.patches[0].get_facecolor()
+                )
+                assert to_hex(face, keep_alpha=False) == colour_of(label), (label, args)
+
+
+def test_trained_limit_and_repack_are_drawn_and_named() -> None:
+    args, _ = FIGURES["trained context is the limit, repacked weights"]
+    fig = _figure(args)
+    from matplotlib.text import Text
+
+    texts = " | ".join(t.get_text() for t in fig.findobj(Text))
+    assert "trained context 40,960: the limit, not memory" in texts
+    assert "weights, repacked copy (CPU_REPACK)" in texts
+    ax = fig.axes[0]
+    assert ax.get_xlim()[1] > 40960, "the curve goes past the trained context"

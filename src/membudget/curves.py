@@ -47,8 +47,10 @@ PLOT_SCHEMA = "membudget/plot/1"
 CompareKind = Literal["cache-types", "quants"]
 
 # Components in stacking order, named as the plan's table names them.
+REPACK_LABEL = "weights, repacked copy (CPU_REPACK)"
 _LLAMACPP_PARTS = (
     ("model", "weights"),
+    ("repack", REPACK_LABEL),
     ("kv", "KV cache"),
     ("kv_swa", "KV cache, SWA"),
     ("recurrent", "recurrent state"),
@@ -74,6 +76,9 @@ class MemoryCurve:
     """(device, budget bytes); a single ``CPU`` entry when there are no GPUs."""
     max_context: int
     """The largest context that fits (0 when none does)."""
+    n_ctx_train: int = 0
+    """The model's trained context (0: unknown); the x axis goes past it when it, not memory,
+    is the limit."""
 
     def totals(self, device: str) -> tuple[int, ...]:
         rows = [values for dev, _, values in self.parts if dev == device]
@@ -97,6 +102,7 @@ class MemoryCurve:
                 for dev in self.devices
             ],
             "max_context": self.max_context,
+            "n_ctx_train": self.n_ctx_train,
         }
 
 
@@ -132,9 +138,15 @@ def context_grid(limit: int, points: int = _GRID_POINTS) -> tuple[int, ...]:
 
 
 def _limit(spec: ModelSpec, request: PlanRequest, best: int) -> int:
-    """How far the x axis goes: the trained context, or past the fit point and the ask."""
+    """How far the x axis goes: past the fit point and the ask, and a quarter past the
+    trained context when that, not memory, is the limit (so the limit shows as a line)."""
     want = max(request.n_ctx, best + best // 4, 4096)
-    return min(spec.n_ctx_train, want * 2) if spec.n_ctx_train else want * 2
+    train = spec.n_ctx_train
+    if not train:
+        return want * 2
+    if best >= train:
+        return train + train // 4
+    return min(train, want * 2)
 
 
 def _settings_and_budget(
@@ -174,14 +186,22 @@ def memory_curve(
                     sum(
                         b.n_bytes - b.reclaimable_bytes
                         for b in e.buffers
-                        if b.kind == kind and b.device == dev
+                        if _part_kind(b.kind, b.detail) == kind and b.device == dev
                     )
                 )
         advance(i + 1, len(contexts), f"{ctx} tokens")
     parts = tuple((dev, label, tuple(v)) for (dev, label), v in values.items() if any(v))
     used = tuple(dev for dev in devices if any(d == dev for d, _, _ in parts))
     budgets = ((CPU, budget.memory_bytes), *budget.gpus)
-    return MemoryCurve("llama.cpp", spec.name, contexts, used, parts, budgets, best)
+    return MemoryCurve(
+        "llama.cpp", spec.name, contexts, used, parts, budgets, best, spec.n_ctx_train
+    )
+
+
+def _part_kind(kind: str, detail: str) -> str:
+    """The curve's component of a buffer: its kind, with the CPU_REPACK copies of the weights
+    apart from the mapped weights."""
+    return "repack" if kind == "model" and "REPACK" in detail else kind
 
 
 def _vllm_curve(
@@ -208,7 +228,14 @@ def _vllm_curve(
         ("GPU", "KV cache, one request", tuple(kv)),
     )
     return MemoryCurve(
-        "vllm", spec.name, contexts, ("GPU",), parts, (("GPU", e.requested_bytes),), best
+        "vllm",
+        spec.name,
+        contexts,
+        ("GPU",),
+        parts,
+        (("GPU", e.requested_bytes),),
+        best,
+        spec.n_ctx_train,
     )
 
 

@@ -15,11 +15,38 @@ from membudget.units import GIB, format_bytes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-__all__ = ["PLOT_FORMATS", "draw"]
+__all__ = ["COMPONENT_COLOURS", "PLOT_FORMATS", "colour_of", "draw", "figure"]
 
 PLOT_FORMATS = ("png", "svg")
-_COLOURS = ("#4c72b0", "#dd8452", "#937860", "#55a868", "#8172b3", "#c44e52", "#64b5cd")
+# One colour per component, in every panel and every command (the page's bar uses the same
+# order): a component never changes colour with what else is drawn beside it.
+COMPONENT_COLOURS: dict[str, str] = {
+    "weights": "#4c72b0",
+    "weights, repacked copy (CPU_REPACK)": "#2a3f66",
+    "KV cache": "#dd8452",
+    "KV cache, SWA": "#937860",
+    "recurrent state": "#8172b3",
+    "output (logits)": "#55a868",
+    "compute buffer": "#64b5cd",
+    "activations": "#8c8c8c",
+    "non-torch": "#ccb974",
+    "CUDA graphs": "#da8bc3",
+    "KV cache, one request": "#dd8452",
+}
+_SPARE = ("#4d4d4d", "#a6761d", "#1b9e77", "#7570b3", "#e7298a")
+_LIMIT = "#c44e52"
+
+
+def colour_of(component: str) -> str:
+    """The component's colour; a component not in the table gets a spare one by its name."""
+    found = COMPONENT_COLOURS.get(component)
+    if found is not None:
+        return found
+    return _SPARE[sum(component.encode()) % len(_SPARE)]
+
+
 _INSTALL = "pip install 'membudget[plot]'"
 
 
@@ -46,21 +73,39 @@ def _curve(ax: Axes, curve: MemoryCurve, device: str) -> None:
         x,
         *[[v / GIB for v in values] for _, values in rows],
         labels=[name for name, _ in rows],
-        colors=_COLOURS[: len(rows)],
+        colors=[colour_of(name) for name, _ in rows],
         alpha=0.85,
     )
+    label_box = {"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.85, "linewidth": 0}
     budget = dict(curve.budgets).get(device)
     if budget is not None:
         ax.axhline(budget / GIB, color="black", linestyle="--", linewidth=1.2)
         ax.annotate(
             f"budget {format_bytes(budget)}",
             xy=(x[0], budget / GIB),
-            xytext=(2, 3),
+            xytext=(4, 4),
             textcoords="offset points",
             fontsize=8,
+            bbox=label_box,
         )
-    if curve.max_context and curve.max_context <= x[-1]:
-        ax.axvline(curve.max_context, color="#c44e52", linewidth=1.2)
+    train = curve.n_ctx_train
+    trained_limit = bool(train) and curve.max_context >= train and train <= x[-1]
+    if trained_limit:
+        ax.axvline(train, color=_LIMIT, linestyle=":", linewidth=1.5)
+        ax.annotate(
+            f"trained context {train:,}: the limit, not memory",
+            xy=(train, 0),
+            xytext=(-4, 6),
+            textcoords="offset points",
+            rotation=90,
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color=_LIMIT,
+            bbox=label_box,
+        )
+    elif curve.max_context and curve.max_context <= x[-1]:
+        ax.axvline(curve.max_context, color=_LIMIT, linewidth=1.2)
         ax.annotate(
             f"largest context that fits: {curve.max_context:,}",
             xy=(curve.max_context, 0),
@@ -70,14 +115,16 @@ def _curve(ax: Axes, curve: MemoryCurve, device: str) -> None:
             ha="right",
             va="bottom",
             fontsize=8,
-            color="#c44e52",
+            color=_LIMIT,
+            bbox=label_box,
         )
     ax.set_xlim(x[0], x[-1])
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("memory (GiB, 2^30 bytes)")
     ax.set_title(f"{device}: {curve.model} on {curve.engine}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    # below the axes, never over the data or the labels
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, fontsize=8, frameon=False)
 
 
 def _compare(ax: Axes, bars: tuple[CompareBar, ...], budget: int | None, title: str) -> None:
@@ -85,14 +132,14 @@ def _compare(ax: Axes, bars: tuple[CompareBar, ...], budget: int | None, title: 
     for bar in bars:
         names.extend(name for name, _ in bar.parts if name not in names)
     bottoms = [0.0] * len(bars)
-    for i, name in enumerate(names):
+    for name in names:
         heights = [dict(b.parts).get(name, 0) / GIB for b in bars]
         ax.bar(
             [b.label for b in bars],
             heights,
             bottom=bottoms,
             label=name,
-            color=_COLOURS[i % len(_COLOURS)],
+            color=colour_of(name),
         )
         bottoms = [a + h for a, h in zip(bottoms, heights, strict=True)]
     for i, b in enumerate(bars):
@@ -108,9 +155,32 @@ def _compare(ax: Axes, bars: tuple[CompareBar, ...], budget: int | None, title: 
         ax.axhline(budget / GIB, color="black", linestyle="--", linewidth=1.2, label="budget")
     ax.set_ylabel("memory (GiB, 2^30 bytes)")
     ax.set_title(title, fontsize=10)
+    ax.margins(y=0.18)  # room above the tallest bar for its label, below the title
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper right", fontsize=7)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncols=2, fontsize=7, frameon=False)
+
+
+def figure(
+    curve: MemoryCurve,
+    bars: tuple[CompareBar, ...] = (),
+    compare_title: str = "",
+    ctx: int = 0,
+) -> Figure:
+    """The plot as a matplotlib figure (a panel per device, and the comparison)."""
+    _matplotlib()
+    from matplotlib.figure import Figure  # noqa: PLC0415 - the plot extra
+
+    panels = len(curve.devices) + (1 if bars else 0)
+    fig = Figure(figsize=(6.4 * panels, 5.6), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    for ax, device in zip(axes, curve.devices, strict=False):
+        _curve(ax, curve, device)
+    if bars:
+        budget = dict(curve.budgets).get(curve.devices[0]) if len(curve.devices) == 1 else None
+        at = f"at {ctx:,} tokens" if ctx else "at the model's trained context"
+        _compare(axes[-1], bars, budget, f"{compare_title} {at}")
+    return fig
 
 
 def draw(
@@ -122,17 +192,7 @@ def draw(
 ) -> str:
     """Write the plot to ``out`` (.png or .svg) and return the format used."""
     fmt = _format(out)
-    _matplotlib()
-    from matplotlib.figure import Figure  # noqa: PLC0415 - the plot extra
-
-    panels = len(curve.devices) + (1 if bars else 0)
-    fig = Figure(figsize=(6.4 * panels, 4.8), layout="constrained")
-    axes = fig.subplots(1, panels, squeeze=False)[0]
-    for ax, device in zip(axes, curve.devices, strict=False):
-        _curve(ax, curve, device)
-    if bars:
-        budget = dict(curve.budgets).get(curve.devices[0]) if len(curve.devices) == 1 else None
-        _compare(axes[-1], bars, budget, f"{compare_title} at {ctx:,} tokens")
+    fig = figure(curve, bars, compare_title, ctx)
     try:
         fig.savefig(out, format=fmt, dpi=110)
     except OSError as e:
