@@ -477,3 +477,10 @@ def test_plan_and_plot_share_one_option_set() -> None:
     for name in shared:
         assert name in plot, f"plot lacks {plan[name][0]}"
         assert plan[name] == plot[name], name
+    # the other commands that take a concept take it as plan declares it
+    for command in ("recommend", "fit", "validate"):
+        theirs = options(command)
+        for name in set(theirs) & set(shared) - {"ctx", "parallel"}:
+            assert theirs[name] == plan[name], (command, name)
+    assert {"memory", "gpu"} <= set(options("recommend"))
+    assert {"memory", "ram", "gpu", "margin", "apple", "rpc_node"} <= set(options("fit"))

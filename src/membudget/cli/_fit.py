@@ -13,6 +13,7 @@ import typer
 from membudget.cli._app import app
 from membudget.cli._output import Quiet, busy, render
 from membudget.cli._params import parse_rpc_node
+from membudget.cli._plan import Apple, Gpu, Margin, Memory, Ram, RpcNode
 from membudget.errors import InvalidArgumentError
 from membudget.model import ModelSpec
 from membudget.units import parse_size
@@ -75,20 +76,12 @@ def fit(
             "--ctx", "-c", help="Tokens a sequence for the parallel column (default: --min-ctx)."
         ),
     ] = None,
-    memory: Annotated[
-        str | None, typer.Option(help="RAM budget: 32GiB (default: this machine's).")
-    ] = None,
-    ram: Annotated[str | None, typer.Option(help="The same as --memory.")] = None,
-    gpu: Annotated[
-        list[str] | None, typer.Option(help="GPU memory, repeatable: 24GiB (default: NVML).")
-    ] = None,
-    margin: Annotated[str | None, typer.Option(help="Safety margin taken off the budget.")] = None,
-    apple: Annotated[
-        str | None, typer.Option(help="An Apple Silicon machine: 16GiB or a name (m3-16gb).")
-    ] = None,
-    rpc_node: Annotated[
-        list[str] | None, typer.Option(help="An RPC worker's memory, repeatable: 24GiB[:cpu].")
-    ] = None,
+    memory: Memory = None,
+    ram: Ram = None,
+    gpu: Gpu = None,
+    margin: Margin = None,
+    apple: Apple = None,
+    rpc_node: RpcNode = None,
     source: Annotated[
         list[str] | None,
         typer.Option(

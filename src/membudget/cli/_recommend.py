@@ -8,6 +8,7 @@ import typer
 
 from membudget.cli._app import app
 from membudget.cli._output import SOURCE_HELP, Explain, Quiet, Revision, load_with_progress, render
+from membudget.cli._plan import Gpu, Memory, Quant
 from membudget.units import parse_size
 
 
@@ -18,13 +19,9 @@ def recommend(
         int, typer.Option("--ctx", "-c", help="The context you want, in tokens (default: trained).")
     ] = 0,
     parallel: Annotated[int, typer.Option("--parallel", "-np", help="Parallel sequences.")] = 1,
-    quant: Annotated[
-        str | None, typer.Option(help="Requantise to a llama.cpp preset first.")
-    ] = None,
-    memory: Annotated[str | None, typer.Option(help="RAM budget (default: this machine).")] = None,
-    gpu: Annotated[
-        list[str] | None, typer.Option(help="GPU memory, repeatable (default: NVML).")
-    ] = None,
+    quant: Quant = None,
+    memory: Memory = None,
+    gpu: Gpu = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     quiet: Quiet = False,
     revision: Revision = "main",
