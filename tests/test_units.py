@@ -106,3 +106,24 @@ def test_every_printed_size_names_its_unit_and_round_trips(n: int, unit: str) ->
     assert parse_size(f"{n} {unit}") == n * factor
     assert format_bytes(n).split()[-1] in {"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
     assert format_bytes(n, "decimal").split()[-1] in {"B", "kB", "MB", "GB", "TB", "PB"}
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("8gb", "8 GB, decimal units of 10^9 bytes = 8,000,000,000 bytes"),
+        ("8GiB", "8 GiB, binary units of 2^30 bytes = 8,589,934,592 bytes"),
+        ("4096", "a byte count = 4,096 bytes"),
+    ],
+)
+def test_describe_size_says_which_unit_was_understood(text: str, said: str) -> None:
+    from membudget.units import describe_size
+
+    assert describe_size(text) == f"{text}: {said}"
+
+
+def test_explain_says_which_unit_was_understood(capsys: pytest.CaptureFixture[str]) -> None:
+    from membudget.cli import main
+
+    assert main(["plan", "qwen3-0.6b", "--memory", "8gb", "--explain"]) in (0, 1)
+    assert "--memory 8gb: 8 GB, decimal units of 10^9 bytes" in capsys.readouterr().out

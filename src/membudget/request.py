@@ -59,7 +59,7 @@ from membudget.report import EstimateReport, Geometry
 from membudget.report_plan import PlanReport, VllmPlanReport
 from membudget.report_sglang import SglangPlanReport
 from membudget.suggest import llamacpp_suggestions, vllm_suggestions
-from membudget.units import MIB, format_bytes
+from membudget.units import MIB, describe_size, format_bytes
 
 __all__ = [
     "ENGINES",
@@ -280,6 +280,8 @@ class PlanRequest:
     disable_piecewise_cuda_graph: bool = False
     source: str = field(default="", compare=False)
     """The name the user gave (vLLM's command names the model by it)."""
+    memory_text: str = field(default="", compare=False)
+    """--memory as typed (``8gb``), so explanations say which unit was understood."""
     given: frozenset[str] = field(default=frozenset(), compare=False)
     """Fields the user set explicitly (the command line): a flag of the other engine is refused."""
 
@@ -524,7 +526,7 @@ def request_budget(request: PlanRequest, probe: Callable[[], Hardware]) -> Budge
     """The budget ``request`` asks for; ``probe`` is called only when something is detected."""
     target = None if request.apple is None else apple_target(request.apple, request.wired_limit_mb)
     detect = request.memory_bytes is None and target is None
-    return budget_for(
+    budget = budget_for(
         request.memory_bytes,
         probe() if detect else None,
         request.margin_bytes,
@@ -533,6 +535,10 @@ def request_budget(request: PlanRequest, probe: Callable[[], Hardware]) -> Budge
         apple=target,
         rpc_cpu=request.rpc_cpu,
     )
+    if request.memory_text and budget.source == "--memory":
+        # --explain says which unit was understood ("8gb": decimal gigabytes)
+        budget = replace(budget, source=f"--memory {describe_size(request.memory_text)}")
+    return budget
 
 
 def _reference(request: PlanRequest, spec: ModelSpec) -> EstimateReport:

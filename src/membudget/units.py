@@ -27,6 +27,7 @@ __all__ = [
     "MIB",
     "TIB",
     "UnitSystem",
+    "describe_size",
     "format_bytes",
     "parse_size",
 ]
@@ -122,6 +123,31 @@ def parse_size(text: str | int) -> int:
             f"Cannot read size {text!r}: unknown unit {unit!r}; expected {_ACCEPTED}."
         )
     return int(Fraction(number) * factor)  # exact; int() rounds a fraction of a byte down
+
+
+def describe_size(text: str) -> str:
+    """How :func:`parse_size` reads ``text``, for ``--explain``: the unit understood and its
+    system (``"8gb: 8 GB, decimal units of 10^9 bytes = 8,000,000,000 bytes"``)."""
+    n = parse_size(text)
+    match = _SIZE_RE.match(text)
+    assert match is not None  # parse_size accepted it
+    unit = match["unit"]
+    if unit is None:
+        return f"{text.strip()}: a byte count = {n:,} bytes"
+    factor = _unit_factor(unit) or 1
+    binary = {v: k for k, v in BINARY_UNITS.items()}
+    decimal = {v: k for k, v in DECIMAL_UNITS.items()}
+    if factor == 1:
+        return f"{text.strip()}: bytes = {n:,} bytes"
+    if unit.lower().endswith("ib"):
+        power = factor.bit_length() - 1
+        name = binary[factor]
+        return f"{text.strip()}: {match['number']} {name}, binary units of 2^{power} bytes = {n:,} bytes"
+    power = len(str(factor)) - 1
+    name = decimal[factor]
+    return (
+        f"{text.strip()}: {match['number']} {name}, decimal units of 10^{power} bytes = {n:,} bytes"
+    )
 
 
 def _check_bytes(n: object) -> int:

@@ -246,6 +246,7 @@ def flags_request(
         swa_full=swa_full,
         quant=quant,
         memory_bytes=parse_size(memory) if memory is not None else None,
+        memory_text=memory or "",
         margin_bytes=parse_size(margin) if margin is not None else None,
         gpu_bytes=tuple(parse_size(g) for g in gpu) if gpu else None,
         source=source,
