@@ -89,35 +89,11 @@ def _curve(ax: Axes, curve: MemoryCurve, device: str) -> None:
             bbox=label_box,
         )
     train = curve.n_ctx_train
-    trained_limit = bool(train) and curve.max_context >= train and train <= x[-1]
-    if trained_limit:
-        ax.axvline(train, color=_LIMIT, linestyle=":", linewidth=1.5)
-        ax.annotate(
-            f"trained context {train:,}: the limit, not memory",
-            xy=(train, 0),
-            xytext=(-4, 6),
-            textcoords="offset points",
-            rotation=90,
-            ha="right",
-            va="bottom",
-            fontsize=8,
-            color=_LIMIT,
-            bbox=label_box,
-        )
+    if train and curve.max_context >= train and train <= x[-1]:
+        _vertical(ax, train, f"trained context {train:,}: the limit, not memory", ":", label_box)
     elif curve.max_context and curve.max_context <= x[-1]:
-        ax.axvline(curve.max_context, color=_LIMIT, linewidth=1.2)
-        ax.annotate(
-            f"largest context that fits: {curve.max_context:,}",
-            xy=(curve.max_context, 0),
-            xytext=(-4, 6),
-            textcoords="offset points",
-            rotation=90,
-            ha="right",
-            va="bottom",
-            fontsize=8,
-            color=_LIMIT,
-            bbox=label_box,
-        )
+        text = f"largest context that fits: {curve.max_context:,}"
+        _vertical(ax, curve.max_context, text, "-", label_box)
     ax.set_xlim(x[0], x[-1])
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("memory (GiB, 2^30 bytes)")
@@ -125,6 +101,23 @@ def _curve(ax: Axes, curve: MemoryCurve, device: str) -> None:
     ax.grid(alpha=0.3)
     # below the axes, never over the data or the labels
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, fontsize=8, frameon=False)
+
+
+def _vertical(ax: Axes, at: int, text: str, style: str, box: dict[str, object]) -> None:
+    """A vertical limit at context ``at``, named along it on a white box."""
+    ax.axvline(at, color=_LIMIT, linestyle=style, linewidth=1.4)
+    ax.annotate(
+        text,
+        xy=(at, 0),
+        xytext=(-4, 6),
+        textcoords="offset points",
+        rotation=90,
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        color=_LIMIT,
+        bbox=box,
+    )
 
 
 def _compare(ax: Axes, bars: tuple[CompareBar, ...], budget: int | None, title: str) -> None:

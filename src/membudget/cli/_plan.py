@@ -201,6 +201,42 @@ def cpu_moe_layers(source: str, cpu_moe: bool, n_cpu_moe: int | None) -> int | N
     return _ALL_LAYERS
 
 
+def machine_args(
+    *,
+    source: str,
+    memory: str | None,
+    ram: str | None,
+    margin: str | None,
+    gpu: list[str] | None,
+    rpc_node: list[str] | None,
+    apple: str | None,
+    wired_limit_mb: int | None,
+    n_gpu_layers: int | None,
+    tensor_split: str | None,
+    n_cpu_moe: int | None,
+    cpu_moe: bool,
+) -> dict[str, Any]:
+    """The request fields of the shared machine and placement options, for every command that
+    takes them (``--ram`` is ``--memory``; RPC workers, ``-ts`` and ``--cpu-moe`` parsed)."""
+    if ram is not None:
+        if memory is not None and parse_size(memory) != parse_size(ram):
+            raise InvalidArgumentError("--ram", ram, "conflicts with --memory; give one of them")
+        memory = ram
+    workers = [parse_rpc_node(n) for n in rpc_node or ()]
+    return {
+        "memory": memory,
+        "margin": margin,
+        "gpu": gpu,
+        "rpc_bytes": tuple(parse_size(n) for n, _ in workers),
+        "rpc_cpu": tuple(cpu for _, cpu in workers),
+        "apple": apple,
+        "wired_limit_mb": wired_limit_mb,
+        "n_gpu_layers": n_gpu_layers,
+        "tensor_split": parse_split(tensor_split),
+        "n_cpu_moe": cpu_moe_layers(source, cpu_moe, n_cpu_moe),
+    }
+
+
 def given_fields(ctx: typer.Context) -> frozenset[str]:
     """The PlanRequest fields the user set on the command line (not left at their default)."""
     out = set()
@@ -477,11 +513,6 @@ def plan(
     from membudget.hardware import detect
     from membudget.request import run_plan
 
-    workers = [parse_rpc_node(n) for n in rpc_node or ()]
-    if ram is not None:
-        if memory is not None and parse_size(memory) != parse_size(ram):
-            raise InvalidArgumentError("--ram", ram, "conflicts with --memory; give one of them")
-        memory = ram
     request = flags_request(
         given=given_fields(ctx_),
         source=source,
@@ -496,16 +527,20 @@ def plan(
         flash_attn=flash_attn,
         swa_full=swa_full,
         quant=quant,
-        memory=memory,
-        margin=margin,
-        gpu=gpu,
-        rpc_bytes=tuple(parse_size(n) for n, _ in workers),
-        rpc_cpu=tuple(cpu for _, cpu in workers),
-        apple=apple,
-        wired_limit_mb=wired_limit_mb,
-        n_gpu_layers=n_gpu_layers,
-        tensor_split=parse_split(tensor_split),
-        n_cpu_moe=cpu_moe_layers(source, cpu_moe, n_cpu_moe),
+        **machine_args(
+            source=source,
+            memory=memory,
+            ram=ram,
+            margin=margin,
+            gpu=gpu,
+            rpc_node=rpc_node,
+            apple=apple,
+            wired_limit_mb=wired_limit_mb,
+            n_gpu_layers=n_gpu_layers,
+            tensor_split=tensor_split,
+            n_cpu_moe=n_cpu_moe,
+            cpu_moe=cpu_moe,
+        ),
         load_mode=load_mode,
         tensor_overrides=parse_overrides(override_tensor or ()),
         n_cpu_ffn=n_cpu_ffn,

@@ -10,7 +10,6 @@ import typer
 
 from membudget.cli._app import app, emit_json
 from membudget.cli._output import Quiet, Revision, busy, load_with_progress
-from membudget.cli._params import parse_rpc_node, parse_split
 from membudget.cli._plan import (
     CTK,
     CTV,
@@ -40,12 +39,11 @@ from membudget.cli._plan import (
     UBatch,
     Unified,
     WiredLimitMb,
-    cpu_moe_layers,
     flags_request,
     given_fields,
+    machine_args,
 )
 from membudget.errors import InvalidArgumentError
-from membudget.units import parse_size
 
 
 @app.command()
@@ -106,11 +104,6 @@ def plot(
         if compare_by not in ("cache-types", "quants"):
             raise InvalidArgumentError("--compare", compare_by, "must be cache-types or quants")
         kind = "cache-types" if compare_by == "cache-types" else "quants"
-    if ram is not None:
-        if memory is not None and parse_size(memory) != parse_size(ram):
-            raise InvalidArgumentError("--ram", ram, "conflicts with --memory; give one of them")
-        memory = ram
-    workers = [parse_rpc_node(n) for n in rpc_node or ()]
     request = flags_request(
         given=given_fields(ctx_),
         source=source,
@@ -125,16 +118,20 @@ def plot(
         flash_attn=flash_attn,
         swa_full=swa_full,
         quant=quant,
-        memory=memory,
-        margin=margin,
-        gpu=gpu,
-        rpc_bytes=tuple(parse_size(n) for n, _ in workers),
-        rpc_cpu=tuple(cpu for _, cpu in workers),
-        apple=apple,
-        wired_limit_mb=wired_limit_mb,
-        n_gpu_layers=n_gpu_layers,
-        tensor_split=parse_split(tensor_split),
-        n_cpu_moe=cpu_moe_layers(source, cpu_moe, n_cpu_moe),
+        **machine_args(
+            source=source,
+            memory=memory,
+            ram=ram,
+            margin=margin,
+            gpu=gpu,
+            rpc_node=rpc_node,
+            apple=apple,
+            wired_limit_mb=wired_limit_mb,
+            n_gpu_layers=n_gpu_layers,
+            tensor_split=tensor_split,
+            n_cpu_moe=n_cpu_moe,
+            cpu_moe=cpu_moe,
+        ),
         tensor_parallel=tensor_parallel,
         pipeline_parallel=pipeline_parallel,
         nodes=nodes,
