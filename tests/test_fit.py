@@ -139,3 +139,44 @@ def test_the_web_api_answers_as_the_cli(capsys: pytest.CaptureFixture[str]) -> N
     jsonschema.validate(web, load_schema("membudget/fit/1"))
     _, cli = _json(capsys, "fit", "--memory", "16GiB", "--family", "qwen3-", "--json")
     assert web["rows"] == cli["rows"]
+
+
+def test_vllm_rows_are_what_plan_says(capsys: pytest.CaptureFixture[str]) -> None:
+    """With --engine vllm each checkpoint is swept as published; its row is plan's at
+    --max-model-len MIN_CTX (the longest length by vLLM's auto-fit)."""
+    hw = ["--gpu", "80GiB", "--memory", "64GiB"]
+    _, doc = _json(
+        capsys,
+        "fit",
+        "--engine",
+        "vllm",
+        *hw,
+        "--source",
+        "qwen3-8b",
+        "--source",
+        "gpt-oss-20b",
+        "--json",
+    )
+    jsonschema.validate(doc, load_schema("membudget/fit/1"))
+    rows = doc["rows"]
+    assert isinstance(rows, list)
+    assert len(rows) == 2
+    for row in rows:
+        code, plan = _json(
+            capsys,
+            "plan",
+            row["model"],
+            "--engine",
+            "vllm",
+            *hw,
+            "--max-model-len",
+            "4096",
+            "--json",
+        )
+        assert code == 0
+        budget = plan["budget"]
+        assert isinstance(budget, dict)
+        assert budget["max_context"] == row["max_context"]
+        assert budget["max_parallel"] == row["max_parallel"]
+        assert plan["commands"]["vllm"] == row["command"]  # type: ignore[index]
+        assert row["placement"] == "gpu"

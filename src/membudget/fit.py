@@ -175,6 +175,7 @@ def _fit_vllm(
     ctx: int,
 ) -> FitRow | str:
     from membudget.engines.vllm import estimate_vllm, max_model_len, vllm_command  # noqa: PLC0415
+    from membudget.readers.catalog import hf_repo  # noqa: PLC0415
 
     request = replace(base, ctx=min_ctx, max_model_len=min_ctx, source=model)
     settings = vllm_settings(request, spec, probe)
@@ -202,7 +203,10 @@ def _fit_vllm(
         needed_bytes=e.needed_bytes,
         headroom_bytes=e.requested_bytes - e.needed_bytes,
         kv_tokens_per_gib=int(GIB / per_token) if per_token else None,
-        command=tuple(vllm_command(e, model)),
+        # named as membudget plan names it: a catalogue model by its Hub repo
+        command=tuple(
+            vllm_command(e, (hf_repo(model) or model) if spec.source_kind == "catalogue" else model)
+        ),
     )
 
 

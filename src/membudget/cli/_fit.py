@@ -119,7 +119,10 @@ def fit(
     name = engine_name(engine)
     if name not in ("llama.cpp", "llama-server", "vllm"):
         raise InvalidArgumentError("--engine", engine, "must be llama-server, llama.cpp or vllm")
-    given = {"ctx", "parallel"} | ({"memory_bytes"} if memory else set())
+    # the sweep sets the context (and, for llama.cpp, one sequence) of every plan it makes
+    given = ({"ctx"} if name == "vllm" else {"ctx", "parallel"}) | (
+        {"memory_bytes"} if memory else set()
+    )
     base = PlanRequest(
         engine=name,
         memory_bytes=parse_size(memory) if memory else None,

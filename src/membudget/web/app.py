@@ -372,7 +372,7 @@ def create_app(
             engine=engine_name(engine),
             memory_bytes=parse_size(memory) if memory else None,
             gpu_bytes=sizes or None,
-            given=frozenset({"ctx", "parallel"}),
+            given=frozenset({"ctx"} if engine == "vllm" else {"ctx", "parallel"}),
         )
         models = [
             (name, functools.partial(catalog_spec, name))
