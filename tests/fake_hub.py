@@ -14,7 +14,8 @@ Two threaded HTTP servers, as the real Hub has two hosts:
   ``/claims/NAME`` (one whose file claims an absurd size) and ``/loop/NAME`` (a redirect to
   itself).
 
-Gated repos want ``Authorization: Bearer`` :data:`TOKEN`. Each server is bound to loopback and
+Gated repos answer model info to anyone and their files only with ``Authorization: Bearer``
+:data:`TOKEN`, as the real Hub does. Each server is bound to loopback and
 stopped by :meth:`FakeHub.close`.
 """
 
@@ -119,12 +120,14 @@ def _api_handler(hub: FakeHub) -> type[_Handler]:
         def do_POST(self) -> None:
             self.do_GET()
 
-        def _repo(self, repo_id: str, rev: str) -> FakeRepo | None:
+        def _repo(self, repo_id: str, rev: str, files: bool = False) -> FakeRepo | None:
             repo = hub.repos.get(repo_id)
             if repo is None:
                 self.error(404, "RepoNotFound")
                 return None
-            if repo.gated and self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            # as on the real Hub, a gated repo's metadata is public; its files need a token
+            authorised = self.headers.get("Authorization") == f"Bearer {TOKEN}"
+            if repo.gated and files and not authorised:
                 self.error(401, "GatedRepo")
                 return None
             if rev not in ("main", repo.sha):
@@ -196,7 +199,7 @@ def _api_handler(hub: FakeHub) -> type[_Handler]:
                 return
             m = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
             if m:
-                repo = self._repo(m[1], m[2])
+                repo = self._repo(m[1], m[2], files=True)
                 if repo is None:
                     return
                 file = m[3]
