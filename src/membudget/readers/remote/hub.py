@@ -62,8 +62,10 @@ def endpoint() -> str:
 
 
 def offline() -> bool:
-    """``HF_HUB_OFFLINE``, read when called, with huggingface_hub's truthy values."""
-    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) with huggingface_hub's truthy values,
+    read when called: huggingface_hub's own ``constants.HF_HUB_OFFLINE`` is read at import."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.upper() in ("1", "ON", "YES", "TRUE")
 
 
 def _is_gguf_model(path: str) -> bool:
