@@ -255,6 +255,7 @@ def _request(body: PlanBody, source: str) -> PlanRequest:
         swa_full=body.swa_full,
         quant=body.quant or None,
         memory_bytes=parse_size(body.memory) if body.memory else None,
+        memory_text=body.memory or "",
         margin_bytes=parse_size(body.margin) if body.margin else None,
         gpu_bytes=tuple(parse_size(g) for g in body.gpus) if body.gpus else None,
         tensor_parallel=body.tensor_parallel,
