@@ -30,6 +30,7 @@ from membudget.request import (
     llamacpp_plan,
     llamacpp_settings,
     request_budget,
+    served_name,
     vllm_settings,
 )
 from membudget.units import GIB
@@ -58,7 +59,6 @@ class FitRow:
     max_context: int
     max_context_limit: ContextLimit
     max_parallel: int
-    gpu_only: bool
     placement: Literal["gpu", "offload", "cpu"]
     """Every layer on the GPUs, some on the CPU beside them, or a machine without GPUs."""
     needed_bytes: int
@@ -66,6 +66,10 @@ class FitRow:
     kv_tokens_per_gib: int | None
     """Tokens of KV cache one GiB holds at this plan's cache types (None: no KV cache)."""
     command: tuple[str, ...]
+
+    @property
+    def gpu_only(self) -> bool:
+        return self.placement == "gpu"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +160,6 @@ def fit_model(
             max_context=plan.max_context,
             max_context_limit=plan.max_context_limit,
             max_parallel=most,
-            gpu_only=gpu_only,
             placement="gpu" if gpu_only else "offload" if budget.gpus else "cpu",
             needed_bytes=plan.needed_bytes,
             headroom_bytes=plan.headroom_bytes,
@@ -175,7 +178,6 @@ def _fit_vllm(
     ctx: int,
 ) -> FitRow | str:
     from membudget.engines.vllm import estimate_vllm, max_model_len, vllm_command  # noqa: PLC0415
-    from membudget.readers.catalog import hf_repo  # noqa: PLC0415
 
     request = replace(base, ctx=min_ctx, max_model_len=min_ctx, source=model)
     settings = vllm_settings(request, spec, probe)
@@ -198,15 +200,11 @@ def _fit_vllm(
         max_context=longest,
         max_context_limit="n_ctx_train" if train and longest >= train else "memory",
         max_parallel=int(at_ctx.max_concurrency) if at_ctx.fits else 0,
-        gpu_only=settings.platform != "cpu",
         placement="cpu" if settings.platform == "cpu" else "gpu",
         needed_bytes=e.needed_bytes,
         headroom_bytes=e.requested_bytes - e.needed_bytes,
         kv_tokens_per_gib=int(GIB / per_token) if per_token else None,
-        # named as membudget plan names it: a catalogue model by its Hub repo
-        command=tuple(
-            vllm_command(e, (hf_repo(model) or model) if spec.source_kind == "catalogue" else model)
-        ),
+        command=tuple(vllm_command(e, served_name(request, spec))),
     )
 
 

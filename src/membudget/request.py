@@ -71,6 +71,7 @@ __all__ = [
     "llamacpp_settings",
     "request_budget",
     "run_plan",
+    "served_name",
     "sglang_settings",
     "vllm_settings",
 ]
@@ -612,10 +613,16 @@ _MODEL_DTYPES: tuple[ModelDtype, ...] = ("auto", "half", "float16", "bfloat16", 
 _SSM_DTYPES: tuple[MambaSsmDtype, ...] = ("auto", "float32", "float16", "bfloat16")
 
 
+def served_name(request: PlanRequest, spec: ModelSpec) -> str:
+    """The model as a serving engine's command names it: the source as given, a catalogue
+    model by its Hub repo."""
+    source = request.source or spec.name
+    return (hf_repo(source) or source) if spec.source_kind == "catalogue" else source
+
+
 def _vllm(request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]) -> VllmPlanReport:
     settings = vllm_settings(request, spec, probe)
-    source = request.source or spec.name
-    model = (hf_repo(source) or source) if spec.source_kind == "catalogue" else source
+    model = served_name(request, spec)
     estimate = estimate_vllm(spec, settings)
     found = () if estimate.fits else vllm_suggestions(request, spec, probe, estimate)
     return VllmPlanReport(estimate, model, found)
@@ -1244,8 +1251,7 @@ def _sglang(
     request: PlanRequest, spec: ModelSpec, probe: Callable[[], Hardware]
 ) -> SglangPlanReport:
     settings = sglang_settings(request, spec, probe)
-    source = request.source or spec.name
-    model = (hf_repo(source) or source) if spec.source_kind == "catalogue" else source
+    model = served_name(request, spec)
     return SglangPlanReport(estimate_sglang(spec, settings), model)
 
 
