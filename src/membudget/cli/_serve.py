@@ -72,18 +72,18 @@ def serve(
     if not _is_loopback(host):
         warn(f"binding to {host}: the page is reachable from other machines.")
     application = create_app(tuple(allow_dir or ()), max_body, allow_remote)
-    # bind here, so a busy port is one line and exit 2, not uvicorn's own exit
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise MembudgetError(
-            f"Cannot serve on {host}:{port}: {e.strerror or e} (another server on that port? "
-            "choose another with --port, or 0 for a free one)"
-        ) from None
+    # try the port first, so a busy one is one line and exit 2, not uvicorn's own exit
+    if port:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as e:
+                raise MembudgetError(
+                    f"Cannot serve on {host}:{port}: {e.strerror or e} (another server on that "
+                    "port? choose another with --port, or 0 for a free one)"
+                ) from None
     config = uvicorn.Config(
         application,
         host=host,
@@ -114,4 +114,4 @@ def serve(
             warn(f"serving on {url} (Ctrl+C stops)")
 
     server.startup = startup  # type: ignore[method-assign]
-    server.run(sockets=[sock])
+    server.run()
