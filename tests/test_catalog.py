@@ -15,12 +15,19 @@ REQUIRED = [
     "gemma-3-270m", "gemma-3-1b", "gemma-3-4b", "gemma-3-12b", "gemma-3-27b",
     "mistral-7b", "mistral-small-24b", "mixtral-8x7b", "deepseek-v3", "deepseek-r1",
     "gpt-oss-20b", "gpt-oss-120b", "phi-4", "granite-4.0-h-small", "mamba-2.8b",
+    # issue 16: the families people ask `membudget fit` about
+    "llama-3.3-70b", "llama-4-scout", "llama-4-maverick", "qwen2.5-7b", "qwen2.5-72b",
+    "qwen3-coder-480b-a35b", "qwen3.5-397b-a17b", "qwen3.5-35b-a3b", "gemma-2-9b",
+    "mistral-nemo-12b", "mixtral-8x22b", "magistral-small", "devstral-small",
+    "deepseek-r1-distill-qwen-32b", "deepseek-r1-distill-llama-70b", "deepseek-v3.1", "kimi-k2",
+    "phi-4-mini", "granite-4.0-h-tiny", "smollm2-1.7b", "lfm2-1.2b",
 ]  # fmt: skip
 
 
 def test_catalogue_covers_the_required_models() -> None:
-    assert len(catalog()) >= 30
+    assert len(catalog()) >= 80
     assert set(REQUIRED) <= set(catalog())
+    assert len({e.source for e in catalog().values()}) >= 75, "entries cite their own configs"
 
 
 @pytest.mark.parametrize("name", list(catalog()))
@@ -53,6 +60,24 @@ def test_geometry_gives_the_cited_parameter_count(name: str) -> None:
         ),
         pytest.param("bonsai-8b", lambda s: round(s.bits_per_weight, 2) == 1.13, id="Q1_0 weights"),
         pytest.param("llama-3.1-8b", lambda s: {x.n_head_kv for x in s.layers} == {8}, id="GQA"),
+        pytest.param("lfm2-1.2b", lambda s: s.n_ff == 8192, id="LFM2 auto-adjusted FFN width"),
+        pytest.param(
+            "lfm2-350m", lambda s: (s.n_ff, s.n_recurrent_layers) == (4608, 10), id="LFM2 rounding"
+        ),
+        pytest.param(
+            "kimi-k2",
+            lambda s: (s.architecture, s.n_expert, s.mla is not None) == ("deepseek2", 384, True),
+            id="Kimi K2 is DeepSeek-V3's architecture",
+        ),
+        pytest.param(
+            "llama-4-maverick",
+            lambda s: sum(x.moe for x in s.layers) == 24 and s.layers[1].moe,
+            id="Maverick's MoE every 2nd layer",
+        ),
+        pytest.param("qwen3.5-35b-a3b", lambda s: s.n_recurrent_layers == 30, id="qwen3.5 3:1"),
+        pytest.param(
+            "gemma-2-27b", lambda s: sum(x.is_swa for x in s.layers) == 23, id="gemma2 1:1"
+        ),
     ],
 )
 def test_architecture_facts(name: str, check: object) -> None:

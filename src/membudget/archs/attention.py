@@ -108,8 +108,9 @@ class GptOss(ArchRule, arch="gpt-oss", model_types=("gpt_oss",)):
     expert_bias = True
 
 
-class Deepseek2(ArchRule, arch="deepseek2", model_types=("deepseek_v2", "deepseek_v3")):
-    """DeepSeek V2/V3 (MLA; its fields are generic: ``kv_lora_rank``, ``qk_rope_head_dim``...)."""
+class Deepseek2(ArchRule, arch="deepseek2", model_types=("deepseek_v2", "deepseek_v3", "kimi_k2")):
+    """DeepSeek V2/V3 and Kimi K2, which ships DeepSeek-V3's architecture under its own
+    ``model_type`` (MLA; its fields are generic: ``kv_lora_rank``, ``qk_rope_head_dim``...)."""
 
     @classmethod
     def config_score_bias(cls, f: ConfigFields) -> bool:

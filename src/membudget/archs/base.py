@@ -175,6 +175,11 @@ class ArchRule:
         return None
 
     @classmethod
+    def config_ffn(cls, f: ConfigFields) -> int:
+        """A dense layer's FFN width: the first of :attr:`ffn_fields` the config has (0: none)."""
+        return f.int(*cls.ffn_fields, default=0)
+
+    @classmethod
     def config_recurrent(cls, f: ConfigFields, n_embd: int) -> RecurrentSpec | None:
         """The recurrent state's shape from the config's fields (None: no recurrent layers)."""
         return None

@@ -220,6 +220,22 @@ class Lfm2(ArchRule, arch=("lfm2", "lfm2moe"), model_types=("lfm2",)):
     recurrent = "shortconv"
     kv_zero_means_recurrent = True
     qk_norm = True
+    tied_default = True  # Lfm2Config ties the output to the embeddings unless told otherwise
+
+    @classmethod
+    def config_ffn(cls, f: ConfigFields) -> int:
+        # transformers Lfm2MLP: with block_auto_adjust_ff_dim the width is 2/3 of
+        # block_ff_dim (alias intermediate_size), times block_ffn_dim_multiplier, rounded up
+        # to block_multiple_of
+        width = f.int("block_ff_dim", "intermediate_size", default=0)
+        if width and f.cfg.get("block_auto_adjust_ff_dim", False) is True:
+            width = int(2 * width / 3)
+            multiplier = f.cfg.get("block_ffn_dim_multiplier")
+            if isinstance(multiplier, (int, float)) and not isinstance(multiplier, bool):
+                width = int(multiplier * width)
+            step = f.int("block_multiple_of", default=256, minimum=1)
+            width = step * -(-width // step)
+        return width
 
     @classmethod
     def config_recurrent_flags(cls, f: ConfigFields, n_layer: int) -> tuple[bool, ...] | None:

@@ -243,7 +243,7 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         )
     head_dim = f.int("head_dim", default=n_embd // n_head if n_head else 0)
     n_vocab = f.int("vocab_size", minimum=1)
-    n_ff = f.int(*rule.ffn_fields, default=0)
+    n_ff = rule.config_ffn(f)
     n_ctx = f.int("max_position_embeddings", "seq_length", "n_positions", default=0)
 
     # Sliding windows: an explicit per-layer list, a pattern period, or every layer.
