@@ -118,3 +118,70 @@ def test_llama4_counts_what_transformers_builds(tmp_path: Path) -> None:
     assert [x.sliding_window for x in spec.layers] == [256, 256, 256, 0]
     assert [x.chunked for x in spec.layers] == [True, True, True, False]
     assert [x.moe for x in spec.layers] == [False, True, False, True]
+
+
+_GLM: dict[str, Any] = {
+    "model_type": "glm4_moe",
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "moe_intermediate_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "n_routed_experts": 4,
+    "n_shared_experts": 1,
+    "num_experts_per_tok": 2,
+    "first_k_dense_replace": 1,
+    "norm_topk_prob": True,
+    "attention_bias": True,
+    "partial_rotary_factor": 0.5,
+    "max_position_embeddings": 256,
+    "tie_word_embeddings": False,
+}
+
+
+@pytest.mark.parametrize(("qk_norm", "counted"), [(False, 183_616), (True, 183_712)])
+def test_glm4_moe_counts_what_transformers_builds(
+    tmp_path: Path, qk_norm: bool, counted: int
+) -> None:
+    """GLM-4.5: biased Q/K/V, Q/K norms only with ``use_qk_norm`` (GLM-4.5 has them, the Air
+    does not), one dense layer, then routed experts beside a shared one.
+
+    ``counted`` is ``sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())``
+    under transformers 5.19.0; the file holds 8 values more: each MoE layer's
+    ``e_score_correction_bias`` (4 experts x 2 layers), a buffer transformers saves in the
+    checkpoint but does not list as a parameter (llama.cpp's ``exp_probs_b``)."""
+    cfg = {**_GLM, "use_qk_norm": qk_norm}
+    spec = spec_from_config(cfg, path=tmp_path / "config.json", name="glm", source="glm")
+    assert spec.architecture == "glm4moe"
+    assert spec.n_params == counted + 2 * 4
+    assert spec.expert_weights_norm  # norm_topk_prob: llama.cpp renormalises the chosen weights
+    assert [x.moe for x in spec.layers] == [False, True, True]
+
+
+def test_lfm2_ffn_width_is_what_transformers_builds(tmp_path: Path) -> None:
+    """LFM2 shrinks ``block_ff_dim`` to 2/3, times the multiplier, rounded up to
+    ``block_multiple_of`` (200 -> 133 -> 160), and ties its embeddings unless told otherwise.
+
+    214,016 and the 160-wide ``feed_forward.w1`` are what ``AutoModelForCausalLM.from_config``
+    builds for this config under transformers 5.19.0."""
+    cfg: dict[str, Any] = {
+        "model_type": "lfm2",
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "block_ff_dim": 200,
+        "block_auto_adjust_ff_dim": True,
+        "block_ffn_dim_multiplier": 1.0,
+        "block_multiple_of": 32,
+        "conv_L_cache": 3,
+        "full_attn_idxs": [1, 3],
+        "max_position_embeddings": 256,
+    }
+    spec = spec_from_config(cfg, path=tmp_path / "config.json", name="lfm2", source="lfm2")
+    assert (spec.n_ff, spec.n_params, spec.tied_embeddings) == (160, 214_016, True)
+    assert spec.n_recurrent_layers == 2

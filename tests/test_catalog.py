@@ -20,7 +20,8 @@ REQUIRED = [
     "qwen3-coder-480b-a35b", "qwen3.5-397b-a17b", "qwen3.5-35b-a3b", "gemma-2-9b",
     "mistral-nemo-12b", "mixtral-8x22b", "magistral-small", "devstral-small",
     "deepseek-r1-distill-qwen-32b", "deepseek-r1-distill-llama-70b", "deepseek-v3.1", "kimi-k2",
-    "phi-4-mini", "granite-4.0-h-tiny", "smollm2-1.7b", "lfm2-1.2b",
+    "phi-4-mini", "granite-4.0-h-tiny", "smollm2-1.7b", "lfm2-1.2b", "glm-4.5", "glm-4.5-air",
+    "glm-4.6",
 ]  # fmt: skip
 
 

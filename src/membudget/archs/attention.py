@@ -108,6 +108,24 @@ class GptOss(ArchRule, arch="gpt-oss", model_types=("gpt_oss",)):
     expert_bias = True
 
 
+class Glm4Moe(ArchRule, arch="glm4moe", model_types=("glm4_moe",)):
+    """GLM-4.5 and 4.6: biased Q/K/V, Q/K norms where ``use_qk_norm`` says, the first
+    ``first_k_dense_replace`` layers dense, then experts routed by a sigmoid with a selection
+    bias (transformers ``Glm4MoeTopkRouter.e_score_correction_bias``) beside shared experts.
+    ``num_hidden_layers`` excludes the multi-token-prediction block, which llama.cpp does not
+    load by default."""
+
+    attention_bias_default = True
+
+    @classmethod
+    def config_qk_norm(cls, f: ConfigFields) -> bool:
+        return f.cfg.get("use_qk_norm") is True
+
+    @classmethod
+    def config_score_bias(cls, f: ConfigFields) -> bool:
+        return True
+
+
 class Deepseek2(ArchRule, arch="deepseek2", model_types=("deepseek_v2", "deepseek_v3", "kimi_k2")):
     """DeepSeek V2/V3 and Kimi K2, which ships DeepSeek-V3's architecture under its own
     ``model_type`` (MLA; its fields are generic: ``kv_lora_rank``, ``qk_rope_head_dim``...)."""

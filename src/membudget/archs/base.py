@@ -175,6 +175,11 @@ class ArchRule:
         return None
 
     @classmethod
+    def config_qk_norm(cls, f: ConfigFields) -> bool:
+        """Per-head RMS norms on Q and K (:attr:`qk_norm` unless the family's config says)."""
+        return cls.qk_norm
+
+    @classmethod
     def config_ffn(cls, f: ConfigFields) -> int:
         """A dense layer's FFN width: the first of :attr:`ffn_fields` the config has (0: none)."""
         return f.int(*cls.ffn_fields, default=0)

@@ -112,6 +112,8 @@ class Geometry:
     attn_sinks: bool
     score_bias: bool = False
     """DeepSeek-V3's routing-score correction bias (``topk_method`` noaux_tc; V2 has none)."""
+    expert_weights_norm: bool = False
+    """The chosen experts' weights are renormalised (``norm_topk_prob``)."""
     provenance: tuple[tuple[str, str], ...] = ()
     """ModelSpec field -> the config field (or default) it came from."""
     rope_scaling: str = ""
@@ -370,7 +372,7 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         **_rope(cfg.get("rope_scaling")),
         tied=bool(cfg.get("tie_word_embeddings", rule.tied_default)),
         attention_bias=bool(cfg.get("attention_bias", rule.attention_bias_default)),
-        qk_norm=rule.qk_norm,
+        qk_norm=rule.config_qk_norm(f),
         sandwich_norm=rule.sandwich_norm,
         n_swa=n_swa,
         swa_flags=swa_flags,
@@ -387,6 +389,7 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         expert_bias=rule.expert_bias,
         attn_sinks=rule.attention_sinks,
         score_bias=rule.config_score_bias(f),
+        expert_weights_norm=cfg.get("norm_topk_prob") is True,
         provenance=tuple(provenance.items()),
     )
 
@@ -615,6 +618,7 @@ def spec_from_config(
         n_expert_used=g.n_expert_used,
         n_expert_shared=g.n_expert_shared,
         n_ff_expert=g.n_ff_expert if g.n_expert else 0,
+        expert_weights_norm=g.expert_weights_norm and g.n_expert > 0,
         mla=g.mla,
         recurrent=g.recurrent,
         tied_embeddings=g.tied,
