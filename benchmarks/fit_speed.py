@@ -2,9 +2,11 @@
 
     python benchmarks/fit_speed.py [--runs N]
 
-Each row is one machine: the catalogue swept with ``python -m membudget fit ... -q`` as its own
-process (start-up included), the median of ``--runs`` runs beside the target and their ratio,
-and the number of rows found. Side by side in one run: a CPU-only machine, one GPU, two GPUs.
+Each row is one machine and one ``--jobs``: the catalogue swept with
+``python -m membudget fit ... -q`` as its own process (start-up included), the median of
+``--runs`` runs beside the target and their ratio, and the answer. Side by side in one run: a
+CPU-only machine, one GPU, two GPUs; each in one process (``--jobs 1``) and in a worker per
+CPU this benchmark may use (the default).
 """
 
 from __future__ import annotations
@@ -26,28 +28,39 @@ MACHINES: list[tuple[str, list[str]]] = [
 ]
 
 
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MEMBUDGET_PROGRESS": "0"}
-    print(f"{'machine':32} {'median s':>9} {'target s':>9} {'ratio':>7}  answer")
+    print(f"{'machine':32} {'jobs':>4} {'median s':>9} {'target s':>9} {'ratio':>7}  answer")
     for name, flags in MACHINES:
-        times = []
-        answer = ""
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "-m", "membudget", "fit", *flags, "-q"],
-                capture_output=True,
-                text=True,
-                env=env,
-                check=False,
+        for jobs in sorted({1, _cpus()}):
+            times = []
+            answer = ""
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                done = subprocess.run(
+                    [sys.executable, "-m", "membudget", "fit", *flags, "--jobs", str(jobs), "-q"],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=False,
+                )
+                times.append(time.perf_counter() - start)
+                answer = done.stdout.strip() or done.stderr.strip()
+            median = statistics.median(times)
+            print(
+                f"{name:32} {jobs:4} {median:9.2f} {TARGET_S:9.2f} {median / TARGET_S:7.1f}  "
+                f"{answer}"
             )
-            times.append(time.perf_counter() - start)
-            answer = done.stdout.strip() or done.stderr.strip()
-        median = statistics.median(times)
-        print(f"{name:32} {median:9.2f} {TARGET_S:9.2f} {median / TARGET_S:7.1f}  {answer}")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,20 @@ def test_filters(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2
 
 
+def test_worker_processes_give_the_same_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    """--jobs plans the models in spawned worker processes, each handed the model as loaded and
+    the machine as read once: the same document, rows and skipped models in the same order, as
+    in one process."""
+    sources = [a for m in [*SAMPLE, "llama-3.1-405b"] for a in ("--source", m)]
+    hw = ["--memory", "32GiB", "--gpu", "12GiB"]
+    _, alone = _json(capsys, "fit", *hw, *sources, "--jobs", "1", "--json")
+    _, workers = _json(capsys, "fit", *hw, *sources, "--jobs", "2", "--json")
+    assert workers == alone
+    assert [s["model"] for s in alone["skipped"]] == ["llama-3.1-405b"]  # type: ignore[attr-defined]
+    assert main(["fit", "--jobs", "0"]) == 2
+    assert "--jobs must be 1 or more" in capsys.readouterr().err
+
+
 def test_the_web_api_answers_as_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
     """GET /api/fit sweeps the catalogue as membudget fit does."""
     from fastapi.testclient import TestClient

@@ -10,13 +10,18 @@ layer sits on the GPUs, its needed bytes and its command. For vLLM each checkpoi
 swept as published.
 
 What does not change between candidates is computed once: the budget (the machine is read
-once), the model as loaded, and each preset's retyped model.
+once), the model as loaded, and each preset's retyped model. Models are independent of one
+another, so :func:`sweep` spreads them over worker processes (``jobs``); each worker gets the
+model as loaded and the machine as read here, so a row is the same whichever process made it.
 """
 
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -35,7 +40,7 @@ from membudget.request import (
 )
 from membudget.units import GIB
 
-__all__ = ["FitRow", "FitSweep", "SortKey", "candidates", "fit_model", "sweep"]
+__all__ = ["FitRow", "FitSweep", "SortKey", "candidates", "default_jobs", "fit_model", "sweep"]
 
 SortKey = Literal["params", "quality", "context", "headroom"]
 
@@ -208,6 +213,14 @@ def _fit_vllm(
     )
 
 
+def default_jobs() -> int:
+    """The CPUs this process may run on (``sched_getaffinity`` where the OS has it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def sweep(
     models: Iterable[tuple[str, Callable[[], ModelSpec]]],
     base: PlanRequest,
@@ -216,25 +229,59 @@ def sweep(
     min_ctx: int = 4096,
     ctx: int | None = None,
     keep: Callable[[ModelSpec], bool] = lambda _: True,
+    jobs: int = 1,
 ) -> FitSweep:
-    """Every model's row (models whose ``keep`` is false are left out)."""
-    probe = functools.cache(probe)
-    rows: list[FitRow] = []
-    skipped: list[tuple[str, str]] = []
+    """Every model's row (models whose ``keep`` is false are left out), in the order given.
+    With ``jobs`` > 1 the models are planned in that many worker processes."""
+    cached = functools.cache(probe)
+    found: list[tuple[str, FitRow | str]] = []
+    work: list[tuple[int, str, ModelSpec]] = []
     for model, load in models:
         try:
             spec = load()
-            if not keep(spec):
-                continue
-            found = fit_model(model, spec, base, probe, min_ctx, ctx or min_ctx)
         except MembudgetError as e:
-            skipped.append((model, str(e)))
+            found.append((model, str(e)))
             continue
-        if isinstance(found, str):
-            skipped.append((model, found))
-        else:
-            rows.append(found)
+        if keep(spec):
+            work.append((len(found), model, spec))
+            found.append((model, ""))
+    # the machine is read once, here; workers are handed what was read
+    request_budget(replace(base, ctx=min_ctx, parallel=1).resolved(), cached)
+    hardware = cached() if cached.cache_info().currsize else None
+    jobs = max(1, min(jobs, len(work)))
+    tasks = [(model, spec, base, hardware, min_ctx, ctx or min_ctx) for _, model, spec in work]
+    if jobs == 1:
+        answers = [_fit_task(t, cached) for t in tasks]
+    else:
+        # spawn: a fresh interpreter per worker, safe beside threads (the web server's)
+        context = multiprocessing.get_context("spawn")
+        # largest models first (they search the most placements), so no worker is left
+        # with a long one at the end; answers come back in the order given
+        order = sorted(range(len(tasks)), key=lambda i: -tasks[i][1].weights.total)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            done = dict(zip(order, pool.map(_fit_task, [tasks[i] for i in order]), strict=True))
+        answers = [done[i] for i in range(len(tasks))]
+    for (at, model, _), answer in zip(work, answers, strict=True):
+        found[at] = (model, answer)
+    rows = [r for _, r in found if isinstance(r, FitRow)]
+    skipped = [(m, r) for m, r in found if isinstance(r, str)]
     return FitSweep(tuple(rows), tuple(skipped))
+
+
+_Task = tuple[str, ModelSpec, PlanRequest, Hardware | None, int, int]
+
+
+def _fit_task(task: _Task, probe: Callable[[], Hardware] | None = None) -> FitRow | str:
+    """One model's row or why it has none (a worker's unit of work)."""
+    model, spec, base, hardware, min_ctx, ctx = task
+    if probe is None:
+        from membudget.hardware import detect  # noqa: PLC0415 - reached only if unread
+
+        probe = functools.cache(detect) if hardware is None else lambda: hardware
+    try:
+        return fit_model(model, spec, base, probe, min_ctx, ctx)
+    except MembudgetError as e:
+        return str(e)
 
 
 def sort_rows(rows: Iterable[FitRow], key: SortKey) -> list[FitRow]:

@@ -150,10 +150,11 @@ def run_fit(
     ctx: int | None = None,
     sort: SortKey = "params",
     keep: Callable[[ModelSpec], bool] = lambda _: True,
+    jobs: int = 1,
 ) -> FitReport:
     """The sweep of :func:`membudget.fit.sweep` as a report (the machine read once)."""
     probe = functools.cache(probe)
-    found = sweep(models, base, probe, min_ctx=min_ctx, ctx=ctx, keep=keep)
+    found = sweep(models, base, probe, min_ctx=min_ctx, ctx=ctx, keep=keep, jobs=jobs)
     budget = request_budget(base.resolved(), probe)
     hardware = f"{format_bytes(budget.memory_bytes)} RAM" + "".join(
         f", {dev} {format_bytes(n)}" for dev, n in budget.gpus

@@ -98,11 +98,20 @@ def fit(
     moe: Annotated[
         bool | None, typer.Option("--moe/--dense", help="Only mixtures of experts / dense.")
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            help="Worker processes to plan models in (default: the CPUs available; 1: none).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """What fits this machine? Every model's best preset that holds --min-ctx tokens, its
     largest context, its most parallel sequences, and the command to run it."""
+    from membudget.fit import default_jobs
     from membudget.hardware import detect
     from membudget.report_fit import run_fit
     from membudget.request import PlanRequest, engine_name
@@ -111,6 +120,8 @@ def fit(
         raise InvalidArgumentError("--sort", sort, f"must be one of {', '.join(_SORTS)}")
     if min_ctx < 1:
         raise InvalidArgumentError("--min-ctx", min_ctx, "must be 1 or more")
+    if jobs is not None and jobs < 1:
+        raise InvalidArgumentError("--jobs", jobs, "must be 1 or more")
     if ram is not None:
         if memory is not None and parse_size(memory) != parse_size(ram):
             raise InvalidArgumentError("--ram", ram, "conflicts with --memory; give one of them")
@@ -151,5 +162,6 @@ def fit(
             ctx=ctx,
             sort=sort,  # type: ignore[arg-type]
             keep=keep,
+            jobs=jobs or default_jobs(),
         )
     render(report, as_json=as_json, quiet=quiet, explain=False)
