@@ -253,13 +253,23 @@ def sweep(
     if jobs == 1:
         answers = [_fit_task(t, cached) for t in tasks]
     else:
+        # Models of one geometry (a fine-tune, a longer-context release, a preset of another
+        # entry) share their graphs and splits, which each process keeps: they go to one
+        # worker together. Largest groups first (they search the most placements), so no
+        # worker is left with a long one at the end; answers come back in the order given.
+        groups: dict[object, list[int]] = {}
+        for i, (_, spec, *_rest) in enumerate(tasks):
+            groups.setdefault(_geometry(spec), []).append(i)
+        batches = sorted(groups.values(), key=lambda g: -sum(tasks[i][1].weights.total for i in g))
         # spawn: a fresh interpreter per worker, safe beside threads (the web server's)
         context = multiprocessing.get_context("spawn")
-        # largest models first (they search the most placements), so no worker is left
-        # with a long one at the end; answers come back in the order given
-        order = sorted(range(len(tasks)), key=lambda i: -tasks[i][1].weights.total)
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            done = dict(zip(order, pool.map(_fit_task, [tasks[i] for i in order]), strict=True))
+            results = pool.map(_fit_batch, [[tasks[i] for i in g] for g in batches])
+            done = {
+                i: a
+                for g, r in zip(batches, results, strict=True)
+                for i, a in zip(g, r, strict=True)
+            }
         answers = [done[i] for i in range(len(tasks))]
     for (at, model, _), answer in zip(work, answers, strict=True):
         found[at] = (model, answer)
@@ -269,6 +279,16 @@ def sweep(
 
 
 _Task = tuple[str, ModelSpec, PlanRequest, Hardware | None, int, int]
+
+
+def _geometry(spec: ModelSpec) -> object:
+    """What a model's graphs depend on: its architecture, layers and tensor shapes."""
+    return (spec.architecture, spec.layers, tuple((t.name, t.shape) for t in spec.tensors))
+
+
+def _fit_batch(tasks: list[_Task]) -> list[FitRow | str]:
+    """A worker's unit of work: models of one geometry, planned one after the other."""
+    return [_fit_task(t) for t in tasks]
 
 
 def _fit_task(task: _Task, probe: Callable[[], Hardware] | None = None) -> FitRow | str:

@@ -314,7 +314,9 @@ _SHAPES: dict[object, int] = {}
 
 def _graph_key(spec: ModelSpec) -> int:
     """What the worst-case graph depends on: the model without its weights' types and bytes,
-    so every preset of one model shares its graphs. Numbered once per model object."""
+    so every preset of one model shares its graphs, nor its trained context and RoPE scaling
+    (no shape depends on them), so models of one geometry share them too (a fine-tune, a
+    longer-context release). Numbered once per model object."""
 
     def make() -> int:
         shape = (
@@ -323,6 +325,10 @@ def _graph_key(spec: ModelSpec) -> int:
                 name="",
                 source="",
                 n_params=0,
+                n_ctx_train=0,
+                rope_scaling="",
+                rope_factor=0.0,
+                n_ctx_orig_yarn=0,
                 weights=replace(
                     spec.weights, token_embd=0, output=0, layers=(), experts=(), other=0
                 ),
