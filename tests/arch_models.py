@@ -553,6 +553,41 @@ def gpt_oss(path: Path, qtype: Q = Q.F16) -> Path:
     return write_model(path, m, tensors)
 
 
+def llama4(path: Path, qtype: Q = Q.F16, *, chunked: bool = True) -> Path:
+    """Llama 4: dense and MoE layers alternating (``interleave_moe_layer_step`` 2), each MoE
+    layer one routed expert of four beside a shared one; chunked attention on three layers of
+    four (llama.cpp's fixed 8192-token chunks) unless ``chunked`` is off (``sliding_window`` 0:
+    full attention everywhere)."""
+    n_exp, n_ff = 4, 128
+    tensors = _base(0)
+    for il in range(4):
+        p = f"blk.{il}."
+        tensors += _attn(p)
+        tensors += _moe(p, n_exp, n_ff, shared=1) if il % 2 else _ffn(p)
+    extra: dict[str, object] = {
+        "{arch}.expert_count": n_exp,
+        "{arch}.expert_used_count": 1,
+        "{arch}.expert_feed_forward_length": n_ff,
+        "{arch}.interleave_moe_layer_step": 2,
+    }
+    if not chunked:
+        extra["{arch}.attention.sliding_window"] = 0
+    m = _tiny("llama4", 4, n_head_kv=KV, matrix_type=qtype, extra=extra)
+    return write_model(path, m, tensors)
+
+
+def granite(path: Path, qtype: Q = Q.F16) -> Path:
+    """Granite 3: llama's layers with the embedding, residual and logit scales (and the
+    attention scale) every Granite file carries."""
+    extra = {
+        "{arch}.logit_scale": 8.0,
+        "{arch}.residual_scale": 0.22,
+        "{arch}.embedding_scale": 12.0,
+        "{arch}.attention.scale": 0.0078125,
+    }
+    return write_model(path, _tiny("granite", 4, n_head_kv=KV, matrix_type=qtype, extra=extra))
+
+
 ARCHS: dict[str, Callable[..., Path]] = {
     "llama": llama,
     "qwen2": qwen2,
@@ -576,6 +611,9 @@ ARCHS: dict[str, Callable[..., Path]] = {
     "granitehybrid": granitehybrid,
     "phi3": phi3,
     "gpt-oss": gpt_oss,
+    "granite": granite,
+    "llama4": llama4,
+    "llama4-full": lambda path, qtype=Q.F16: llama4(path, qtype, chunked=False),
 }
 
 

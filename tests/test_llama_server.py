@@ -110,6 +110,7 @@ CASES = [
     pytest.param(
         "gemma2", ["--ctx", "1024", "--parallel", "4", "--kv-unified"], id="gemma2 unified"
     ),
+    pytest.param("llama4", ["--ctx", "3000", "--parallel", "2"], id="llama4 chunked, 2 sequences"),
 ]
 
 
@@ -163,6 +164,11 @@ def test_the_printed_command_allocates_what_the_plan_says(
         ),
         pytest.param("deepseek2", ["--ctx", "2048"], 2, id="deepseek2 MLA on two workers"),
         pytest.param("qwen3next", ["--ctx", "2048"], 2, id="qwen3next on two workers"),
+        pytest.param("llama4", ["--ctx", "2048", "-ngl", "3"], 1, id="llama4, one worker, -ngl 3"),
+        pytest.param("llama4", ["--ctx", "2048"], 2, id="llama4 on two workers"),
+        pytest.param(
+            "granite", ["--ctx", "2048", "-ngl", "3"], 1, id="granite, one worker, -ngl 3"
+        ),
         pytest.param(
             "qwen3moe", ["--ctx", "2048", "-ot", "exps=CPU"], 2, id="qwen3moe -ot exps=CPU"
         ),
@@ -315,7 +321,9 @@ def test_yarn_scaling_stretches_the_trained_context(zoo: Path) -> None:
     assert_same_buffers(data, run_server(data["commands"]["llama.cpp"][1:]))
 
 
-@pytest.mark.parametrize("arch", ["qwen3", "gemma3", "granitehybrid", "deepseek2", "qwen3next"])
+@pytest.mark.parametrize(
+    "arch", ["qwen3", "gemma3", "granitehybrid", "deepseek2", "qwen3next", "llama4"]
+)
 def test_one_worker_with_every_layer_is_scheduled_exactly(zoo: Path, arch: str) -> None:
     """Every layer on one RPC worker: the worker's compute buffer and the host's (the graph
     inputs and token rows llama.cpp's scheduler leaves on the CPU) equal the log's, as they do

@@ -49,6 +49,10 @@ class _Decoder:
     two ggml-alloc reuses in place."""
     qk_norm_if_stored: bool = False
     """Q/K norms where the file stores them (GLM-4.5)."""
+    residual_scale: bool = False
+    """The attention's and the FFN's outputs scaled before each residual add (Granite)."""
+    logit_scale: bool = False
+    """The logits scaled (Granite)."""
     routing_from_file: bool = False
     """MoE routing as the file says (gating function, renormalisation, selection bias; sigmoid
     by default) and shared experts added (GLM-4.5); otherwise softmax and renormalised."""
@@ -82,6 +86,8 @@ class _Decoder:
                 cur, residual = g.get_rows(cur, out_ids), g.get_rows(residual, out_ids)
             if self.post_norms:
                 cur = b.norm(cur)
+            if self.residual_scale:
+                cur = g.same("SCALE", cur)
             ffn_inp = g.same("ADD", cur, residual)
             cur = b.norm(ffn_inp)
             if layer.moe and self.routing_from_file:
@@ -99,8 +105,10 @@ class _Decoder:
                 cur = b.ffn(cur, spec.n_ff)
             if self.post_norms:
                 cur = b.norm(cur)
+            if self.residual_scale:
+                cur = g.same("SCALE", cur)
             inp = g.same("ADD", *((ffn_inp, cur) if self.residual_first else (cur, ffn_inp)))
-        b.output(inp, final_softcap=self.final_softcap)
+        b.output(inp, final_softcap=self.final_softcap, logit_scale=self.logit_scale)
 
 
 _GATING: dict[int, Gating] = {1: "softmax", 2: "sigmoid", 3: "softmax_weight"}
@@ -114,6 +122,50 @@ def _routing(spec: ModelSpec, default: Gating) -> tuple[Gating, bool, bool]:
         spec.expert_weights_norm,
         has_tensor(spec, ".exp_probs_b.bias"),
     )
+
+
+def _llama4(b: RecurrentBuilder) -> None:
+    """Llama 4 (``src/models/llama4.cpp``): RoPE on three layers of four (the chunked ones)
+    with an L2 norm (an RMS norm without weight) on Q and K after it, except where llama.cpp
+    takes the model for Maverick (128 experts); on the others Q is scaled by the temperature
+    input (``build_inp_attn_scale``, one value a token). MoE layers route by a sigmoid with
+    the weights applied before the experts, beside one shared expert as wide as an expert.
+    With ``sliding_window`` 0 in the file no layer is chunked and only the last skips RoPE."""
+    g, spec = b.g, b.spec
+    n_layer = spec.n_layer
+    nope_step = 4 if b.iswa else n_layer  # llama4.cpp: n_no_rope_layer_step
+    kq_norm = spec.n_expert != 128  # use_kq_norm = type != LLM_TYPE_17B_128E
+    inp = b.inp_embd()
+    pos = b.inp_pos()
+    attn_scale = g.input("F32", 1, 1, b.n_tokens, name="inp_attn_scale")
+    b.attn_inputs()
+    if b.iswa:
+        b.attn_inputs("swa_")
+    out_ids = b.out_ids()
+    for il, layer in b.layers():
+        use_rope = (il + 1) % nope_step != 0
+        cur = b.norm(inp)
+        q, k, v = b.qkv(layer, cur)
+        if use_rope:
+            q = g.same("ROPE", q, pos, None)
+            k = g.same("ROPE", k, pos, None)
+            if kq_norm:
+                q, k = g.same("RMS_NORM", q), g.same("RMS_NORM", k)
+        else:
+            q = g.same("MUL", q, attn_scale)
+        cur = b.attention(layer, q, k, v)
+        residual = inp
+        if il == n_layer - 1:
+            cur, residual = g.get_rows(cur, out_ids), g.get_rows(residual, out_ids)
+        ffn_inp = g.same("ADD", cur, residual)
+        normed = b.norm(ffn_inp)
+        if layer.moe:
+            moe = b.moe_ffn(normed, norm_w=False, gating="sigmoid", weight_before=True)
+            cur = g.same("ADD", moe, b.ffn(normed, spec.n_ff_expert, "_shexp"))
+        else:
+            cur = b.ffn(normed, spec.n_ff)
+        inp = g.same("ADD", cur, ffn_inp)
+    b.output(inp)
 
 
 def _shared_ff(spec: ModelSpec, il: int) -> int:
@@ -393,11 +445,15 @@ _BUILDERS: dict[str, Build] = {
     "qwen3": _Decoder(qk_norm=True),
     "qwen3moe": _Decoder(qk_norm=True),
     "phi3": _Decoder(q_scale=True, fused_up=True, residual_first=True),
+    # granite.cpp: the embedding, residual and logit scales real Granite files all carry
+    # (each an in-place ggml_scale); dense layers only (its MoE variant is granitemoe)
+    "granite": _Decoder(embd_scale=True, residual_scale=True, logit_scale=True),
     "gemma2": _Decoder(
         post_norms=True, embd_scale=True, q_scale=True, attn_softcap=True, final_softcap=True
     ),
     "gemma3": _Decoder(qk_norm=True, post_norms=True, embd_scale=True, q_scale=True),
     "glm4moe": _Decoder(qk_norm_if_stored=True, routing_from_file=True),
+    "llama4": _llama4,
     "deepseek2": _deepseek2,
     "gpt-oss": _gpt_oss,
     "mamba": _Hybrid(),
@@ -423,6 +479,8 @@ def _supported(spec: ModelSpec) -> bool:
         return False
     if spec.architecture == "deepseek2":  # older files cache full heads: another graph
         return spec.mla is not None and spec.mla.compressed_cache
+    if spec.architecture == "granite" and spec.is_moe:  # granite.cpp's MoE branch: not rebuilt
+        return False
     for layer in spec.layers:  # a geometry llama.cpp itself would refuse
         if layer.has_kv and min(layer.n_head, layer.head_dim_k, layer.head_dim_v) <= 0:
             return False

@@ -315,10 +315,19 @@ class GraphBuilder:
         return self.linear(self.g.same("GLU", gate, up), x.ne[0], n_ff, f"ffn_down{suffix}")
 
     def moe_ffn(
-        self, x: Tensor, *, norm_w: bool = True, gating: Gating = "softmax", bias: bool = False
+        self,
+        x: Tensor,
+        *,
+        norm_w: bool = True,
+        gating: Gating = "softmax",
+        bias: bool = False,
+        weight_before: bool = False,
     ) -> Tensor:
         """``build_moe_ffn``: route, run the chosen experts, weight and sum them. ``gating``
-        is llama.cpp's expert gating function; ``bias`` adds DeepSeek V3's selection bias."""
+        is llama.cpp's expert gating function; ``bias`` adds DeepSeek V3's selection bias.
+        ``weight_before`` is Llama 4's routing: the experts are chosen by the raw logits and
+        the input, repeated per chosen expert, is weighted before the experts run (not their
+        outputs after)."""
         g, spec, n_tok = self.g, self.spec, x.ne[1]  # the last layer may have fewer rows
         e, n_exp, n_used = x.ne[0], spec.n_expert, max(spec.n_expert_used, 1)
         n_ff = spec.n_ff_expert or spec.n_ff
@@ -330,6 +339,8 @@ class GraphBuilder:
         else:  # softmax over the chosen experts' logits only, below
             probs = logits
         selection = g.same("ADD", probs, g.external("F32", n_exp)) if bias else probs
+        if weight_before:
+            selection = logits
         order = g.op("ARGSORT", "I32", selection.ne, selection)
         selected = g.view(order, (n_used, n_tok), (order.nb[1],))
         weights = g.get_rows(g.reshape(probs, 1, n_exp, n_tok), selected)
@@ -344,6 +355,8 @@ class GraphBuilder:
             weights = g.same("SCALE", weights)
         g.expand(weights)
         cur = g.reshape(x, e, 1, n_tok)
+        if weight_before:  # ggml_repeat_4d to one row per chosen expert, then weighted
+            cur = g.same("MUL", g.f32("REPEAT", (e, n_used, n_tok), cur), weights)
 
         def experts_mm(n_out: int, n_in: int, b: Tensor, name: str) -> Tensor:
             w = g.external("F16", n_in, n_out, n_exp, name=name, kind="e")
@@ -356,7 +369,7 @@ class GraphBuilder:
         up = experts_mm(n_ff, e, cur, "ffn_up_exps")
         gate = experts_mm(n_ff, e, cur, "ffn_gate_exps")
         down = experts_mm(e, n_ff, g.same("GLU", gate, up), "ffn_down_exps")
-        experts = g.same("MUL", down, weights)
+        experts = down if weight_before else g.same("MUL", down, weights)
         g.expand(experts)
         views = [g.view(experts, (e, n_tok), (experts.nb[2],)) for _ in range(n_used)]
         for view in views:
@@ -375,9 +388,16 @@ class GraphBuilder:
             yield il, layer
         self.g.layer = self.spec.n_layer
 
-    def output(self, x: Tensor, *, final_softcap: bool = False, layer_norm: bool = False) -> None:
+    def output(
+        self,
+        x: Tensor,
+        *,
+        final_softcap: bool = False,
+        layer_norm: bool = False,
+        logit_scale: bool = False,
+    ) -> None:
         """The final norm (``t_embd``) and the logits (``t_logits``): graph outputs, which
-        ggml-alloc never frees or reuses."""
+        ggml-alloc never frees or reuses. ``logit_scale``: Granite's division of the logits."""
         g = self.g
         g.layer = self.spec.n_layer
         cur = self.layer_norm(x) if layer_norm else self.norm(x)
@@ -385,5 +405,7 @@ class GraphBuilder:
         logits = self.linear(cur, self.spec.n_vocab, name="output")
         if final_softcap:  # scale, tanh, scale: in place
             logits = g.same("SCALE", g.same("UNARY", g.same("SCALE", logits)))
+        if logit_scale:  # in place
+            logits = g.same("SCALE", logits)
         logits.mark("output")
         g.expand(logits)
