@@ -588,6 +588,20 @@ def granite(path: Path, qtype: Q = Q.F16) -> Path:
     return write_model(path, _tiny("granite", 4, n_head_kv=KV, matrix_type=qtype, extra=extra))
 
 
+def olmo2(path: Path, qtype: Q = Q.F16, *, window: int = 0) -> Path:
+    """OLMo 2: norms after attention and after the FFN only, Q/K norms as wide as their
+    projections; with ``window`` a sliding window on three layers of four (OLMo 3)."""
+    tensors = _base(0)
+    for il in range(4):
+        p = f"blk.{il}."
+        tensors += _attn(p)[1:] + _ffn(p, norm=False)
+        tensors += [(p + "attn_q_norm.weight", (H * D,)), (p + "attn_k_norm.weight", (KV * D,))]
+        tensors += [(p + "post_attention_norm.weight", (E,)), (p + "post_ffw_norm.weight", (E,))]
+    extra: dict[str, object] = {"{arch}.attention.sliding_window": window} if window else {}
+    m = _tiny("olmo2", 4, n_head_kv=KV, matrix_type=qtype, extra=extra)
+    return write_model(path, m, tensors)
+
+
 ARCHS: dict[str, Callable[..., Path]] = {
     "llama": llama,
     "qwen2": qwen2,
@@ -613,6 +627,8 @@ ARCHS: dict[str, Callable[..., Path]] = {
     "gpt-oss": gpt_oss,
     "granite": granite,
     "llama4": llama4,
+    "olmo2": olmo2,
+    "olmo2-swa": lambda path, qtype=Q.F16: olmo2(path, qtype, window=128),
     "llama4-full": lambda path, qtype=Q.F16: llama4(path, qtype, chunked=False),
 }
 

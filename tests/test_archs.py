@@ -185,3 +185,27 @@ def test_lfm2_ffn_width_is_what_transformers_builds(tmp_path: Path) -> None:
     spec = spec_from_config(cfg, path=tmp_path / "config.json", name="lfm2", source="lfm2")
     assert (spec.n_ff, spec.n_params, spec.tied_embeddings) == (160, 214_016, True)
     assert spec.n_recurrent_layers == 2
+
+
+def test_olmo2_counts_what_transformers_builds(tmp_path: Path) -> None:
+    """OLMo 2: norms after attention and the FFN only, Q/K norms as wide as the projections
+    (``Olmo2Attention.q_norm``: 64 values here, ``k_norm`` 32). 158,432 is what
+    ``AutoModelForCausalLM.from_config`` holds for this config under transformers 5.19.0."""
+    cfg: dict[str, Any] = {
+        "model_type": "olmo2",
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "tie_word_embeddings": False,
+    }
+    spec = spec_from_config(cfg, path=tmp_path / "config.json", name="olmo2", source="olmo2")
+    assert (spec.architecture, spec.n_params) == ("olmo2", 158_432)
+    names = {t.name: t.shape for t in spec.tensors if t.name.startswith("blk.0.")}
+    assert names["blk.0.attn_q_norm.weight"] == (64,)
+    assert names["blk.0.attn_k_norm.weight"] == (32,)
+    assert "blk.0.attn_norm.weight" not in names
+    assert "blk.0.ffn_norm.weight" not in names

@@ -169,6 +169,7 @@ def test_the_printed_command_allocates_what_the_plan_says(
         pytest.param(
             "granite", ["--ctx", "2048", "-ngl", "3"], 1, id="granite, one worker, -ngl 3"
         ),
+        pytest.param("olmo2-swa", ["--ctx", "2048"], 2, id="olmo2 SWA on two workers"),
         pytest.param(
             "qwen3moe", ["--ctx", "2048", "-ot", "exps=CPU"], 2, id="qwen3moe -ot exps=CPU"
         ),
@@ -322,7 +323,7 @@ def test_yarn_scaling_stretches_the_trained_context(zoo: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "arch", ["qwen3", "gemma3", "granitehybrid", "deepseek2", "qwen3next", "llama4"]
+    "arch", ["qwen3", "gemma3", "granitehybrid", "deepseek2", "qwen3next", "llama4", "olmo2"]
 )
 def test_one_worker_with_every_layer_is_scheduled_exactly(zoo: Path, arch: str) -> None:
     """Every layer on one RPC worker: the worker's compute buffer and the host's (the graph

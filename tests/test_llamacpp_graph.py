@@ -84,7 +84,7 @@ def test_catalogue_models_are_simulated(name: str) -> None:
 
 
 def test_unknown_architecture_falls_back_to_the_phase_model() -> None:
-    spec = replace(catalog_spec("llama-3.2-1b"), architecture="olmo2")
+    spec = replace(catalog_spec("llama-3.2-1b"), architecture="no-such-arch")
     assert graph_compute_bytes(spec, _settings()) is None
     est = estimate_llamacpp(spec, LlamaCppSettings(n_ctx=8192))
     assert est.compute_method == "phase model"
@@ -195,7 +195,7 @@ def test_plan_json_and_explain_name_the_method(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["engine_rules"]["compute_method"] == "simulated"
-    other = write_model(tmp_path / "olmo2.gguf", Tiny(arch="olmo2", n_layer=2))
+    other = write_model(tmp_path / "cohere2.gguf", Tiny(arch="cohere2", n_layer=2))
     result = runner.invoke(app, ["plan", str(other), "--memory", "8GiB", "--json"])
     assert json.loads(result.stdout)["engine_rules"]["compute_method"] == "phase model"
     result = runner.invoke(app, ["plan", "bonsai-8b", "--memory", "16GiB", "--explain"])

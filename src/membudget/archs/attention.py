@@ -92,6 +92,17 @@ class Gemma3(Gemma2, arch=("gemma3", "gemma-embedding"), model_types=("gemma3", 
     qk_norm = True
 
 
+class Olmo2(ArchRule, arch="olmo2", model_types=("olmo2",)):
+    """OLMo 2: no norm before attention or the FFN, one after each; Q and K normed across all
+    heads (``Olmo2Attention.q_norm`` is as wide as the Q projection). llama.cpp
+    (``src/models/olmo2.cpp``) slides three layers of four when the file has a window."""
+
+    swa_period = 4
+    qk_norm = True
+    qk_norm_full = True
+    post_norms_only = True
+
+
 class Cohere2(ArchRule, arch="cohere2", model_types=("cohere2",)):
     swa_period = 4
 

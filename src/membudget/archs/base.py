@@ -113,6 +113,11 @@ class ArchRule:
     """Per-head RMS norms on Q and K."""
     sandwich_norm: ClassVar[bool] = False
     """Norms after attention and after the FFN as well as before (Gemma 2 and 3)."""
+    post_norms_only: ClassVar[bool] = False
+    """Norms after attention and after the FFN instead of before (OLMo 2)."""
+    qk_norm_full: ClassVar[bool] = False
+    """With :attr:`qk_norm`, Q and K are normed across all their heads at once, with weights
+    as wide as the projections (OLMo 2), not per head."""
     gated_query: ClassVar[bool] = False
     """Q projects twice the heads: a sigmoid output gate per head (Qwen3-Next, Qwen3.5)."""
     attention_sinks: ClassVar[bool] = False

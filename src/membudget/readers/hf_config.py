@@ -403,14 +403,15 @@ def layout_tensors(g: Geometry) -> Tensors:
         p = f"blk.{il}."
         recurrent = g.recurrent_flags[il] if g.recurrent_flags else False
         attention = (not recurrent) or rule.parallel_hybrid
-        out.append((p + "attn_norm.weight", (e,)))
+        if not rule.post_norms_only:
+            out.append((p + "attn_norm.weight", (e,)))
         if attention and g.n_head:
             out += _attention(g, p, g.n_head_kv[il])
         if recurrent and g.recurrent is not None:
             out += rule.recurrent_tensors(g.recurrent, e, p, g.conv_bias)
-        if g.sandwich_norm:
+        if g.sandwich_norm or rule.post_norms_only:
             out += [(p + "post_attention_norm.weight", (e,)), (p + "post_ffw_norm.weight", (e,))]
-        out += _ffn(g, p, g.moe_flags[il])
+        out += _ffn(g, p, g.moe_flags[il], pre_norm=not rule.post_norms_only)
     out.append(("output_norm.weight", (e,)))
     if not g.tied:
         out.append(("output.weight", (e, g.n_vocab)))
@@ -455,17 +456,20 @@ def _attention(g: Geometry, p: str, n_kv: int) -> Tensors:
         ]
         if rule.attention_output_bias:
             out.append((p + "attn_output.bias", (e,)))
-    if g.qk_norm:
+    if g.qk_norm and rule.qk_norm_full:
+        out += [(p + "attn_q_norm.weight", (h * d,)), (p + "attn_k_norm.weight", (n_kv * d,))]
+    elif g.qk_norm:
         out += [(p + "attn_q_norm.weight", (d,)), (p + "attn_k_norm.weight", (d,))]
     if g.attn_sinks:
         out.append((p + "attn_sinks.weight", (h,)))
     return out
 
 
-def _ffn(g: Geometry, p: str, moe: bool) -> Tensors:
+def _ffn(g: Geometry, p: str, moe: bool, *, pre_norm: bool = True) -> Tensors:
     e = g.n_embd
     out: Tensors = []
-    out.append((p + "ffn_norm.weight", (e,)))
+    if pre_norm:
+        out.append((p + "ffn_norm.weight", (e,)))
     if not moe:
         if g.n_ff:
             out += [

@@ -168,6 +168,37 @@ def _llama4(b: RecurrentBuilder) -> None:
     b.output(inp)
 
 
+def _olmo2(b: RecurrentBuilder) -> None:
+    """OLMo 2 (``src/models/olmo2.cpp``): Q and K normed as whole projections before they
+    are split into heads, no norm before attention or the FFN, one after each (the FFN's
+    built with layer -1, so never pinned to its layer's device); a sliding window on three
+    layers of four where the file has one (OLMo 3)."""
+    g, spec, n_tok = b.g, b.spec, b.n_tokens
+    inp = b.inp_embd()
+    pos = b.inp_pos()
+    b.attn_inputs()
+    if b.iswa:
+        b.attn_inputs("swa_")
+    out_ids = b.out_ids()
+    for il, layer in b.layers():
+        hk, hv, nh, nkv = layer.head_dim_k, layer.head_dim_v, layer.n_head, layer.n_head_kv
+        q = b.norm(b.linear(inp, nh * hk, name="attn_q"))
+        k = b.norm(b.linear(inp, nkv * hk, name="attn_k"))
+        v = b.linear(inp, nkv * hv, name="attn_v")
+        q = g.same("ROPE", g.reshape(q, hk, nh, n_tok), pos, None)
+        k = g.same("ROPE", g.reshape(k, hk, nkv, n_tok), pos, None)
+        cur = b.attention(layer, q, k, g.reshape(v, hv, nkv, n_tok))
+        residual = inp
+        if il == spec.n_layer - 1:
+            cur, residual = g.get_rows(cur, out_ids), g.get_rows(residual, out_ids)
+        ffn_inp = g.same("ADD", b.norm(cur), residual)
+        cur = b.ffn(ffn_inp, spec.n_ff)
+        # build_norm(..., il = -1): a norm graph_get_cb leaves to the scheduler
+        cur = g.same("MUL", g.same("RMS_NORM", cur), g.external("F32", cur.ne[0]))
+        inp = g.same("ADD", cur, ffn_inp)
+    b.output(inp)
+
+
 def _shared_ff(spec: ModelSpec, il: int) -> int:
     """The shared expert's FFN width: from its stored gate, else experts x shared count."""
     default = (spec.n_ff_expert or spec.n_ff) * max(spec.n_expert_shared, 1)
@@ -454,6 +485,7 @@ _BUILDERS: dict[str, Build] = {
     "gemma3": _Decoder(qk_norm=True, post_norms=True, embd_scale=True, q_scale=True),
     "glm4moe": _Decoder(qk_norm_if_stored=True, routing_from_file=True),
     "llama4": _llama4,
+    "olmo2": _olmo2,
     "deepseek2": _deepseek2,
     "gpt-oss": _gpt_oss,
     "mamba": _Hybrid(),
