@@ -602,6 +602,30 @@ def olmo2(path: Path, qtype: Q = Q.F16, *, window: int = 0) -> Path:
     return write_model(path, m, tensors)
 
 
+def minimax_m2(path: Path, qtype: Q = Q.F16) -> Path:
+    """MiniMax-M2: Q/K norms as wide as the projections, every layer eight experts (two
+    used) chosen by a sigmoid with a selection bias; RoPE on half of each head."""
+    n_exp, n_ff = 8, 128
+    tensors = _base(0)
+    for il in range(4):
+        p = f"blk.{il}."
+        tensors += _attn(p) + _moe(p, n_exp, n_ff)
+        tensors += [(p + "attn_q_norm.weight", (H * D,)), (p + "attn_k_norm.weight", (KV * D,))]
+        tensors += [(p + "exp_probs_b.bias", (n_exp,))]
+    extra: dict[str, object] = {
+        "{arch}.expert_count": n_exp,
+        "{arch}.expert_used_count": 2,
+        "{arch}.expert_feed_forward_length": n_ff,
+        "{arch}.expert_gating_func": 2,
+    }
+    # minimax-m2.cpp shapes the experts by feed_forward_length, which the converter sets to
+    # the expert width (intermediate_size) as it does expert_feed_forward_length
+    m = _tiny(
+        "minimax-m2", 4, n_head_kv=KV, n_ff=n_ff, matrix_type=qtype, rope_dims=D // 2, extra=extra
+    )
+    return write_model(path, m, tensors)
+
+
 ARCHS: dict[str, Callable[..., Path]] = {
     "llama": llama,
     "qwen2": qwen2,
@@ -629,6 +653,7 @@ ARCHS: dict[str, Callable[..., Path]] = {
     "llama4": llama4,
     "olmo2": olmo2,
     "olmo2-swa": lambda path, qtype=Q.F16: olmo2(path, qtype, window=128),
+    "minimax-m2": minimax_m2,
     "llama4-full": lambda path, qtype=Q.F16: llama4(path, qtype, chunked=False),
 }
 

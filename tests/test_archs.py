@@ -209,3 +209,30 @@ def test_olmo2_counts_what_transformers_builds(tmp_path: Path) -> None:
     assert names["blk.0.attn_k_norm.weight"] == (32,)
     assert "blk.0.attn_norm.weight" not in names
     assert "blk.0.ffn_norm.weight" not in names
+
+
+def test_minimax_m2_counts_what_transformers_builds(tmp_path: Path) -> None:
+    """MiniMax-M2: whole-projection Q/K norms, every layer routed experts
+    ``intermediate_size`` wide with a selection bias. 140,288 is what
+    ``AutoModelForCausalLM.from_config`` lists as parameters under transformers 5.19.0; the
+    checkpoint also holds each layer's ``e_score_correction_bias`` (4 experts x 2 layers), a
+    buffer, which llama.cpp loads as ``exp_probs_b``."""
+    cfg: dict[str, Any] = {
+        "model_type": "minimax_m2",
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "intermediate_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "rotary_dim": 8,
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+        "use_qk_norm": True,
+        "max_position_embeddings": 256,
+        "tie_word_embeddings": False,
+    }
+    spec = spec_from_config(cfg, path=tmp_path / "config.json", name="m2", source="m2")
+    assert (spec.architecture, spec.n_params) == ("minimax-m2", 140_288 + 2 * 4)
+    assert all(layer.moe for layer in spec.layers)

@@ -170,6 +170,7 @@ def test_the_printed_command_allocates_what_the_plan_says(
             "granite", ["--ctx", "2048", "-ngl", "3"], 1, id="granite, one worker, -ngl 3"
         ),
         pytest.param("olmo2-swa", ["--ctx", "2048"], 2, id="olmo2 SWA on two workers"),
+        pytest.param("minimax-m2", ["--ctx", "2048", "-ngl", "3"], 2, id="minimax-m2 -ngl 3"),
         pytest.param(
             "qwen3moe", ["--ctx", "2048", "-ot", "exps=CPU"], 2, id="qwen3moe -ot exps=CPU"
         ),

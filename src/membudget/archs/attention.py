@@ -103,6 +103,20 @@ class Olmo2(ArchRule, arch="olmo2", model_types=("olmo2",)):
     post_norms_only = True
 
 
+class MinimaxM2(ArchRule, arch="minimax-m2", model_types=("minimax_m2",)):
+    """MiniMax-M2: Q and K normed across all heads (``use_qk_norm``, per-layer weights as wide
+    as the projections), every layer routed experts ``intermediate_size`` wide, chosen by a
+    sigmoid with a selection bias (``use_routing_bias``: ``e_score_correction_bias``)."""
+
+    qk_norm = True
+    qk_norm_full = True
+    expert_ffn_fields = ("intermediate_size",)
+
+    @classmethod
+    def config_score_bias(cls, f: ConfigFields) -> bool:
+        return f.cfg.get("use_routing_bias", True) is not False
+
+
 class Cohere2(ArchRule, arch="cohere2", model_types=("cohere2",)):
     swa_period = 4
 

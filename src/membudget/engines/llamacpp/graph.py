@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from membudget.engines.llamacpp.ggml import Graph, Tensor, allocate
 from membudget.engines.llamacpp.ops import Gating, GraphSettings, has_tensor, row_size, tensor_width
 from membudget.engines.llamacpp.recurrent import RecurrentBuilder
-from membudget.model import ModelSpec
+from membudget.model import LayerSpec, ModelSpec
 
 __all__ = ["GraphSettings", "build_graph", "graph_compute_bytes", "simulated_architectures"]
 
@@ -168,12 +168,48 @@ def _llama4(b: RecurrentBuilder) -> None:
     b.output(inp)
 
 
+def _full_width_qkv(
+    b: RecurrentBuilder, layer: LayerSpec, x: Tensor, pos: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``build_qkv(..., reshape = false)`` with Q and K normed as whole projections, then
+    split into heads and rotated (OLMo 2, MiniMax-M2)."""
+    g, n_tok = b.g, b.n_tokens
+    hk, hv, nh, nkv = layer.head_dim_k, layer.head_dim_v, layer.n_head, layer.n_head_kv
+    q = b.norm(b.linear(x, nh * hk, name="attn_q"))
+    k = b.norm(b.linear(x, nkv * hk, name="attn_k"))
+    v = b.linear(x, nkv * hv, name="attn_v")
+    q = g.same("ROPE", g.reshape(q, hk, nh, n_tok), pos, None)
+    k = g.same("ROPE", g.reshape(k, hk, nkv, n_tok), pos, None)
+    return q, k, g.reshape(v, hv, nkv, n_tok)
+
+
+def _minimax_m2(b: RecurrentBuilder) -> None:
+    """MiniMax-M2 (``src/models/minimax-m2.cpp``): whole-projection Q/K norms, every layer a
+    routed MoE (the file's gating, sigmoid where unset, its selection bias, the chosen
+    weights always renormalised), no shared expert."""
+    g, spec = b.g, b.spec
+    gating, _, bias = _routing(spec, "sigmoid")
+    inp = b.inp_embd()
+    pos = b.inp_pos()
+    b.attn_inputs()
+    out_ids = b.out_ids()
+    for il, layer in b.layers():
+        cur = b.attention(layer, *_full_width_qkv(b, layer, b.norm(inp), pos))
+        residual = inp
+        if il == spec.n_layer - 1:
+            cur, residual = g.get_rows(cur, out_ids), g.get_rows(residual, out_ids)
+        ffn_inp = g.same("ADD", cur, residual)
+        cur = b.moe_ffn(b.norm(ffn_inp), norm_w=True, gating=gating, bias=bias)
+        inp = g.same("ADD", cur, ffn_inp)
+    b.output(inp)
+
+
 def _olmo2(b: RecurrentBuilder) -> None:
     """OLMo 2 (``src/models/olmo2.cpp``): Q and K normed as whole projections before they
     are split into heads, no norm before attention or the FFN, one after each (the FFN's
     built with layer -1, so never pinned to its layer's device); a sliding window on three
     layers of four where the file has one (OLMo 3)."""
-    g, spec, n_tok = b.g, b.spec, b.n_tokens
+    g, spec = b.g, b.spec
     inp = b.inp_embd()
     pos = b.inp_pos()
     b.attn_inputs()
@@ -181,13 +217,7 @@ def _olmo2(b: RecurrentBuilder) -> None:
         b.attn_inputs("swa_")
     out_ids = b.out_ids()
     for il, layer in b.layers():
-        hk, hv, nh, nkv = layer.head_dim_k, layer.head_dim_v, layer.n_head, layer.n_head_kv
-        q = b.norm(b.linear(inp, nh * hk, name="attn_q"))
-        k = b.norm(b.linear(inp, nkv * hk, name="attn_k"))
-        v = b.linear(inp, nkv * hv, name="attn_v")
-        q = g.same("ROPE", g.reshape(q, hk, nh, n_tok), pos, None)
-        k = g.same("ROPE", g.reshape(k, hk, nkv, n_tok), pos, None)
-        cur = b.attention(layer, q, k, g.reshape(v, hv, nkv, n_tok))
+        cur = b.attention(layer, *_full_width_qkv(b, layer, inp, pos))
         residual = inp
         if il == spec.n_layer - 1:
             cur, residual = g.get_rows(cur, out_ids), g.get_rows(residual, out_ids)
@@ -486,6 +516,7 @@ _BUILDERS: dict[str, Build] = {
     "glm4moe": _Decoder(qk_norm_if_stored=True, routing_from_file=True),
     "llama4": _llama4,
     "olmo2": _olmo2,
+    "minimax-m2": _minimax_m2,
     "deepseek2": _deepseek2,
     "gpt-oss": _gpt_oss,
     "mamba": _Hybrid(),
