@@ -28,6 +28,17 @@ __all__ = ["GraphSettings", "build_graph", "graph_compute_bytes", "simulated_arc
 Build = Callable[[RecurrentBuilder], None]
 
 
+def _attention_inputs(b: RecurrentBuilder) -> tuple[Tensor, Tensor, Tensor]:
+    """The embeddings, positions and output rows of an attention decoder, with its cache
+    inputs (``build_attn_inp_kv``, ``_iswa`` beside it where some layers slide)."""
+    inp = b.inp_embd()
+    pos = b.inp_pos()
+    b.attn_inputs()
+    if b.iswa:
+        b.attn_inputs("swa_")
+    return inp, pos, b.out_ids()
+
+
 @dataclass(frozen=True, slots=True)
 class _Decoder:
     """The decoders that differ from ``llama.cpp``'s llama graph only in these switches."""
@@ -61,14 +72,9 @@ class _Decoder:
         g, spec = b.g, b.spec
         qk_norm = self.qk_norm or (self.qk_norm_if_stored and b.stores(".attn_q_norm.weight"))
         gating, norm_w, bias = _routing(spec, "sigmoid")
-        inp = b.inp_embd()
+        inp, pos, out_ids = _attention_inputs(b)
         if self.embd_scale:
             inp = g.same("SCALE", inp)
-        pos = b.inp_pos()
-        b.attn_inputs()
-        if b.iswa:
-            b.attn_inputs("swa_")
-        out_ids = b.out_ids()
         for il, layer in b.layers():
             cur = b.norm(inp)
             q, k, v = b.qkv(layer, cur)
@@ -135,13 +141,8 @@ def _llama4(b: RecurrentBuilder) -> None:
     n_layer = spec.n_layer
     nope_step = 4 if b.iswa else n_layer  # llama4.cpp: n_no_rope_layer_step
     kq_norm = spec.n_expert != 128  # use_kq_norm = type != LLM_TYPE_17B_128E
-    inp = b.inp_embd()
-    pos = b.inp_pos()
+    inp, pos, out_ids = _attention_inputs(b)
     attn_scale = g.input("F32", 1, 1, b.n_tokens, name="inp_attn_scale")
-    b.attn_inputs()
-    if b.iswa:
-        b.attn_inputs("swa_")
-    out_ids = b.out_ids()
     for il, layer in b.layers():
         use_rope = (il + 1) % nope_step != 0
         cur = b.norm(inp)
@@ -189,10 +190,7 @@ def _minimax_m2(b: RecurrentBuilder) -> None:
     weights always renormalised), no shared expert."""
     g, spec = b.g, b.spec
     gating, _, bias = _routing(spec, "sigmoid")
-    inp = b.inp_embd()
-    pos = b.inp_pos()
-    b.attn_inputs()
-    out_ids = b.out_ids()
+    inp, pos, out_ids = _attention_inputs(b)
     for il, layer in b.layers():
         cur = b.attention(layer, *_full_width_qkv(b, layer, b.norm(inp), pos))
         residual = inp
@@ -210,12 +208,7 @@ def _olmo2(b: RecurrentBuilder) -> None:
     built with layer -1, so never pinned to its layer's device); a sliding window on three
     layers of four where the file has one (OLMo 3)."""
     g, spec = b.g, b.spec
-    inp = b.inp_embd()
-    pos = b.inp_pos()
-    b.attn_inputs()
-    if b.iswa:
-        b.attn_inputs("swa_")
-    out_ids = b.out_ids()
+    inp, pos, out_ids = _attention_inputs(b)
     for il, layer in b.layers():
         cur = b.attention(layer, *_full_width_qkv(b, layer, inp, pos))
         residual = inp
