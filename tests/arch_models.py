@@ -308,12 +308,15 @@ def jamba(path: Path, qtype: Q = Q.F16) -> Path:
     )
 
 
-def falcon_h1(path: Path, qtype: Q = Q.F16) -> Path:
-    """Falcon-H1: attention and a Mamba2 mixer side by side in every layer, then the FFN."""
+def falcon_h1(path: Path, qtype: Q = Q.F16, *, ssm_norm: bool = True) -> Path:
+    """Falcon-H1: attention and a Mamba2 mixer side by side in every layer, then the FFN;
+    without ``ssm_norm`` the mixer has no gated norm (``mamba_rms_norm`` off, as in the
+    released models)."""
     tensors = _base(0)
     for il in range(4):
         p = f"blk.{il}."
-        tensors += _attn(p) + _mamba2(p, 512, 64, 8)[1:]
+        mixer = _mamba2(p, 512, 64, 8)[1:]
+        tensors += _attn(p) + [t for t in mixer if ssm_norm or "ssm_norm" not in t[0]]
         tensors += _ffn(p, norm=False)
         tensors += [(p + "ffn_norm", (E,))]  # llama.cpp names it without ".weight"
     extra = dict(_SSM_KEYS)
@@ -641,6 +644,7 @@ ARCHS: dict[str, Callable[..., Path]] = {
     "jamba": jamba,
     "lfm2": lfm2,
     "falcon-h1": falcon_h1,
+    "falcon-h1-nonorm": lambda path, qtype=Q.F16: falcon_h1(path, qtype, ssm_norm=False),
     "rwkv6": rwkv6,
     "qwen3next": qwen3next,
     "qwen3next-qkv": lambda path, qtype=Q.F16: qwen3next(path, qtype, split_qkvz=True),

@@ -236,3 +236,36 @@ def test_minimax_m2_counts_what_transformers_builds(tmp_path: Path) -> None:
     spec = spec_from_config(cfg, path=tmp_path / "config.json", name="m2", source="m2")
     assert (spec.architecture, spec.n_params) == ("minimax-m2", 140_288 + 2 * 4)
     assert all(layer.moe for layer in spec.layers)
+
+
+@pytest.mark.parametrize(("rms_norm", "counted"), [(False, 182_680), (True, 182_936)])
+def test_falcon_h1_counts_what_transformers_builds(
+    tmp_path: Path, rms_norm: bool, counted: int
+) -> None:
+    """Falcon-H1 from its config.json: attention and a Mamba2 mixer in every layer (both
+    counted), the mixer's gated norm only with ``mamba_rms_norm`` (off in the released models).
+    182,680 is what ``AutoModelForCausalLM.from_config`` holds without the norm under
+    transformers 5.19.0; the norm adds d_ssm (128) a layer."""
+    cfg: dict[str, Any] = {
+        "model_type": "falcon_h1",
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "mamba_d_state": 16,
+        "mamba_n_groups": 1,
+        "mamba_n_heads": 4,
+        "mamba_d_head": 32,
+        "mamba_d_ssm": 128,
+        "mamba_d_conv": 4,
+        "mamba_rms_norm": rms_norm,
+        "max_position_embeddings": 256,
+        "tie_word_embeddings": False,
+    }
+    spec = spec_from_config(cfg, path=tmp_path / "config.json", name="fh1", source="fh1")
+    assert (spec.architecture, spec.n_params) == ("falcon-h1", counted)
+    assert spec.n_recurrent_layers == 2
+    assert all(layer.n_head_kv == 2 for layer in spec.layers)

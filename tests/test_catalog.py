@@ -22,6 +22,7 @@ REQUIRED = [
     "deepseek-r1-distill-qwen-32b", "deepseek-r1-distill-llama-70b", "deepseek-v3.1", "kimi-k2",
     "phi-4-mini", "granite-4.0-h-tiny", "smollm2-1.7b", "lfm2-1.2b", "glm-4.5", "glm-4.5-air",
     "glm-4.6", "olmo-2-7b", "olmo-2-13b", "granite-3.3-8b", "minimax-m2",
+    "falcon-h1-7b", "falcon-h1-3b",
 ]  # fmt: skip
 
 

@@ -195,6 +195,11 @@ class ArchRule:
         return None
 
     @classmethod
+    def config_recurrent_norm(cls, f: ConfigFields) -> bool:
+        """The recurrent mixer stores its gated norm (``ssm_norm``), where it has one."""
+        return True
+
+    @classmethod
     def config_score_bias(cls, f: ConfigFields) -> bool:
         """The router keeps a per-expert score correction bias."""
         return False

@@ -127,6 +127,12 @@ class FalconH1(_MambaFamily, arch="falcon-h1", model_types=("falcon_h1",)):
     recurrent = "mamba2"
     parallel_hybrid = True
 
+    @classmethod
+    def config_recurrent_norm(cls, f: ConfigFields) -> bool:
+        # FalconH1Config.mamba_rms_norm, False unless set (the released models leave it off);
+        # llama.cpp's falcon-h1 loads ssm_norm only where the file has it
+        return f.cfg.get("mamba_rms_norm", False) is True
+
 
 class Rwkv6(ArchRule, arch=("rwkv6", "rwkv6qwen2")):
     recurrent: ClassVar[RecurrentKind | None] = "rwkv6"

@@ -108,6 +108,8 @@ class Geometry:
     mla: MLASpec | None
     recurrent: RecurrentSpec | None
     conv_bias: bool
+    recurrent_norm: bool
+    """The recurrent mixer's gated norm is stored (``ssm_norm``)."""
     expert_bias: bool
     attn_sinks: bool
     score_bias: bool = False
@@ -386,6 +388,7 @@ def geometry_from_config(raw: Mapping[str, Any], path: Path) -> Geometry:
         mla=mla,
         recurrent=recurrent,
         conv_bias=bool(cfg.get("conv_bias", cfg.get("use_conv_bias", True))),
+        recurrent_norm=rule.config_recurrent_norm(f),
         expert_bias=rule.expert_bias,
         attn_sinks=rule.attention_sinks,
         score_bias=rule.config_score_bias(f),
@@ -401,14 +404,16 @@ def layout_tensors(g: Geometry) -> Tensors:
     rule = rule_for(g.arch)
     for il in range(g.n_layer):
         p = f"blk.{il}."
-        recurrent = g.recurrent_flags[il] if g.recurrent_flags else False
+        # a parallel hybrid (Falcon-H1) has a recurrent mixer beside attention in every layer
+        recurrent = rule.parallel_hybrid or (g.recurrent_flags[il] if g.recurrent_flags else False)
         attention = (not recurrent) or rule.parallel_hybrid
         if not rule.post_norms_only:
             out.append((p + "attn_norm.weight", (e,)))
         if attention and g.n_head:
             out += _attention(g, p, g.n_head_kv[il])
         if recurrent and g.recurrent is not None:
-            out += rule.recurrent_tensors(g.recurrent, e, p, g.conv_bias)
+            mixer = rule.recurrent_tensors(g.recurrent, e, p, g.conv_bias)
+            out += [t for t in mixer if g.recurrent_norm or t[0] != p + "ssm_norm.weight"]
         if g.sandwich_norm or rule.post_norms_only:
             out += [(p + "post_attention_norm.weight", (e,)), (p + "post_ffw_norm.weight", (e,))]
         out += _ffn(g, p, g.moe_flags[il], pre_norm=not rule.post_norms_only)
