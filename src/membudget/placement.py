@@ -287,6 +287,54 @@ class _Costs:
         return tuple(counts)
 
 
+_Seen = tuple[tuple[int | None, ...], tuple[int | None, ...], int]
+
+
+def _between(a: int, b: int, x0: int, x1: int, x: int) -> int:
+    return max(0, a + (b - a) * (x - x0) // (x1 - x0))
+
+
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    """The compute buffers one exact solve ended with (see :attr:`Placer.figures`)."""
+
+    graph: int
+    split: tuple[int, int] | None
+    seen: tuple[tuple[tuple[bool, bool], _Seen], ...]
+
+    @staticmethod
+    def between(a: _Figures, b: _Figures, x0: int, x1: int, x: int) -> _Figures:
+        """Each figure of ``a`` (at ``x0``) and ``b`` (at ``x1``) taken linearly to ``x``;
+        where only one of them has a figure, that one."""
+
+        def one(p: int | None, q: int | None) -> int | None:
+            if p is None or q is None:
+                return p if q is None else q
+            return _between(p, q, x0, x1, x)
+
+        def each(p: tuple[int | None, ...], q: tuple[int | None, ...]) -> tuple[int | None, ...]:
+            return tuple(one(u, v) for u, v in zip(p, q, strict=True))
+
+        split = a.split or b.split
+        if a.split is not None and b.split is not None:
+            split = (
+                _between(a.split[0], b.split[0], x0, x1, x),
+                _between(a.split[1], b.split[1], x0, x1, x),
+            )
+        seen = dict(a.seen)
+        for kind, theirs in b.seen:
+            mine = seen.get(kind)
+            if mine is None:
+                seen[kind] = theirs
+                continue
+            seen[kind] = (
+                each(mine[0], theirs[0]),
+                each(mine[1], theirs[1]),
+                _between(mine[2], theirs[2], x0, x1, x),
+            )
+        return _Figures(_between(a.graph, b.graph, x0, x1, x), split, tuple(seen.items()))
+
+
 _EXACT_ROUNDS = 3
 """How often the placer re-chooses with the scheduler's figures of its last choice."""
 
@@ -382,8 +430,10 @@ class Placer:
         self.total_experts = max(1, spec.n_expert) if self.moe else 1
         self.used_experts = max(1, spec.n_expert_used) if self.moe else 1
         self._solved: dict[tuple[int, int], Solution] = {}
-        self.computed: dict[tuple[int, int], int] = {}
-        """Compute buffers simulated so far, by (n_ctx, n_parallel)."""
+        self.figures: dict[tuple[int, int], _Figures] = {}
+        """Every compute buffer an exact solve ended with, by (n_ctx, n_parallel): the
+        one-backend figure, the scheduler's split of every layer on the one device, and its
+        splits of each kind of placement it checked (:attr:`_Costs.seen`)."""
 
     # -- costs ---------------------------------------------------------------------------
     def settings_for(self, n_ctx: int, n_parallel: int) -> LlamaCppSettings:
@@ -398,7 +448,6 @@ class Placer:
             graph = compute
         else:
             graph, simulated = graph_bytes(self.spec, res, s, r)
-            self.computed[(s.n_ctx, s.n_parallel)] = graph
         costs = _Costs(
             self.weights,
             c,
@@ -458,10 +507,31 @@ class Placer:
     def fits(self, n_ctx: int, n_parallel: int) -> bool:
         return self.solve(n_ctx, n_parallel).fits
 
-    def fits_with(self, n_ctx: int, n_parallel: int, compute: int) -> bool:
-        """Whether some placement fits if the compute buffer were ``compute`` bytes: a cheap
-        guess that guides a search, whose answers are then checked with :meth:`fits`."""
-        c = self._costs(self.settings_for(n_ctx, n_parallel), compute)
+    def fits_guess(
+        self, n_ctx: int, n_parallel: int, along: Callable[[int, int], int | None]
+    ) -> bool | None:
+        """Whether some placement fits, every compute buffer guessed from the exact solves so
+        far: each figure (the one-backend one, and the scheduler's for every kind of placement
+        and device) taken linearly between the two solves nearest along ``along`` (a solve's
+        (n_ctx, n_parallel) -> its coordinate, None to leave it out). None when no solve is
+        known. A cheap guess that guides a search; its answers are checked with :meth:`fits`."""
+        x = along(n_ctx, n_parallel)
+        known = {}
+        for (ctx, n), fig in self.figures.items():
+            at = along(ctx, n)
+            if at is not None and x is not None:
+                known[at] = fig
+        if not known or x is None:
+            return None
+        xs = sorted(known, key=lambda p: (abs(p - x), p))[:2]
+        if len(xs) == 1:
+            fig = known[xs[0]]
+        else:
+            x0, x1 = sorted(xs)
+            fig = _Figures.between(known[x0], known[x1], x0, x1, x)
+        c = self._costs(self.settings_for(n_ctx, n_parallel), fig.graph)
+        c.split = fig.split
+        c.seen = dict(fig.seen)
         return any(ok for _, _, ok in self._scored(c))
 
     def _candidates(self, c: _Costs) -> list[Placement]:
@@ -616,6 +686,14 @@ class Placer:
 
     def _solve(self, settings: LlamaCppSettings) -> Solution:
         c = self._costs(settings)
+        try:
+            return self._solve_with(c, settings)
+        finally:
+            self.figures[(settings.n_ctx, settings.n_parallel)] = _Figures(
+                c.graph, c.split, tuple(c.seen.items())
+            )
+
+    def _solve_with(self, c: _Costs, settings: LlamaCppSettings) -> Solution:
         best, ok = self._pick(c)
         if not c.simulated or not self.names or (not ok and self._hopeless(c, best)):
             return Solution(best, self._settings(settings, best), ok)

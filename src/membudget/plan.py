@@ -295,18 +295,6 @@ def _guided_largest(
     return a
 
 
-def _interpolated(points: dict[int, int], x: int) -> int:
-    """A guess of the compute buffer at ``x`` from the ones simulated: linear between (or past)
-    the two nearest points."""
-    xs = sorted(points)
-    if len(xs) == 1:
-        return points[xs[0]]
-    nearest = sorted(xs, key=lambda p: (abs(p - x), p))[:2]
-    x0, x1 = sorted(nearest)
-    y0, y1 = points[x0], points[x1]
-    return max(0, y0 + (y1 - y0) * (x - x0) // (x1 - x0))
-
-
 def context_search(
     placer: Placer, n_parallel: int, kv_unified: bool
 ) -> tuple[int, int, ContextLimit]:
@@ -322,11 +310,12 @@ def context_search(
     def ok(steps: int) -> bool:
         return placer.fits(ctx(steps), n_parallel)
 
+    def along(c: int, n: int) -> int | None:
+        return c if n == n_parallel else None
+
     def guess(steps: int) -> bool:
-        known = {c: v for (c, n), v in placer.computed.items() if n == n_parallel}
-        if not known:
-            return ok(steps)
-        return placer.fits_with(ctx(steps), n_parallel, _interpolated(known, ctx(steps)))
+        found = placer.fits_guess(ctx(steps), n_parallel, along)
+        return ok(steps) if found is None else found
 
     best = _guided_largest(1, hi, ok, guess)
     if best < 1:
@@ -345,11 +334,12 @@ def parallel_search(placer: Placer, per_seq: int, kv_unified: bool) -> int:
     def ok(n: int) -> bool:
         return placer.fits(ctx(n), n)
 
+    def along(c: int, m: int) -> int | None:
+        return m if c == ctx(m) else None
+
     def guess(n: int) -> bool:
-        known = {m: v for (c, m), v in placer.computed.items() if c == ctx(m)}
-        if not known:
-            return ok(n)
-        return placer.fits_with(ctx(n), n, _interpolated(known, n))
+        found = placer.fits_guess(ctx(n), n, along)
+        return ok(n) if found is None else found
 
     return max(0, _guided_largest(1, LLAMA_MAX_SEQ, ok, guess))
 

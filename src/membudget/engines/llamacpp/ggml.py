@@ -94,21 +94,25 @@ class Tensor:
     """An external's kind: ``w`` weight, ``e`` routed expert, ``a`` a Mamba scan's ``ssm_a``,
     ``c`` cache; or ``n``, a layer's weighted norm (the node llama.cpp may pin to its layer's
     device, see ``ops.GraphBuilder._named_norm``)."""
-    n_bytes: int = field(init=False)
-    """``ggml_nbytes``: the last element's end, through the strides."""
+    _size: int = field(init=False, default=-1, repr=False)
 
-    def __post_init__(self) -> None:
-        block, size = type_size(self.type)
-        ne0, ne1, ne2, ne3 = self.ne
-        nb0, nb1, nb2, nb3 = self.nb
-        if not (ne0 and ne1 and ne2 and ne3):
-            self.n_bytes = 0
-            return
-        rest = (ne1 - 1) * nb1 + (ne2 - 1) * nb2 + (ne3 - 1) * nb3
-        if block == 1:
-            self.n_bytes = size + (ne0 - 1) * nb0 + rest
-        else:
-            self.n_bytes = ne0 * nb0 // block + rest
+    @property
+    def n_bytes(self) -> int:
+        """``ggml_nbytes``: the last element's end, through the strides (computed when first
+        asked: most tensors of a graph, weights and views, are never placed)."""
+        size = self._size
+        if size < 0:
+            block, unit = type_size(self.type)
+            ne0, ne1, ne2, ne3 = self.ne
+            nb0, nb1, nb2, nb3 = self.nb
+            if not (ne0 and ne1 and ne2 and ne3):
+                size = 0
+            else:
+                rest = (ne1 - 1) * nb1 + (ne2 - 1) * nb2 + (ne3 - 1) * nb3
+                first = unit + (ne0 - 1) * nb0 if block == 1 else ne0 * nb0 // block
+                size = first + rest
+            self._size = size
+        return size
 
     def mark(self, flag: Flag) -> None:
         """Flag this tensor (``ggml_set_output``, ``ggml_set_input``)."""
@@ -144,20 +148,24 @@ class Graph:
     # -- ordering ---------------------------------------------------------------------------
     def expand(self, t: Tensor) -> None:
         """``ggml_build_forward_expand``: depth-first over sources, post-order."""
-        stack: list[tuple[Tensor, int]] = [(t, 0)]
-        if t in self._seen:
+        seen = self._seen
+        if t in seen:
             return
-        self._seen.add(t)
+        seen.add(t)
+        nodes, leafs = self.nodes, self.leafs
+        stack = [t]
+        pending = [iter(t.src)]
         while stack:
-            node, i = stack.pop()
-            if i < len(node.src):
-                stack.append((node, i + 1))
-                s = node.src[i]
-                if s is not None and s not in self._seen:
-                    self._seen.add(s)
-                    stack.append((s, 0))
-                continue
-            (self.leafs if node.op == "NONE" else self.nodes).append(node)
+            for s in pending[-1]:
+                if s is not None and s not in seen:
+                    seen.add(s)
+                    stack.append(s)
+                    pending.append(iter(s.src))
+                    break
+            else:
+                node = stack.pop()
+                pending.pop()
+                (leafs if node.op == "NONE" else nodes).append(node)
 
     # -- tensors ----------------------------------------------------------------------------
     def new(self, type_name: str, *ne: int, name: str = "", flags: tuple[Flag, ...] = ()) -> Tensor:
@@ -350,93 +358,135 @@ def replay(
     Returns each buffer's size; fills ``offsets`` and ``reused`` when given."""
     mems = [_Allocator(a) for a in alignments]
     last = len(mems) - 1
-    info: dict[Tensor, _Info] = {}
-    at: dict[Tensor, int] = {}
-
     kept = frozenset(kept)
+    # Every tensor the walk meets gets an index; its facts and its state live in lists.
+    index: dict[Tensor, int] = {}
+    for t in leafs:
+        if t not in index:
+            index[t] = len(index)
+    for t in nodes:
+        if t not in index:
+            index[t] = len(index)
+    tensors = list(index)
 
-    def flagged(t: Tensor, flag: Flag) -> bool:
-        return flag in t.flags or t in kept
-
-    def src_of(t: Tensor) -> tuple[Tensor | None, ...]:
-        return t.src if sources is None else sources.get(t, t.src)
-
-    def get(t: Tensor) -> _Info:
-        i = info.get(t)
+    def number(t: Tensor) -> int:
+        i = index.get(t)
         if i is None:
-            i = info[t] = _Info()
+            i = index[t] = len(tensors)
+            tensors.append(t)
         return i
 
-    def size(t: Tensor, b: int) -> int:
-        return t.n_bytes if alloc_size is None else alloc_size[b](t)
+    ig = index.get
+    leaf_ix = [index[t] for t in leafs]
+    node_ix = [index[t] for t in nodes]
+    # each node's sources, once, without the empty ones
+    node_srcs: list[tuple[int, ...]] = []
+    for t in nodes:
+        found = t.src if sources is None else sources.get(t, t.src)
+        ss = tuple([ig(x, -1) for x in found if x is not None])
+        if -1 in ss:
+            ss = tuple([number(x) for x in found if x is not None])
+        node_srcs.append(ss)
+    srcs_of: list[tuple[int, ...] | None] = [None] * len(tensors)
+    for i, ss in zip(node_ix, node_srcs, strict=True):
+        srcs_of[i] = ss
+    # the closure: view roots, and the sources of every other tensor met (leafs have none)
+    roots: list[int] = []
+    k = 0
+    while k < len(tensors):
+        t = tensors[k]
+        roots.append(-1 if t.view_src is None else number(t.view_src))
+        if k >= len(srcs_of):
+            srcs_of.append(None)
+        if srcs_of[k] is None:
+            found = t.src if sources is None else sources.get(t, t.src)
+            srcs_of[k] = tuple([number(x) for x in found if x is not None])
+        k += 1
+    n = len(tensors)
+    # facts: not ggml-alloc's to place (external or a view), may take a parent's memory,
+    # flagged output, flagged input
+    owned = [not (t.external or t.view_src is not None) for t in tensors]
+    inplace = [t.op in _INPLACE_OPS for t in tensors]
+    is_out = [("output" in t.flags) or (t in kept) for t in tensors]
+    is_in = [("input" in t.flags) or (t in kept) for t in tensors]
+    # state
+    n_children = [0] * n
+    n_views = [0] * n
+    allocated = [False] * n
+    offset = [0] * n
+    at = [0] * n
+    sizes: list[int] = [-1] * n
 
-    def allocate_node(t: Tensor) -> None:
-        hn = get(t)
-        if t.external or hn.allocated or t.view_src is not None:
-            return
-        hn.allocated = True
-        if t.op in _INPLACE_OPS:
-            for parent in src_of(t):
-                if parent is None:
-                    continue
-                p = get(parent)
+    def size_of(i: int, b: int) -> int:
+        got = sizes[i]
+        if got < 0:
+            t = tensors[i]
+            got = sizes[i] = t.n_bytes if alloc_size is None else alloc_size[b](t)
+        return got
+
+    def allocate_node(i: int) -> None:
+        # the caller has checked owned[i] and not allocated[i]
+        allocated[i] = True
+        t = tensors[i]
+        if inplace[i]:
+            for j in srcs_of[i]:  # type: ignore[union-attr]
                 # only a tensor ggml-alloc owns can be reused; a view never is one
-                if not p.allocated or flagged(parent, "output"):
+                if not allocated[j] or is_out[j]:
                     continue
+                parent = tensors[j]
                 if (parent.type, parent.ne, parent.nb) != (t.type, t.ne, t.nb):
                     continue
                 # same layout means same size: no spare tail to give back (free_extra_space)
-                if p.n_children == 1 and p.n_views == 0:
-                    hn.offset = p.offset
-                    at[t] = at[parent]
+                if n_children[j] == 1 and n_views[j] == 0:
+                    offset[i] = offset[j]
+                    at[i] = at[j]
                     if offsets is not None:
-                        offsets[t] = p.offset
+                        offsets[t] = offset[j]
                     if reused is not None:
                         reused[t] = parent
-                    p.allocated = False  # the child frees it
+                    allocated[j] = False  # the child frees it
                     return
         b = last if buffer_of is None else buffer_of.get(t, last)
-        at[t] = b
-        hn.offset = mems[b].alloc(size(t, b))
+        at[i] = b
+        offset[i] = mems[b].alloc(size_of(i, b))
         if offsets is not None:
-            offsets[t] = hn.offset
+            offsets[t] = offset[i]
 
-    def free_node(t: Tensor) -> None:
-        if flagged(t, "output"):
+    def free_node(i: int) -> None:
+        if is_out[i]:
             return
-        hn = get(t)
-        b = at[t]
-        mems[b].free(hn.offset, size(t, b))
-        hn.allocated = False
+        b = at[i]
+        mems[b].free(offset[i], size_of(i, b))
+        allocated[i] = False
 
-    for leaf in leafs:
-        allocate_node(leaf)
-    # each node's sources, once (the hot loops below read them twice more)
-    srcs_of = [tuple(x for x in src_of(node) if x is not None) for node in nodes]
-    for node, srcs in zip(nodes, srcs_of, strict=True):
-        if node.view_src is not None and node.op != "NONE":
-            get(node.view_src).n_views += 1
-        if flagged(node, "input"):
-            allocate_node(node)
-        for src in srcs:
-            get(src).n_children += 1
-            if flagged(src, "input"):
-                allocate_node(src)
-    for node, srcs in zip(nodes, srcs_of, strict=True):
-        for src in srcs:
-            if not info[src].allocated:
-                allocate_node(src)
-        allocate_node(node)
-        for src in srcs:
-            p = info[src]
-            p.n_children -= 1
-            if p.n_children or p.n_views:
+    for i in leaf_ix:
+        if owned[i] and not allocated[i]:
+            allocate_node(i)
+    for i, ss in zip(node_ix, node_srcs, strict=True):
+        r = roots[i]
+        if r >= 0 and tensors[i].op != "NONE":
+            n_views[r] += 1
+        if is_in[i] and owned[i] and not allocated[i]:
+            allocate_node(i)
+        for j in ss:
+            n_children[j] += 1
+            if is_in[j] and owned[j] and not allocated[j]:
+                allocate_node(j)
+    for i, ss in zip(node_ix, node_srcs, strict=True):
+        for j in ss:
+            if owned[j] and not allocated[j]:
+                allocate_node(j)
+        if owned[i] and not allocated[i]:
+            allocate_node(i)
+        for j in ss:
+            n_children[j] -= 1
+            if n_children[j] or n_views[j]:
                 continue
-            if src.view_src is not None:
-                root = get(src.view_src)
-                root.n_views -= 1
-                if root.n_views == 0 and root.n_children == 0 and root.allocated:
-                    free_node(src.view_src)
-            elif p.allocated:
-                free_node(src)
+            r = roots[j]
+            if r >= 0:
+                n_views[r] -= 1
+                if n_views[r] == 0 and n_children[r] == 0 and allocated[r]:
+                    free_node(r)
+            elif allocated[j]:
+                free_node(j)
     return [m.max_size for m in mems]
