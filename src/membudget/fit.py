@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -261,15 +262,25 @@ def sweep(
         for i, (_, spec, *_rest) in enumerate(tasks):
             groups.setdefault(_geometry(spec), []).append(i)
         batches = sorted(groups.values(), key=lambda g: -sum(tasks[i][1].weights.total for i in g))
-        # spawn: a fresh interpreter per worker, safe beside threads (the web server's)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            results = pool.map(_fit_batch, [[tasks[i] for i in g] for g in batches])
-            done = {
-                i: a
-                for g, r in zip(batches, results, strict=True)
-                for i, a in zip(g, r, strict=True)
-            }
+        method = _start_method()
+        context = multiprocessing.get_context(method)
+        with _INHERITED_LOCK:
+            if method == "fork":
+                # forked workers inherit the tasks: each is handed only its indices
+                _INHERITED[:] = tasks
+                work_items: list[list[int]] | list[list[_Task]] = batches
+                run: Callable[..., list[FitRow | str]] = _fit_inherited
+            else:
+                work_items = [[tasks[i] for i in g] for g in batches]
+                run = _fit_batch
+            try:
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+                    results = list(pool.map(run, work_items))
+            finally:
+                _INHERITED.clear()
+        done = {
+            i: a for g, r in zip(batches, results, strict=True) for i, a in zip(g, r, strict=True)
+        }
         answers = [done[i] for i in range(len(tasks))]
     for (at, model, _), answer in zip(work, answers, strict=True):
         found[at] = (model, answer)
@@ -278,12 +289,31 @@ def sweep(
     return FitSweep(tuple(rows), tuple(skipped))
 
 
+def _start_method() -> str:
+    """How workers start: forked where the OS forks and this process runs no other thread
+    (the CLI: no interpreter to start, nothing to import again); otherwise spawned, a fresh
+    interpreter, which is safe beside threads (the web server's)."""
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
+
+
 _Task = tuple[str, ModelSpec, PlanRequest, Hardware | None, int, int]
 
 
 def _geometry(spec: ModelSpec) -> object:
     """What a model's graphs depend on: its architecture, layers and tensor shapes."""
     return (spec.architecture, spec.layers, tuple((t.name, t.shape) for t in spec.tensors))
+
+
+_INHERITED: list[_Task] = []
+"""The sweep's tasks, for workers forked while it runs (read-only there)."""
+_INHERITED_LOCK = threading.Lock()
+
+
+def _fit_inherited(batch: list[int]) -> list[FitRow | str]:
+    """A forked worker's unit of work: the inherited tasks at these indices."""
+    return [_fit_task(_INHERITED[i]) for i in batch]
 
 
 def _fit_batch(tasks: list[_Task]) -> list[FitRow | str]:

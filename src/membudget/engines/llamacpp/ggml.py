@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import chain
 from typing import Literal
 
 from membudget._gguf import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -360,23 +361,18 @@ def replay(
     last = len(mems) - 1
     kept = frozenset(kept)
     # Every tensor the walk meets gets an index; its facts and its state live in lists.
-    index: dict[Tensor, int] = {}
-    for t in leafs:
-        if t not in index:
-            index[t] = len(index)
-    for t in nodes:
-        if t not in index:
-            index[t] = len(index)
-    tensors = list(index)
+    tensors = list(dict.fromkeys(chain(leafs, nodes)))
+    index = {t: i for i, t in enumerate(tensors)}
+    n_base = len(tensors)
+    ig = index.get
 
     def number(t: Tensor) -> int:
-        i = index.get(t)
+        i = ig(t)
         if i is None:
             i = index[t] = len(tensors)
             tensors.append(t)
         return i
 
-    ig = index.get
     leaf_ix = [index[t] for t in leafs]
     node_ix = [index[t] for t in nodes]
     # each node's sources, once, without the empty ones
@@ -387,20 +383,22 @@ def replay(
         if -1 in ss:
             ss = tuple([number(x) for x in found if x is not None])
         node_srcs.append(ss)
-    srcs_of: list[tuple[int, ...] | None] = [None] * len(tensors)
+    srcs_of: list[tuple[int, ...]] = [()] * n_base
     for i, ss in zip(node_ix, node_srcs, strict=True):
         srcs_of[i] = ss
-    # the closure: view roots, and the sources of every other tensor met (leafs have none)
-    roots: list[int] = []
+    roots = [-1 if (v := t.view_src) is None else ig(v, -1) for t in tensors]
+    # What only a source or a view led to (a graph's own tensors are all leafs or nodes):
+    # numbered too, with their own sources (for an in-place op) and roots.
     k = 0
     while k < len(tensors):
         t = tensors[k]
-        roots.append(-1 if t.view_src is None else number(t.view_src))
-        if k >= len(srcs_of):
-            srcs_of.append(None)
-        if srcs_of[k] is None:
+        if k >= len(roots):
+            roots.append(-1)
+        if k >= n_base:
             found = t.src if sources is None else sources.get(t, t.src)
-            srcs_of[k] = tuple([number(x) for x in found if x is not None])
+            srcs_of.append(tuple([number(x) for x in found if x is not None]))
+        if roots[k] < 0 and t.view_src is not None:
+            roots[k] = number(t.view_src)
         k += 1
     n = len(tensors)
     # facts: not ggml-alloc's to place (external or a view), may take a parent's memory,
@@ -429,7 +427,7 @@ def replay(
         allocated[i] = True
         t = tensors[i]
         if inplace[i]:
-            for j in srcs_of[i]:  # type: ignore[union-attr]
+            for j in srcs_of[i]:
                 # only a tensor ggml-alloc owns can be reused; a view never is one
                 if not allocated[j] or is_out[j]:
                     continue

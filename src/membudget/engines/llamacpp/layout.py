@@ -34,7 +34,7 @@ from membudget.engines.llamacpp.devices import (
     cuda_alloc_bytes,
     cuda_row_padding,
 )
-from membudget.engines.llamacpp.ggml import Graph, allocate
+from membudget.engines.llamacpp.ggml import Graph, Tensor, allocate
 from membudget.engines.llamacpp.graph import GraphSettings, build_graph
 from membudget.engines.llamacpp.phases import compute_bytes
 from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
@@ -498,6 +498,19 @@ PIPELINE_COPIES = 4
 this many copies of every graph input and of every split's inputs."""
 
 
+def _stored_type(spec: ModelSpec, t: Tensor) -> str | None:
+    """The type the graph weight ``t`` is stored at (None: the tensors of its layer with its
+    shape disagree, or a type ggml does not know)."""
+    found = {c.type_name for c in stored_candidates(spec, t.slot, t.ne, t.name)}
+    if len(found) > 1:
+        return None
+    if not found:
+        return t.type
+    name = found.pop()
+    known = ggml_type_by_name(_TORCH_DTYPES.get(name.lower(), name))
+    return None if known is None else known.name.upper()
+
+
 def split_compute(
     spec: ModelSpec,
     res: Resolved,
@@ -524,7 +537,6 @@ def split_compute(
     architecture without a graph builder, and where a weight the split depends on cannot be
     told from the tensors of its layer with its shape."""
     from membudget.engines.llamacpp.devices import cuda_runs_ssm_scan  # noqa: PLC0415
-    from membudget.engines.llamacpp.ggml import Tensor  # noqa: PLC0415
     from membudget.engines.llamacpp.sched import (  # noqa: PLC0415
         Backend,
         UnknownWeightError,
@@ -579,7 +591,7 @@ def split_compute(
         # ssm_a stays on the host where CUDA has no kernel for the scan (.profile.host_pins)
         keeps_a = [scan_ok or not name.startswith("CUDA") for name, _ in devices]
         last = len(slots) - 1
-        known: dict[int, int] = {}
+        known: dict[Tensor, int] = {}
 
         names: dict[str, bool] = {}
 
@@ -598,7 +610,7 @@ def split_compute(
             return found.pop()
 
         def device_of(t: Tensor) -> int:
-            dev = known.get(id(t))
+            dev = known.get(t)
             if dev is not None:
                 return dev
             if t.slot < 0:
@@ -613,20 +625,21 @@ def split_compute(
                 )
                 if on_host:
                     dev = cpu
-            known[id(t)] = dev
+            known[t] = dev
             return dev
 
+        types: dict[tuple[int, tuple[int, ...], str, str], str | None] = _MEMO.get(
+            spec, "stored-types", dict
+        )
+
         def stored_type(t: Tensor) -> str:
-            found = {c.type_name for c in stored_candidates(spec, t.slot, t.ne, t.name)}
-            if len(found) > 1:
+            key = (t.slot, t.ne, t.name, t.type)
+            typ = types.get(key, "")
+            if typ == "":
+                typ = types[key] = _stored_type(spec, t)
+            if typ is None:
                 raise UnknownWeightError
-            if not found:
-                return t.type
-            name = found.pop()
-            known = ggml_type_by_name(_TORCH_DTYPES.get(name.lower(), name))
-            if known is None:
-                raise UnknownWeightError
-            return known.name.upper()
+            return typ
 
         copies = PIPELINE_COPIES if pipeline else 1
         try:

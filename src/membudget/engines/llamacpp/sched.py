@@ -231,17 +231,23 @@ def schedule(
         if new:
             close()
             cur = dev
-        srcs = list(node.src)
-        for j, src in enumerate(srcs):
-            if src is None or backend_of(src) == cur:
+        srcs: list[Tensor | None] | None = None
+        for j, src in enumerate(node.src):
+            if src is None:
+                continue
+            root = src.view_src or src
+            if (device_of(root) if root.external else where.get(src, where.get(root, -1))) == cur:
                 continue
             key = (src, cur)
             copy = copies.get(key)
             if copy is None:
                 copy = copies[key] = _copy_of(src, both, stored_type)
                 inputs.append((src, copy))
+            if srcs is None:
+                srcs = list(node.src)
             srcs[j] = copy
-        sources[node] = tuple(srcs)
+        if srcs is not None:
+            sources[node] = tuple(srcs)  # reads the copies
         split.append((node, dev))
     close()
 
