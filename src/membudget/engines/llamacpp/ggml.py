@@ -27,7 +27,16 @@ from typing import Literal
 
 from membudget._gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-__all__ = ["Graph", "Placement", "Tensor", "allocate", "place", "replay", "type_size"]
+__all__ = [
+    "Graph",
+    "Placement",
+    "Snapshot",
+    "Tensor",
+    "allocate",
+    "place",
+    "replay",
+    "type_size",
+]
 
 Dims = tuple[int, int, int, int]
 Flag = Literal["input", "output"]
@@ -95,6 +104,9 @@ class Tensor:
     """An external's kind: ``w`` weight, ``e`` routed expert, ``a`` a Mamba scan's ``ssm_a``,
     ``c`` cache; or ``n``, a layer's weighted norm (the node llama.cpp may pin to its layer's
     device, see ``ops.GraphBuilder._named_norm``)."""
+    layer: int = -1
+    """The layer being built when the tensor was made (-1: before the first; ``n_layer``:
+    the output layer), for :mod:`.reduce`."""
     _size: int = field(init=False, default=-1, repr=False)
 
     @property
@@ -172,7 +184,12 @@ class Graph:
     def new(self, type_name: str, *ne: int, name: str = "", flags: tuple[Flag, ...] = ()) -> Tensor:
         d = _dims(*ne)
         return Tensor(
-            type_name, d, contiguous_strides(type_name, d), flags=frozenset(flags), name=name
+            type_name,
+            d,
+            contiguous_strides(type_name, d),
+            flags=frozenset(flags),
+            name=name,
+            layer=self.layer,
         )
 
     def input(self, type_name: str, *ne: int, name: str = "") -> Tensor:
@@ -186,16 +203,16 @@ class Graph:
         t.kind = kind
         return t
 
-    @staticmethod
-    def op(op: str, type_name: str, ne: tuple[int, ...], *src: Tensor | None) -> Tensor:
+    def op(self, op: str, type_name: str, ne: tuple[int, ...], *src: Tensor | None) -> Tensor:
         """A new contiguous result of ``op`` (``ggml_new_tensor``)."""
         d = _dims(*ne)
-        return Tensor(type_name, d, contiguous_strides(type_name, d), op=op, src=src)
+        return Tensor(
+            type_name, d, contiguous_strides(type_name, d), op=op, src=src, layer=self.layer
+        )
 
-    @staticmethod
-    def _view(op: str, a: Tensor, ne: Dims, nb: Dims, *src: Tensor | None) -> Tensor:
+    def _view(self, op: str, a: Tensor, ne: Dims, nb: Dims, *src: Tensor | None) -> Tensor:
         root = a.view_src or a
-        return Tensor(a.type, ne, nb, op=op, src=src or (a,), view_src=root)
+        return Tensor(a.type, ne, nb, op=op, src=src or (a,), view_src=root, layer=self.layer)
 
     # views
     def reshape(self, a: Tensor, *ne: int) -> Tensor:
@@ -315,6 +332,16 @@ class _Info:
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshot:
+    """ggml-alloc's state at one point of the walk (:func:`replay`'s ``snapshots``)."""
+
+    blocks: tuple[tuple[tuple[int, int], ...], ...]
+    """Each buffer's free blocks, (offset, size) by offset, the open last one included."""
+    live: dict[Tensor, tuple[int, int, int]]
+    """Every tensor placed and not yet freed: its offset, uses left and views left."""
+
+
+@dataclass(frozen=True, slots=True)
 class Placement:
     """Where ggml-alloc put each tensor it owns, and the buffer that needs."""
 
@@ -349,6 +376,7 @@ def replay(
     offsets: dict[Tensor, int] | None = None,
     reused: dict[Tensor, Tensor] | None = None,
     kept: Collection[Tensor] = (),
+    snapshots: dict[int, Snapshot | None] | None = None,
 ) -> list[int]:
     """``ggml_gallocr_alloc_graph_impl`` with one allocator per buffer (``ggml_gallocr_new_n``):
     leafs first; per node, its sources, then itself (in place over a sole-consumer parent for
@@ -356,7 +384,9 @@ def replay(
     tensor goes to buffer ``buffer_of[t]`` (the last when not given) at that buffer's alignment
     and ``alloc_size``; ``sources`` overrides a node's sources (the scheduler's copies);
     ``kept`` tensors count as flagged input and output (the scheduler's pipeline copies).
-    Returns each buffer's size; fills ``offsets`` and ``reused`` when given."""
+    Returns each buffer's size; fills ``offsets`` and ``reused`` when given, and
+    ``snapshots`` (keyed by positions in ``nodes``) with the allocator's state as the walk
+    reaches each of those nodes."""
     mems = [_Allocator(a) for a in alignments]
     last = len(mems) - 1
     kept = frozenset(kept)
@@ -470,7 +500,16 @@ def replay(
             n_children[j] += 1
             if is_in[j] and owned[j] and not allocated[j]:
                 allocate_node(j)
-    for i, ss in zip(node_ix, node_srcs, strict=True):
+    for pos, (i, ss) in enumerate(zip(node_ix, node_srcs, strict=True)):
+        if snapshots is not None and pos in snapshots:
+            snapshots[pos] = Snapshot(
+                tuple(tuple((b[0], b[1]) for b in m.blocks) for m in mems),
+                {
+                    tensors[x]: (offset[x], n_children[x], n_views[x])
+                    for x in range(n)
+                    if allocated[x]
+                },
+            )
         for j in ss:
             if owned[j] and not allocated[j]:
                 allocate_node(j)

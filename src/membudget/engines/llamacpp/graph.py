@@ -23,7 +23,13 @@ from membudget.engines.llamacpp.ops import Gating, GraphSettings, has_tensor, ro
 from membudget.engines.llamacpp.recurrent import RecurrentBuilder
 from membudget.model import LayerSpec, ModelSpec
 
-__all__ = ["GraphSettings", "build_graph", "graph_compute_bytes", "simulated_architectures"]
+__all__ = [
+    "GraphSettings",
+    "build_graph",
+    "graph_compute_bytes",
+    "layer_phase",
+    "simulated_architectures",
+]
 
 Build = Callable[[RecurrentBuilder], None]
 
@@ -525,6 +531,13 @@ _BUILDERS: dict[str, Build] = {
 }
 
 
+def layer_phase(spec: ModelSpec, il: int) -> int:
+    """What a builder reads from a layer's index beyond its :class:`LayerSpec` and its stored
+    tensors (besides whether it is the last): Llama 4's place in its four-layer RoPE
+    pattern. Layers of one phase, spec and tensors build the same subgraph."""
+    return (il + 1) % 4 if spec.architecture == "llama4" else 0
+
+
 def simulated_architectures() -> tuple[str, ...]:
     """Architectures whose compute buffer comes from the graph simulation."""
     return tuple(sorted(_BUILDERS))
@@ -565,13 +578,15 @@ def _supported(spec: ModelSpec) -> bool:
     return r.kind == "shortconv"
 
 
-def build_graph(spec: ModelSpec, settings: GraphSettings) -> Graph | None:
+def build_graph(
+    spec: ModelSpec, settings: GraphSettings, keep: frozenset[int] | None = None
+) -> Graph | None:
     """llama.cpp's worst-case graph for ``spec``, or ``None`` for an architecture this module
-    does not rebuild."""
+    does not rebuild. ``keep``: build only these layers (:mod:`.reduce`)."""
     build = _BUILDERS.get(spec.architecture)
     if build is None or not _supported(spec):
         return None
-    b = RecurrentBuilder(spec, settings)
+    b = RecurrentBuilder(spec, settings, keep)
     build(b)
     return b.g
 

@@ -35,8 +35,9 @@ from membudget.engines.llamacpp.devices import (
     cuda_row_padding,
 )
 from membudget.engines.llamacpp.ggml import Graph, Tensor, allocate
-from membudget.engines.llamacpp.graph import GraphSettings, build_graph
+from membudget.engines.llamacpp.graph import GraphSettings, build_graph, layer_phase
 from membudget.engines.llamacpp.phases import compute_bytes
+from membudget.engines.llamacpp.reduce import HEAD, HEAD_CYCLING, allocate_short, kept_layers
 from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
 from membudget.model import ModelSpec, TensorSpec, block_index
 from membudget.quant import GGMLType, ggml_type_by_name
@@ -391,8 +392,7 @@ def compute_for(
                 _GRAPHS.move_to_end(key)
                 graph = _GRAPHS[key]
         if not hit:
-            built = _built_graph(spec, gs)
-            graph = None if built is None else allocate(built, gs.alignment)
+            graph = _one_backend(spec, gs)
             with _GRAPHS_LOCK:
                 _GRAPHS[key] = graph
                 while len(_GRAPHS) > _GRAPHS_SIZE:
@@ -409,6 +409,53 @@ def compute_for(
         n_outputs=res.n_outputs,
     )
     return phase, False
+
+
+def _one_backend(spec: ModelSpec, gs: GraphSettings) -> int | None:
+    """ggml-alloc's buffer for the graph on one backend: from the short graph of
+    :mod:`.reduce` where it proves the whole one needs the same, else from the whole."""
+    classes = layer_classes(spec)
+    for head in (HEAD, HEAD_CYCLING):
+        keep, runs = kept_layers(classes, head)
+        if not runs:
+            break
+        short = build_graph(spec, gs, frozenset(keep))
+        if short is None:
+            return None
+        size = allocate_short(short, runs, gs.alignment, head)
+        if size is not None:
+            return size
+    built = _built_graph(spec, gs)
+    return None if built is None else allocate(built, gs.alignment)
+
+
+_CLASSES: dict[object, int] = {}
+"""Each distinct layer class seen, numbered (:func:`layer_classes`); never cleared, so a
+number never changes its meaning."""
+
+
+def layer_classes(spec: ModelSpec) -> tuple[int, ...]:
+    """Each layer's class for :mod:`.reduce`: layers of one class build the same subgraph.
+    A class is what the graph builders read of a layer: its
+    :class:`~membudget.model.LayerSpec`, its stored tensors (name in the layer and shape:
+    biases and widths are looked up by name), whether it is the last layer (which keeps only
+    the output rows) and its :func:`~.graph.layer_phase`."""
+
+    def make() -> tuple[int, ...]:
+        n = spec.n_layer
+        tensors: list[list[tuple[str, tuple[int, ...]]]] = [[] for _ in range(n)]
+        for t in spec.tensors:
+            il = block_index(t.name)
+            if il is not None and 0 <= il < n:
+                tensors[il].append((t.name.split(".", 2)[2], t.shape))
+        out = []
+        with _GRAPHS_LOCK:
+            for il, layer in enumerate(spec.layers):
+                key = (layer, tuple(sorted(tensors[il])), il == n - 1, layer_phase(spec, il))
+                out.append(_CLASSES.setdefault(key, len(_CLASSES)))
+        return tuple(out)
+
+    return _MEMO.get(spec, "layer-classes", make)
 
 
 _LAST_BUILT: list[tuple[tuple[int, GraphSettings], Graph | None]] = []

@@ -75,9 +75,13 @@ def _rotation_size(head_dims: set[int], first: int = 64) -> int:
 class GraphBuilder:
     """A graph under construction for one model and one reserve pass."""
 
-    def __init__(self, spec: ModelSpec, settings: GraphSettings) -> None:
+    def __init__(
+        self, spec: ModelSpec, settings: GraphSettings, keep: frozenset[int] | None = None
+    ) -> None:
         self.spec = spec
         self.s = settings
+        self.keep = keep
+        """The layers built (None: all): see :mod:`.reduce`."""
         self.g = Graph()
         self.n_tokens = settings.n_tokens
         attn = [layer for layer in spec.layers if layer.has_kv]
@@ -383,7 +387,10 @@ class GraphBuilder:
     def layers(self) -> Iterator[tuple[int, LayerSpec]]:
         """The layers in order, each external built meanwhile tagged with its layer; after the
         last, the output layer's."""
+        keep = self.keep
         for il, layer in enumerate(self.spec.layers):
+            if keep is not None and il not in keep:
+                continue
             self.g.layer = il
             yield il, layer
         self.g.layer = self.spec.n_layer

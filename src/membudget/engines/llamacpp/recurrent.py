@@ -23,8 +23,10 @@ __all__ = ["RecurrentBuilder"]
 class RecurrentBuilder(GraphBuilder):
     """:class:`GraphBuilder` with the recurrent layers."""
 
-    def __init__(self, spec: ModelSpec, settings: GraphSettings) -> None:
-        super().__init__(spec, settings)
+    def __init__(
+        self, spec: ModelSpec, settings: GraphSettings, keep: frozenset[int] | None = None
+    ) -> None:
+        super().__init__(spec, settings, keep)
         self.w1_dim = tensor_width(spec, "blk.0.time_mix_w1.weight")
         self.decay_dim = tensor_width(spec, "blk.0.time_mix_decay_w1.weight")
 

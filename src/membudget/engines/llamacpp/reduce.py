@@ -1,0 +1,240 @@
+"""A deep model's compute buffer from a short graph, with a proof that the whole one needs the
+same.
+
+A worst-case graph is a prefix (inputs, embeddings), one subgraph per layer, and the output
+layer. Layers of one *class* (:func:`~.layout.layer_classes`: same geometry, same stored
+tensors, same place in the architecture's layer pattern) build the same subgraph, fed by the
+previous layer's output. Deep models are long runs of identical *periods* of layers (one
+layer, or Gemma 3's six, Llama 4's four). :func:`kept_layers` keeps the first ``HEAD`` and the
+last ``TAIL`` periods of each run of more than that; :func:`allocate_short` replays ggml-alloc
+over the short graph and proves, per run, that the periods it left out would have changed
+nothing:
+
+- the second and third kept periods build the same nodes (op, type, shape, strides, flags),
+  reading the same long-lived tensors and, at the same positions, the previous period's
+  tensors; none of them is a tensor ggml-alloc places before the walk (an input) or keeps to
+  the end (an output);
+- ggml-alloc's state when the third period starts is the state when the second started,
+  shifted by one period: the same free blocks, the long-lived tensors at the same offsets, and
+  the previous period's live tensors at the same positions, offsets and remaining uses.
+
+Then every period left out starts from that same state and does what the third did, at the
+same offsets, and the tail starts from the state it starts from here; long-lived tensors are
+freed (or taken over in place) only by their last use, which lies in the tail or after it in
+both graphs. So the short graph's buffer is the whole graph's, to the byte. Where a proof
+fails, the caller builds the whole graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+from membudget.engines.llamacpp.ggml import Graph, Snapshot, Tensor, replay
+
+__all__ = [
+    "HEAD",
+    "HEAD_CYCLING",
+    "PERIOD_MAX",
+    "TAIL",
+    "Run",
+    "allocate_short",
+    "kept_layers",
+]
+
+HEAD = 4
+"""Leading periods kept of a run: the first meets the state the prefix left; two consecutive
+ones of the others carry the proof (ggml-alloc may need a period more to settle)."""
+HEAD_CYCLING = 9
+"""Leading periods kept when ``HEAD`` proved nothing: enough for ggml-alloc to settle into a
+cycle of up to three periods and show it twice."""
+TAIL = 2
+"""Trailing periods kept: a long-lived tensor's last uses (and the output rows of the last
+layer) stay in the short graph."""
+_CYCLES = 6
+"""Cycles of one, two or three periods all divide this."""
+PERIOD_MAX = 8
+"""The longest layer pattern looked for (Gemma 3 repeats every six layers)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """``count`` periods of ``period`` layers from layer ``start`` that repeat one class
+    pattern; the short graph keeps the first ``head`` and the last ``TAIL``."""
+
+    start: int
+    period: int
+    count: int
+    head: int
+    """Leading periods kept; the short graph leaves out ``count - head - TAIL``."""
+
+    @property
+    def left_out(self) -> int:
+        return self.count - self.head - TAIL
+
+    def layers(self, k: int) -> range:
+        """The layers of the ``k``-th period."""
+        first = self.start + k * self.period
+        return range(first, first + self.period)
+
+
+def kept_layers(
+    classes: Sequence[Hashable], head: int = HEAD
+) -> tuple[tuple[int, ...], tuple[Run, ...]]:
+    """The layers a short graph keeps, and the runs it shortens (the shortest period found
+    first at each layer; a run needs more than ``head + TAIL`` periods)."""
+    n = len(classes)
+    keep: list[int] = []
+    runs: list[Run] = []
+    least = head + TAIL + 1
+    i = 0
+    while i < n:
+        found = None
+        for p in range(1, PERIOD_MAX + 1):
+            if i + least * p > n:
+                break
+            pattern = classes[i : i + p]
+            m = 1
+            while i + (m + 1) * p <= n and classes[i + m * p : i + (m + 1) * p] == pattern:
+                m += 1
+            if m >= least:
+                # a cycle of r periods proves only where r divides what is left out: keep a
+                # few more periods so that 2 and 3 do (1 always does)
+                extra = (m - head - TAIL) % _CYCLES if head > HEAD else 0
+                if m - head - extra - TAIL < 1:
+                    extra = 0
+                found = Run(i, p, m, head + extra)
+                break
+        if found is None:
+            keep.append(i)
+            i += 1
+            continue
+        runs.append(found)
+        keep.extend(range(i, i + found.head * found.period))
+        keep.extend(range(i + (found.count - TAIL) * found.period, i + found.count * found.period))
+        i += found.count * found.period
+    return tuple(keep), tuple(runs)
+
+
+def allocate_short(
+    graph: Graph, runs: Sequence[Run], alignment: int, head: int = HEAD
+) -> int | None:
+    """ggml-alloc's buffer for the short ``graph`` (built with the layers
+    ``kept_layers(classes, head)`` keeps), or None where some run's periods cannot be shown
+    to repeat (then the whole graph is needed). ggml-alloc may take a period or two to settle
+    and may then cycle through a few placements: a run is proved by two consecutive groups of
+    ``r`` periods (``r`` from 1 to ``head // 3``) entered in the same state."""
+    nodes = graph.nodes
+    layer_of = [t.layer for t in nodes]
+    periods = []  # per run: the node positions of each leading period
+    for run in runs:
+        spans = []
+        for k in range(head):
+            layers = run.layers(k)
+            spans.append([i for i, la in enumerate(layer_of) if la in layers])
+        periods.append(spans)
+    snapshots: dict[int, Snapshot | None] = {}
+    for spans in periods:
+        for span in spans[1:]:
+            if span:
+                snapshots[span[0]] = None
+    (size,) = replay(graph.leafs, nodes, [alignment], snapshots=snapshots)
+    for run, spans in zip(runs, periods, strict=True):
+        proved = False
+        for r in range(1, head // 3 + 1):
+            if run.left_out % r:
+                continue  # the tail would enter the cycle elsewhere than it does here
+            groups = [
+                [i for span in spans[g * r : (g + 1) * r] for i in span] for g in range(head // r)
+            ]
+            if any(
+                _repeats(nodes, groups[j - 1 : j + 2], snapshots) for j in range(1, len(groups) - 1)
+            ):
+                proved = True
+                break
+        if not proved:
+            return None
+    return size
+
+
+def _repeats(
+    nodes: Sequence[Tensor],
+    spans: list[list[int]],
+    snapshots: dict[int, Snapshot | None],
+) -> bool:
+    """Whether two periods (``spans[1]``, ``spans[2]``; ``spans[0]`` the one before them)
+    are one block of the walk, build the same nodes over the same inputs, and
+    ggml-alloc enters the second of them as it entered the first."""
+    at_first, at_second, at_third = spans
+    if not at_second or len(at_second) != len(at_third) or not at_first:
+        return False
+    # one block of the walk, in order
+    start = at_second[0]
+    if at_second + at_third != list(range(start, start + 2 * len(at_second))):
+        return False
+    before, after = snapshots.get(at_second[0]), snapshots.get(at_third[0])
+    if before is None or after is None:
+        return False
+    first, second, third = ([nodes[i] for i in span] for span in spans)
+    # a tensor of the previous period, of this one, or long-lived, by position
+    place: dict[Tensor, tuple[int, int]] = {}
+    for j, period in enumerate((first, second, third)):
+        for q, t in enumerate(period):
+            place[t] = (j, q)
+
+    def role(t: Tensor | None, k: int) -> object:
+        """``t`` as node ``k``'s period sees it: one of its own (by position), one of the
+        period before (by position), a weight or cache (by layout: ggml-alloc never places
+        them), or a long-lived tensor (itself)."""
+        if t is None:
+            return None
+        at = place.get(t)
+        if at is not None:
+            if at[0] == k:
+                return ("own", at[1])
+            if at[0] == k - 1:
+                return ("previous", at[1])
+            return ("older", t)
+        if t.external:
+            return ("external", t.type, t.ne, t.nb, t.kind)
+        return ("long-lived", t)
+
+    for a, b in zip(second, third, strict=True):
+        if (a.op, a.type, a.ne, a.nb, a.flags, a.external, a.kind) != (
+            b.op,
+            b.type,
+            b.ne,
+            b.nb,
+            b.flags,
+            b.external,
+            b.kind,
+        ):
+            return False
+        if a.flags:  # allocated before the walk or kept to its end
+            return False
+        if len(a.src) != len(b.src) or role(a.view_src, 1) != role(b.view_src, 2):
+            return False
+        if any(role(x, 1) != role(y, 2) for x, y in zip(a.src, b.src, strict=True)):
+            return False
+    if before.blocks != after.blocks:
+        return False
+    # the live tensors, shifted by one period
+    shifted: dict[object, tuple[int, int, int]] = {}
+    for t, state in before.live.items():
+        at = place.get(t)
+        if at is None:
+            shifted[("long-lived", t)] = (state[0], -1, -1)
+        elif at[0] == 0:
+            shifted[("previous", at[1])] = state
+        else:
+            return False  # a tensor of the second period placed before it starts
+    seen: dict[object, tuple[int, int, int]] = {}
+    for t, state in after.live.items():
+        at = place.get(t)
+        if at is None:
+            seen[("long-lived", t)] = (state[0], -1, -1)
+        elif at[0] == 1:
+            seen[("previous", at[1])] = state
+        else:
+            return False
+    return shifted == seen
