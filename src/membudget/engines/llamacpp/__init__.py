@@ -6,6 +6,7 @@
   estimate and the placer share;
 - :mod:`.devices`: which device holds each layer and tensor, CUDA's allocation rules, host pins;
 - :mod:`.ggml`: a shape-only ggml graph and the replay of ggml-alloc (the allocator);
+  :mod:`.reduce`: a deep model's one-backend buffer from a short graph, with its proof;
 - :mod:`.graph`, :mod:`.ops`, :mod:`.recurrent`: the worst-case graphs llama.cpp reserves,
   rebuilt op by op; :mod:`.phases`: the phase model for architectures without a builder;
 - :mod:`.log`: llama.cpp's buffer report parsed from its log; :mod:`.validate`: estimate
