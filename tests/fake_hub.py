@@ -263,8 +263,8 @@ def _storage_handler(hub: FakeHub) -> type[_Handler]:
                 return
             asked = _RANGE.match(self.headers.get("Range", ""))
             if asked is None or mode == "norange":
-                self.send(200, data, {"Accept-Ranges": "bytes"})
                 self._count(key, 0, len(data))
+                self.send(200, data, {"Accept-Ranges": "bytes"})
                 return
             start = int(asked[1])
             end = min(len(data), int(asked[2]) + 1 if asked[2] else len(data))
@@ -275,8 +275,9 @@ def _storage_handler(hub: FakeHub) -> type[_Handler]:
             body = data[start:end]
             if mode == "flood":
                 body = body + b"\0" * (1 << 20)
-            self.send(206, body, {"Content-Range": f"bytes {start}-{end - 1}/{total}"})
+            # counted before it is sent: a client that has read it may look at once
             self._count(key, start, start + len(body))
+            self.send(206, body, {"Content-Range": f"bytes {start}-{end - 1}/{total}"})
 
         def _count(self, key: str, start: int, end: int) -> None:
             if self.command == "HEAD":

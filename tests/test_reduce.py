@@ -4,13 +4,16 @@ short graph's figure stands only with a proof, and it always equals the whole gr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
+from membudget.engines.llamacpp import layout
 from membudget.engines.llamacpp.ggml import Graph, allocate
 from membudget.engines.llamacpp.graph import build_graph
 from membudget.engines.llamacpp.layout import layer_classes
 from membudget.engines.llamacpp.ops import GraphSettings
+from membudget.engines.llamacpp.profile import LlamaCppSettings, estimate_llamacpp
 from membudget.engines.llamacpp.reduce import (
     HEAD,
     HEAD_CYCLING,
@@ -164,3 +167,56 @@ def test_kept_layers_finds_patterns_and_leaves_short_runs_alone() -> None:
     # the longer head keeps a few more periods, so that cycles of 2 and 3 divide the rest
     _, (run,) = kept_layers([0] * 40, HEAD_CYCLING)
     assert run.left_out % 6 == 0
+
+
+def _compute(spec: object, settings: LlamaCppSettings) -> dict[str, int]:
+    e = estimate_llamacpp(spec, settings)  # type: ignore[arg-type]
+    out: dict[str, int] = {}
+    for b in e.buffers:
+        if b.kind == "compute":
+            out[b.device] = out.get(b.device, 0) + b.n_bytes
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "placements"),
+    [
+        ("llama-3.1-70b", [(0, 0), (20, 0), (40, 0), (78, 0), (81, 0)]),
+        ("qwen3-30b-a3b", [(49, 10), (49, 30), (49, 47), (10, 0), (30, 48)]),
+        ("gemma-3-27b", [(0, 0), (31, 0), (63, 0)]),
+        ("qwen3.5-35b-a3b", [(41, 0), (41, 1), (0, 0)]),
+        ("phi-4", [(12, 0), (33, 0), (41, 0)]),
+    ],
+)
+def test_short_splits_equal_the_whole_graphs(
+    name: str, placements: list[tuple[int, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler's split over a CUDA device and the CPU, layers offloaded or experts
+    kept on the CPU: every backend's compute buffer from the short graph (where proved) equals
+    the whole graph's."""
+    spec = catalog_spec(name)
+    proved = 0
+    for ngl, n_cpu_moe in placements:
+        settings = LlamaCppSettings(
+            n_ctx=16384, gpus=("CUDA0",), n_gpu_layers=ngl, n_cpu_moe=n_cpu_moe
+        )
+        layout._SPLITS.clear()
+        counted: list[bool] = []
+        real = layout.short_figures
+
+        def counting(*args: Any, real: Any = real, counted: list[bool] = counted) -> Any:
+            found = real(*args)
+            counted.append(found is not None)
+            return found
+
+        with monkeypatch.context() as m:
+            m.setattr(layout, "short_figures", counting)
+            short = _compute(spec, settings)
+        proved += any(counted)
+        layout._SPLITS.clear()
+        with monkeypatch.context() as m:
+            m.setattr(layout, "kept_layers", lambda classes, head=HEAD: ((), ()))
+            whole = _compute(spec, settings)
+        layout._SPLITS.clear()
+        assert short == whole, (ngl, n_cpu_moe)
+    assert proved, "no split was proved short"

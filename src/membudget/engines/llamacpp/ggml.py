@@ -337,8 +337,8 @@ class Snapshot:
 
     blocks: tuple[tuple[tuple[int, int], ...], ...]
     """Each buffer's free blocks, (offset, size) by offset, the open last one included."""
-    live: dict[Tensor, tuple[int, int, int]]
-    """Every tensor placed and not yet freed: its offset, uses left and views left."""
+    live: dict[Tensor, tuple[int, int, int, int]]
+    """Every tensor placed and not yet freed: its offset, uses left, views left and buffer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,7 +505,7 @@ def replay(
             snapshots[pos] = Snapshot(
                 tuple(tuple((b[0], b[1]) for b in m.blocks) for m in mems),
                 {
-                    tensors[x]: (offset[x], n_children[x], n_views[x])
+                    tensors[x]: (offset[x], n_children[x], n_views[x], at[x])
                     for x in range(n)
                     if allocated[x]
                 },

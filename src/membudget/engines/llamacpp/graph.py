@@ -28,6 +28,7 @@ __all__ = [
     "build_graph",
     "graph_compute_bytes",
     "layer_phase",
+    "simulated",
     "simulated_architectures",
 ]
 
@@ -576,6 +577,11 @@ def _supported(spec: ModelSpec) -> bool:
     if r.kind in ("mamba", "mamba2"):
         return r.n_head > 0 and r.d_inner % r.n_head == 0 and (r.kind == "mamba" or r.n_group > 0)
     return r.kind == "shortconv"
+
+
+def simulated(spec: ModelSpec) -> bool:
+    """Whether :func:`build_graph` rebuilds ``spec``'s graph."""
+    return spec.architecture in _BUILDERS and _supported(spec)
 
 
 def build_graph(

@@ -35,9 +35,15 @@ from membudget.engines.llamacpp.devices import (
     cuda_row_padding,
 )
 from membudget.engines.llamacpp.ggml import Graph, Tensor, allocate
-from membudget.engines.llamacpp.graph import GraphSettings, build_graph, layer_phase
+from membudget.engines.llamacpp.graph import GraphSettings, build_graph, layer_phase, simulated
 from membudget.engines.llamacpp.phases import compute_bytes
-from membudget.engines.llamacpp.reduce import HEAD, HEAD_CYCLING, allocate_short, kept_layers
+from membudget.engines.llamacpp.reduce import (
+    HEAD,
+    HEAD_CYCLING,
+    allocate_short,
+    kept_layers,
+    short_figures,
+)
 from membudget.kv import cache_layers, cache_type, recurrent_state_dims, row_bytes
 from membudget.model import ModelSpec, TensorSpec, block_index
 from membudget.quant import GGMLType, ggml_type_by_name
@@ -49,8 +55,10 @@ __all__ = [
     "WeightTable",
     "cache_table",
     "compute_for",
+    "kept_layers",
     "pad",
     "repacks",
+    "short_figures",
     "weight_table",
 ]
 
@@ -345,6 +353,7 @@ def _graph_key(spec: ModelSpec) -> int:
                 _SHAPES.clear()
                 _GRAPHS.clear()
                 _SPLITS.clear()
+                _SHORT_SPLITS.clear()
             return _SHAPES.setdefault(shape, len(_SHAPES))
 
     return _MEMO.get(spec, "graph-key", make)
@@ -434,20 +443,24 @@ _CLASSES: dict[object, int] = {}
 number never changes its meaning."""
 
 
-def layer_classes(spec: ModelSpec) -> tuple[int, ...]:
+def layer_classes(spec: ModelSpec, typed: bool = False) -> tuple[int, ...]:
     """Each layer's class for :mod:`.reduce`: layers of one class build the same subgraph.
     A class is what the graph builders read of a layer: its
     :class:`~membudget.model.LayerSpec`, its stored tensors (name in the layer and shape:
-    biases and widths are looked up by name), whether it is the last layer (which keeps only
-    the output rows) and its :func:`~.graph.layer_phase`."""
+    biases and widths are looked up by name; with ``typed``, their types too, which the
+    scheduler's copies of weights keep), whether it is the last layer (which keeps only the
+    output rows) and its :func:`~.graph.layer_phase`."""
 
     def make() -> tuple[int, ...]:
         n = spec.n_layer
-        tensors: list[list[tuple[str, tuple[int, ...]]]] = [[] for _ in range(n)]
+        tensors: list[list[tuple[str, ...] | tuple[str, tuple[int, ...], str]]] = [
+            [] for _ in range(n)
+        ]
         for t in spec.tensors:
             il = block_index(t.name)
             if il is not None and 0 <= il < n:
-                tensors[il].append((t.name.split(".", 2)[2], t.shape))
+                rest = t.name.split(".", 2)[2]
+                tensors[il].append((rest, t.shape, t.type_name if typed else ""))
         out = []
         with _GRAPHS_LOCK:
             for il, layer in enumerate(spec.layers):
@@ -455,7 +468,7 @@ def layer_classes(spec: ModelSpec) -> tuple[int, ...]:
                 out.append(_CLASSES.setdefault(key, len(_CLASSES)))
         return tuple(out)
 
-    return _MEMO.get(spec, "layer-classes", make)
+    return _MEMO.get(spec, ("layer-classes", typed), make)
 
 
 _LAST_BUILT: list[tuple[tuple[int, GraphSettings], Graph | None]] = []
@@ -474,6 +487,9 @@ def _built_graph(spec: ModelSpec, gs: GraphSettings) -> Graph | None:
     return g
 
 
+_SHORT_SPLITS: OrderedDict[tuple[object, ...], tuple[int, ...]] = OrderedDict()
+"""Splits proved from short graphs, by what their short graph is made of
+(:func:`split_compute`)."""
 _SPLITS: OrderedDict[tuple[object, ...], tuple[int, ...] | None] = OrderedDict()
 
 _Dims4 = tuple[int, int, int, int]
@@ -535,9 +551,23 @@ def _types_key(spec: ModelSpec) -> int:
             if len(_TYPES) > _GRAPHS_SIZE:
                 _TYPES.clear()
                 _SPLITS.clear()
+                _SHORT_SPLITS.clear()
             return _TYPES.setdefault(types, len(_TYPES))
 
     return _MEMO.get(spec, "types-key", make)
+
+
+def _pinned_layers(spec: ModelSpec, pins: HostPins | None) -> tuple[tuple[str, ...], ...]:
+    """Per layer, the names (within the layer) of its stored tensors ``pins`` keeps on the
+    host."""
+    n = spec.n_layer
+    found: list[list[str]] = [[] for _ in range(n)]
+    if pins:
+        for t in spec.tensors:
+            il = block_index(t.name)
+            if il is not None and 0 <= il < n and pins(t.name):
+                found[il].append(t.name.split(".", 2)[2])
+    return tuple(tuple(sorted(x)) for x in found)
 
 
 PIPELINE_COPIES = 4
@@ -590,10 +620,23 @@ def split_compute(
         cuda_alloc_size,
         cuda_supports,
         schedule,
+        split_graph,
     )
 
     gs = graph_settings(res, type_k, type_v, 32, attn_rotation)
     pin_key = (pins.patterns, pins.ssm_a) if pins else None
+    n = spec.n_layer
+    # what a split depends on besides each layer's class and device
+    base = (
+        _graph_key(spec),
+        _types_key(spec),
+        gs,
+        devices,
+        slots[n:],
+        pipeline,
+        pin_norms,
+        pin_key,
+    )
     key = (
         _graph_key(spec),
         _types_key(spec),
@@ -609,9 +652,8 @@ def split_compute(
         if key in _SPLITS:
             _SPLITS.move_to_end(key)
             return _SPLITS[key]
-    g = _built_graph(spec, gs)
     result: tuple[int, ...] | None = None
-    if g is not None:
+    if simulated(spec):
         scan_ok = cuda_runs_ssm_scan(spec)
         backends: list[Backend] = []
         for name, host_device in devices:
@@ -689,8 +731,57 @@ def split_compute(
             return typ
 
         copies = PIPELINE_COPIES if pipeline else 1
+
+        def short(head: int) -> tuple[int, ...] | None:
+            """The split from the short graph of :mod:`.reduce`, None unless proved. A
+            placement whose short graph keeps layers of the same classes (and leaves out as
+            many periods, up to the cycles the proof allows) has an isomorphic short graph:
+            its proved split is shared."""
+            keep, runs = kept_layers(classes, head)
+            if not runs:
+                return None
+            shared = (
+                base,
+                head,
+                tuple(classes[i] for i in keep),
+                tuple((r.period, r.left_out % 6) for r in runs),
+            )
+            with _GRAPHS_LOCK:
+                if shared in _SHORT_SPLITS:
+                    _SHORT_SPLITS.move_to_end(shared)
+                    return _SHORT_SPLITS[shared]
+            built = build_graph(spec, gs, frozenset(keep))
+            if built is None:
+                return None
+            known.clear()  # keyed by tensor: another graph's
+            found = split_graph(built, backends, device_of, copies, pin_norms, stored_type)
+            sizes = short_figures(
+                found.nodes, runs, head, found.replay, found.sources, found.buffer_of
+            )
+            if sizes is None:
+                return None
+            with _GRAPHS_LOCK:
+                _SHORT_SPLITS[shared] = tuple(sizes)
+                while len(_SHORT_SPLITS) > _GRAPHS_SIZE:
+                    _SHORT_SPLITS.popitem(last=False)
+            return tuple(sizes)
+
+        # each layer's class where it runs: its device, its experts' and its pinned weights'
+        pinned_layers = _pinned_layers(spec, pins)
+        classes = tuple(
+            (c, slots[il], il < n_cpu_moe, pinned_layers[il])
+            for il, c in enumerate(layer_classes(spec, typed=True))
+        )
         try:
-            result = tuple(schedule(g, backends, device_of, copies, pin_norms, stored_type))
+            result = short(HEAD)
+            if result is None:
+                result = short(HEAD_CYCLING)
+            if result is None:
+                whole = _built_graph(spec, gs)
+                assert whole is not None
+                known.clear()
+                found = schedule(whole, backends, device_of, copies, pin_norms, stored_type)
+                result = tuple(found)
         except UnknownWeightError:
             result = None
     with _GRAPHS_LOCK:

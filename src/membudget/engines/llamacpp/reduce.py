@@ -27,7 +27,7 @@ fails, the caller builds the whole graph.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from membudget.engines.llamacpp.ggml import Graph, Snapshot, Tensor, replay
@@ -40,6 +40,7 @@ __all__ = [
     "Run",
     "allocate_short",
     "kept_layers",
+    "short_figures",
 ]
 
 HEAD = 4
@@ -120,11 +121,30 @@ def allocate_short(
     graph: Graph, runs: Sequence[Run], alignment: int, head: int = HEAD
 ) -> int | None:
     """ggml-alloc's buffer for the short ``graph`` (built with the layers
-    ``kept_layers(classes, head)`` keeps), or None where some run's periods cannot be shown
-    to repeat (then the whole graph is needed). ggml-alloc may take a period or two to settle
-    and may then cycle through a few placements: a run is proved by two consecutive groups of
-    ``r`` periods (``r`` from 1 to ``head // 3``) entered in the same state."""
-    nodes = graph.nodes
+    ``kept_layers(classes, head)`` keeps) on one backend, or None where some run's periods
+    cannot be shown to repeat (then the whole graph is needed)."""
+
+    def walk(snapshots: dict[int, Snapshot | None]) -> list[int]:
+        return replay(graph.leafs, graph.nodes, [alignment], snapshots=snapshots)
+
+    found = short_figures(graph.nodes, runs, head, walk)
+    return None if found is None else found[0]
+
+
+def short_figures(
+    nodes: Sequence[Tensor],
+    runs: Sequence[Run],
+    head: int,
+    walk: Callable[[dict[int, Snapshot | None]], list[int]],
+    sources: Mapping[Tensor, tuple[Tensor | None, ...]] | None = None,
+    buffer_of: Mapping[Tensor, int] | None = None,
+) -> list[int] | None:
+    """Every buffer ``walk`` (ggml-alloc over ``nodes``, with ``sources`` for some nodes'
+    sources and ``buffer_of`` their buffers: the scheduler's graph copy) reserves for a short
+    graph, or None where some run's periods cannot be shown to repeat. ggml-alloc may take a
+    period or two to settle and may then cycle through a few placements: a run is proved by
+    two consecutive groups of ``r`` periods (``r`` from 1 to ``head // 3``, dividing what the
+    short graph leaves out) entered in the same state."""
     layer_of = [t.layer for t in nodes]
     periods = []  # per run: the node positions of each leading period
     for run in runs:
@@ -138,7 +158,8 @@ def allocate_short(
         for span in spans[1:]:
             if span:
                 snapshots[span[0]] = None
-    (size,) = replay(graph.leafs, nodes, [alignment], snapshots=snapshots)
+    sizes = walk(snapshots)
+    shape = _Shape(sources or {}, buffer_of)
     for run, spans in zip(runs, periods, strict=True):
         proved = False
         for r in range(1, head // 3 + 1):
@@ -148,19 +169,36 @@ def allocate_short(
                 [i for span in spans[g * r : (g + 1) * r] for i in span] for g in range(head // r)
             ]
             if any(
-                _repeats(nodes, groups[j - 1 : j + 2], snapshots) for j in range(1, len(groups) - 1)
+                _repeats(nodes, groups[j - 1 : j + 2], snapshots, shape)
+                for j in range(1, len(groups) - 1)
             ):
                 proved = True
                 break
         if not proved:
             return None
-    return size
+    return sizes
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """How the walk sees a node beyond the node itself: its sources as the scheduler rewired
+    them (to its copies), and its buffer."""
+
+    sources: Mapping[Tensor, tuple[Tensor | None, ...]]
+    buffer_of: Mapping[Tensor, int] | None
+
+    def src(self, t: Tensor) -> tuple[Tensor | None, ...]:
+        return self.sources.get(t, t.src)
+
+    def buffer(self, t: Tensor) -> int:
+        return -1 if self.buffer_of is None else self.buffer_of.get(t, -1)
 
 
 def _repeats(
     nodes: Sequence[Tensor],
     spans: list[list[int]],
     snapshots: dict[int, Snapshot | None],
+    shape: _Shape,
 ) -> bool:
     """Whether two periods (``spans[1]``, ``spans[2]``; ``spans[0]`` the one before them)
     are one block of the walk, build the same nodes over the same inputs, and
@@ -200,7 +238,7 @@ def _repeats(
         return ("long-lived", t)
 
     for a, b in zip(second, third, strict=True):
-        if (a.op, a.type, a.ne, a.nb, a.flags, a.external, a.kind) != (
+        if (a.op, a.type, a.ne, a.nb, a.flags, a.external, a.kind, shape.buffer(a)) != (
             b.op,
             b.type,
             b.ne,
@@ -208,31 +246,33 @@ def _repeats(
             b.flags,
             b.external,
             b.kind,
+            shape.buffer(b),
         ):
             return False
         if a.flags:  # allocated before the walk or kept to its end
             return False
-        if len(a.src) != len(b.src) or role(a.view_src, 1) != role(b.view_src, 2):
+        src_a, src_b = shape.src(a), shape.src(b)
+        if len(src_a) != len(src_b) or role(a.view_src, 1) != role(b.view_src, 2):
             return False
-        if any(role(x, 1) != role(y, 2) for x, y in zip(a.src, b.src, strict=True)):
+        if any(role(x, 1) != role(y, 2) for x, y in zip(src_a, src_b, strict=True)):
             return False
     if before.blocks != after.blocks:
         return False
     # the live tensors, shifted by one period
-    shifted: dict[object, tuple[int, int, int]] = {}
+    shifted: dict[object, tuple[int, int, int, int]] = {}
     for t, state in before.live.items():
         at = place.get(t)
         if at is None:
-            shifted[("long-lived", t)] = (state[0], -1, -1)
+            shifted[("long-lived", t)] = (state[0], -1, -1, state[3])
         elif at[0] == 0:
             shifted[("previous", at[1])] = state
         else:
             return False  # a tensor of the second period placed before it starts
-    seen: dict[object, tuple[int, int, int]] = {}
+    seen: dict[object, tuple[int, int, int, int]] = {}
     for t, state in after.live.items():
         at = place.get(t)
         if at is None:
-            seen[("long-lived", t)] = (state[0], -1, -1)
+            seen[("long-lived", t)] = (state[0], -1, -1, state[3])
         elif at[0] == 1:
             seen[("previous", at[1])] = state
         else:

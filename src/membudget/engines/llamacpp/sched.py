@@ -36,10 +36,25 @@ from membudget.engines.llamacpp.devices import (
     cuda_fa_kernel,
     cuda_row_padding,
 )
-from membudget.engines.llamacpp.ggml import Flag, Graph, Tensor, contiguous_strides, replay
+from membudget.engines.llamacpp.ggml import (
+    Flag,
+    Graph,
+    Snapshot,
+    Tensor,
+    contiguous_strides,
+    replay,
+)
 from membudget.engines.llamacpp.layout import pad
 
-__all__ = ["Backend", "UnknownWeightError", "cuda_alloc_size", "cuda_supports", "schedule"]
+__all__ = [
+    "Backend",
+    "Scheduled",
+    "UnknownWeightError",
+    "cuda_alloc_size",
+    "cuda_supports",
+    "schedule",
+    "split_graph",
+]
 
 _VIEW_OPS = frozenset({"RESHAPE", "VIEW", "PERMUTE", "TRANSPOSE"})  # ggml_is_view_op
 # ggml-cuda.cu, get_op_batch_size: the rows an op works on, for offload_op.
@@ -76,6 +91,32 @@ def _batch(t: Tensor) -> int:
     return t.ne[1] * t.ne[2] * t.ne[3]  # ggml_nrows
 
 
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """The graph copy the scheduler hands ggml-alloc: :func:`~.ggml.replay`'s arguments."""
+
+    leafs: list[Tensor]
+    nodes: list[Tensor]
+    alignments: list[int]
+    sources: dict[Tensor, tuple[Tensor | None, ...]]
+    buffer_of: dict[Tensor, int]
+    alloc_size: list[Callable[[Tensor], int]]
+    kept: list[Tensor]
+
+    def replay(self, snapshots: dict[int, Snapshot | None] | None = None) -> list[int]:
+        """Every backend's compute buffer (ggml-alloc over the graph copy)."""
+        return replay(
+            self.leafs,
+            self.nodes,
+            self.alignments,
+            sources=self.sources,
+            buffer_of=self.buffer_of,
+            alloc_size=self.alloc_size,
+            kept=self.kept,
+            snapshots=snapshots,
+        )
+
+
 def schedule(
     graph: Graph,
     backends: Sequence[Backend],
@@ -84,7 +125,20 @@ def schedule(
     pin_norms: bool = False,
     stored_type: Callable[[Tensor], str] | None = None,
 ) -> list[int]:
-    """Bytes of the compute buffer of every backend for ``graph``. ``device_of`` gives the
+    """Bytes of the compute buffer of every backend for ``graph`` (:func:`split_graph`, then
+    ggml-alloc over the graph copy)."""
+    return split_graph(graph, backends, device_of, n_copies, pin_norms, stored_type).replay()
+
+
+def split_graph(
+    graph: Graph,
+    backends: Sequence[Backend],
+    device_of: Callable[[Tensor], int],
+    n_copies: int = 1,
+    pin_norms: bool = False,
+    stored_type: Callable[[Tensor], str] | None = None,
+) -> Scheduled:
+    """The graph copy the scheduler allocates for ``graph``, its tensors on their backends. ``device_of`` gives the
     backend index of a weight or cache (``Tensor.external``). ``n_copies`` > 1 is pipeline
     parallelism: every copied input and every graph input has that many copies, allocated
     before the graph and never freed (pass 5's copies and pass 6, flagged input and output;
@@ -201,12 +255,21 @@ def schedule(
 
     def close() -> None:
         for original, copy in inputs:
-            order.append((_dependency(original), backend_of(original)))
+            dependency = _dependency(original)
+            dependency.layer = copy.layer
+            order.append((dependency, backend_of(original)))
             order.append((copy, cur))
             if pipelined:
                 split_copies.append(copy)
                 for c in range(1, n_copies):
-                    extra = Tensor(copy.type, copy.ne, copy.nb, flags=both, name=f"{copy.name}#{c}")
+                    extra = Tensor(
+                        copy.type,
+                        copy.ne,
+                        copy.nb,
+                        flags=both,
+                        name=f"{copy.name}#{c}",
+                        layer=copy.layer,
+                    )
                     split_copies.append(extra)
                     extra_backend[extra] = cur
         keep = _moe_fusions([t for t, _ in split], sources) if backends[cur].fuses_moe else {}
@@ -215,7 +278,14 @@ def schedule(
             kept = keep.get(node, ())
             for k in range(0, len(kept), _MAX_SRC):
                 group = tuple(kept[k : k + _MAX_SRC])
-                dep = Tensor(group[0].type, group[0].ne, group[0].nb, src=group, view_src=group[0])
+                dep = Tensor(
+                    group[0].type,
+                    group[0].ne,
+                    group[0].nb,
+                    src=group,
+                    view_src=group[0],
+                    layer=node.layer,
+                )
                 order.append((dep, dev))
         split.clear()
         inputs.clear()
@@ -242,6 +312,7 @@ def schedule(
             copy = copies.get(key)
             if copy is None:
                 copy = copies[key] = _copy_of(src, both, stored_type)
+                copy.layer = node.layer  # made for this node (see .reduce)
                 inputs.append((src, copy))
             if srcs is None:
                 srcs = list(node.src)
@@ -268,14 +339,14 @@ def schedule(
         first_leafs.extend(split_copies)
     for leaf in graph.leafs:
         buffer.setdefault(leaf, where.get(leaf, cpu))
-    return replay(
+    return Scheduled(
         [*first_leafs, *graph.leafs],
         [t for t, _ in order],
         [b.alignment for b in backends],
-        sources=sources,
-        buffer_of=buffer,
-        alloc_size=[b.alloc_size for b in backends],
-        kept=kept,
+        sources,
+        buffer,
+        [b.alloc_size for b in backends],
+        kept,
     )
 
 
