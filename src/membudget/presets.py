@@ -19,6 +19,8 @@ The test suite checks these rules against every tensor of a real Q4_K_M file.
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -82,6 +84,9 @@ _NEVER_QUANTISED = re.compile(
 )
 
 
+_FFN_DOWN = re.compile(r"ffn_down(_exps)?\.weight$")
+
+
 def _use_more_bits(i: int, n: int) -> bool:
     # llama-quant.cpp use_more_bits(i_layer, n_layers), integer division throughout.
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
@@ -118,7 +123,7 @@ def preset_types(tensors: Sequence[TensorSpec], preset: Preset, n_expert: int = 
     names = {t.name for t in tensors}
     tied = "output.weight" not in names
     n_v = sum(1 for t in tensors if t.name.endswith("attn_v.weight"))
-    n_down = sum(1 for t in tensors if re.search(r"ffn_down(_exps)?\.weight$", t.name))
+    n_down = sum(1 for t in tensors if _FFN_DOWN.search(t.name))
     i_v = i_down = 0
     out: list[str] = []
     for t in tensors:
@@ -135,7 +140,7 @@ def preset_types(tensors: Sequence[TensorSpec], preset: Preset, n_expert: int = 
             else:
                 chosen = _layer_rule(preset.attn_v, i_v, n_v, "Q6_K") or chosen
             i_v += 1
-        elif re.search(r"ffn_down(_exps)?\.weight$", name):
+        elif _FFN_DOWN.search(name):
             chosen = _layer_rule(preset.ffn_down, i_down, n_down, "Q6_K") or chosen
             i_down += 1
         elif name.endswith("attn_output.weight") and preset.attn_output:
@@ -146,8 +151,30 @@ def preset_types(tensors: Sequence[TensorSpec], preset: Preset, n_expert: int = 
     return out
 
 
+_APPLIED: OrderedDict[tuple[int, str], tuple[ModelSpec, ModelSpec]] = OrderedDict()
+"""The last models retyped, by (id of the model, preset), each kept beside its model so the
+id cannot be reused meanwhile: a sweep asks for a winning preset twice (to find it, then to
+plan it)."""
+_APPLIED_LOCK = threading.Lock()
+
+
 def apply_preset(spec: ModelSpec, preset: str) -> ModelSpec:
     """``spec`` with every tensor retyped as llama-quantize's ``preset`` would."""
+    key = (id(spec), preset.upper())
+    with _APPLIED_LOCK:
+        hit = _APPLIED.get(key)
+        if hit is not None and hit[0] is spec:
+            _APPLIED.move_to_end(key)
+            return hit[1]
+    retyped = _apply_preset(spec, preset)
+    with _APPLIED_LOCK:
+        _APPLIED[key] = (spec, retyped)
+        while len(_APPLIED) > 32:
+            _APPLIED.popitem(last=False)
+    return retyped
+
+
+def _apply_preset(spec: ModelSpec, preset: str) -> ModelSpec:
     chosen = PRESETS.get(preset.upper())
     if chosen is None:
         raise InvalidArgumentError("preset", preset, f"must be one of {', '.join(PRESETS)}")

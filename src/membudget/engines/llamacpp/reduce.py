@@ -145,13 +145,15 @@ def short_figures(
     period or two to settle and may then cycle through a few placements: a run is proved by
     two consecutive groups of ``r`` periods (``r`` from 1 to ``head // 3``, dividing what the
     short graph leaves out) entered in the same state."""
-    layer_of = [t.layer for t in nodes]
+    by_layer: dict[int, list[int]] = {}
+    for i, t in enumerate(nodes):
+        by_layer.setdefault(t.layer, []).append(i)
     periods = []  # per run: the node positions of each leading period
     for run in runs:
         spans = []
         for k in range(head):
-            layers = run.layers(k)
-            spans.append([i for i, la in enumerate(layer_of) if la in layers])
+            at = [i for la in run.layers(k) for i in by_layer.get(la, ())]
+            spans.append(sorted(at) if run.period > 1 else at)
         periods.append(spans)
     snapshots: dict[int, Snapshot | None] = {}
     for spans in periods:
