@@ -54,7 +54,6 @@ from membudget.plan import (
 )
 from membudget.presets import apply_preset
 from membudget.readers.catalog import hf_repo
-from membudget.readers.gguf import read_gguf
 from membudget.report import EstimateReport, Geometry
 from membudget.report_plan import PlanReport, VllmPlanReport
 from membudget.report_sglang import SglangPlanReport
@@ -1194,6 +1193,8 @@ def _ollama_machine(
 def _ollama_file(path: str) -> OllamaFile:
     """The header values Ollama's prediction reads (its ``fs/ggml`` KV getters: an array's
     largest or smallest element, 1 when absent), and the file's size."""
+    from membudget.readers.gguf import read_gguf  # noqa: PLC0415 - numpy only when read
+
     f = read_gguf(path)
     arch = f.architecture
 

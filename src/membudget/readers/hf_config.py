@@ -558,7 +558,8 @@ def storage_scheme(cfg: Mapping[str, Any], path: Path) -> StorageScheme:
 
 
 def _tensor_bytes(bits: Fraction, n_elements: int) -> int:
-    return math.ceil(bits * n_elements / 8)
+    """``ceil(bits * n_elements / 8)``, in integers."""
+    return -(-(bits.numerator * n_elements) // (8 * bits.denominator))
 
 
 def spec_from_config(
