@@ -27,6 +27,7 @@ fails, the caller builds the whole graph.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -145,16 +146,20 @@ def short_figures(
     period or two to settle and may then cycle through a few placements: a run is proved by
     two consecutive groups of ``r`` periods (``r`` from 1 to ``head // 3``, dividing what the
     short graph leaves out) entered in the same state."""
-    by_layer: dict[int, list[int]] = {}
+    # A period's stretch of the walk runs from its first node to the next period's first:
+    # the walk may finish a layer's last nodes (a state written back) inside the next one's.
+    first: dict[int, int] = {}
     for i, t in enumerate(nodes):
-        by_layer.setdefault(t.layer, []).append(i)
+        first.setdefault(t.layer, i)
     periods = []  # per run: the node positions of each leading period
     for run in runs:
-        spans = []
-        for k in range(head):
-            at = [i for la in run.layers(k) for i in by_layer.get(la, ())]
-            spans.append(sorted(at) if run.period > 1 else at)
-        periods.append(spans)
+        starts = [
+            min((first[la] for la in run.layers(k) if la in first), default=-1)
+            for k in (*range(run.head), run.count - TAIL)
+        ]
+        if any(b <= a for a, b in itertools.pairwise(starts)) or starts[0] < 0:
+            return None
+        periods.append([list(range(a, b)) for a, b in itertools.pairwise(starts[: head + 1])])
     snapshots: dict[int, Snapshot | None] = {}
     for spans in periods:
         for span in spans[1:]:
