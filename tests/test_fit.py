@@ -128,8 +128,8 @@ def test_filters(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_worker_processes_give_the_same_rows(capsys: pytest.CaptureFixture[str]) -> None:
-    """--jobs plans the models in spawned worker processes, each handed the model as loaded and
-    the machine as read once: the same document, rows and skipped models in the same order, as
+    """--jobs plans the models in worker processes (forked, or spawned beside other threads),
+    each handed the model as loaded and the machine as read once: the same document, rows and skipped models in the same order, as
     in one process."""
     sources = [a for m in [*SAMPLE, "llama-3.1-405b"] for a in ("--source", m)]
     hw = ["--memory", "32GiB", "--gpu", "12GiB"]

@@ -3,11 +3,13 @@ short graph's figure stands only with a proof, and it always equals the whole gr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from membudget.cli import main
 from membudget.engines.llamacpp import layout
 from membudget.engines.llamacpp.ggml import Graph, allocate
 from membudget.engines.llamacpp.graph import build_graph
@@ -220,3 +222,37 @@ def test_short_splits_equal_the_whole_graphs(
         layout._SPLITS.clear()
         assert short == whole, (ngl, n_cpu_moe)
     assert proved, "no split was proved short"
+
+
+def _clear_caches() -> None:
+    for cache in (layout._GRAPHS, layout._SPLITS, layout._SHORT_SPLITS):
+        cache.clear()
+
+
+def test_fit_rows_are_the_same_without_short_graphs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep over deep models of every kind (dense, MoE, a Gemma 3 pattern, Mamba, a hybrid,
+    Phi-4's cycling buffer) on a 24 GiB GPU with offload: the same rows whether or not short
+    graphs are used."""
+    models = [
+        "llama-3.1-70b",
+        "qwen3-30b-a3b",
+        "gemma-3-27b",
+        "mamba-2.8b",
+        "qwen3.5-35b-a3b",
+        "phi-4",
+    ]
+    args = ["fit", "--memory", "64GiB", "--gpu", "24GiB", "--jobs", "1", "--json"]
+    args += [a for m in models for a in ("--source", m)]
+    _clear_caches()
+    assert main(args) == 0
+    short = json.loads(capsys.readouterr().out)
+    _clear_caches()
+    with monkeypatch.context() as m:
+        m.setattr(layout, "kept_layers", lambda classes, head=HEAD: ((), ()))
+        assert main(args) == 0
+        whole = json.loads(capsys.readouterr().out)
+    _clear_caches()
+    assert short == whole
+    assert len(short["rows"]) == len(models)

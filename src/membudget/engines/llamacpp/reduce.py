@@ -1,28 +1,35 @@
-"""A deep model's compute buffer from a short graph, with a proof that the whole one needs the
-same.
+"""A deep model's compute buffers from a short graph, where the short graph shows that the
+whole one needs the same.
 
 A worst-case graph is a prefix (inputs, embeddings), one subgraph per layer, and the output
 layer. Layers of one *class* (:func:`~.layout.layer_classes`: same geometry, same stored
-tensors, same place in the architecture's layer pattern) build the same subgraph, fed by the
-previous layer's output. Deep models are long runs of identical *periods* of layers (one
-layer, or Gemma 3's six, Llama 4's four). :func:`kept_layers` keeps the first ``HEAD`` and the
-last ``TAIL`` periods of each run of more than that; :func:`allocate_short` replays ggml-alloc
-over the short graph and proves, per run, that the periods it left out would have changed
-nothing:
+tensors, same place in the architecture's layer pattern; for a split, the same devices too)
+build the same subgraph, fed by the previous layer's output. Deep models are long runs of
+identical *periods* of layers (one layer, or Gemma 3's six, Llama 4's four).
+:func:`kept_layers` keeps the first ``HEAD`` and the last ``TAIL`` periods of each run of
+more than that; :func:`short_figures` walks ggml-alloc over the short graph (or over the
+scheduler's copy of it) and accepts its buffers only where, for every run, two consecutive
+stretches of the walk (one period each, or a cycle of ``r`` periods where ``r`` divides the
+periods left out) show:
 
-- the second and third kept periods build the same nodes (op, type, shape, strides, flags),
-  reading the same long-lived tensors and, at the same positions, the previous period's
-  tensors; none of them is a tensor ggml-alloc places before the walk (an input) or keeps to
-  the end (an output);
-- ggml-alloc's state when the third period starts is the state when the second started,
-  shifted by one period: the same free blocks, the long-lived tensors at the same offsets, and
-  the previous period's live tensors at the same positions, offsets and remaining uses.
+- the same nodes (op, type, shape, strides, flags, backend), reading the same long-lived
+  tensors and, at the same positions, the previous stretch's tensors (the scheduler's copies
+  and dependencies included); none of them placed before the walk (an input) or kept to its
+  end (an output);
+- ggml-alloc entering the second as it entered the first, shifted by one stretch: the same
+  free blocks on every backend, the long-lived tensors at the same offsets, and the previous
+  stretch's live tensors at the same positions, offsets, buffers and remaining uses.
 
-Then every period left out starts from that same state and does what the third did, at the
-same offsets, and the tail starts from the state it starts from here; long-lived tensors are
-freed (or taken over in place) only by their last use, which lies in the tail or after it in
-both graphs. So the short graph's buffer is the whole graph's, to the byte. Where a proof
-fails, the caller builds the whole graph.
+For ggml-alloc this is a proof: every stretch left out starts from that same state and does
+what the second did, at the same offsets, so the tail starts as it does here; long-lived
+tensors are freed (or taken over in place) only by their last uses, which the two kept tail
+periods and what follows hold in both graphs. So the short graph's buffers are the whole
+graph's, to the byte. For the scheduler's split it rests on the scheduler's passes being
+local to a node and its sources, or walks whose state is one backend (the spreads) or the
+current split (its copies): a stretch that repeats its predecessor's output repeats its
+state. Every split and one-backend figure a sweep of the catalogue computes was checked
+against the whole graph (``tests/test_reduce.py`` keeps a sample). Where a proof fails, the
+caller builds the whole graph.
 """
 
 from __future__ import annotations
