@@ -264,20 +264,19 @@ def sweep(
         batches = sorted(groups.values(), key=lambda g: -sum(tasks[i][1].weights.total for i in g))
         method = _start_method()
         context = multiprocessing.get_context(method)
-        with _INHERITED_LOCK:
-            if method == "fork":
-                # forked workers inherit the tasks: each is handed only its indices
+        if method == "fork":
+            # forked workers inherit the tasks: each is handed only its indices (one sweep
+            # at a time sets them)
+            with _INHERITED_LOCK:
                 _INHERITED[:] = tasks
-                work_items: list[list[int]] | list[list[_Task]] = batches
-                run: Callable[..., list[FitRow | str]] = _fit_inherited
-            else:
-                work_items = [[tasks[i] for i in g] for g in batches]
-                run = _fit_batch
-            try:
-                with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                    results = list(pool.map(run, work_items))
-            finally:
-                _INHERITED.clear()
+                try:
+                    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+                        results = list(pool.map(_fit_inherited, batches))
+                finally:
+                    _INHERITED.clear()
+        else:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+                results = list(pool.map(_fit_batch, [[tasks[i] for i in g] for g in batches]))
         done = {
             i: a for g, r in zip(batches, results, strict=True) for i, a in zip(g, r, strict=True)
         }

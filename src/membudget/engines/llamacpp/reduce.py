@@ -273,22 +273,23 @@ def _repeats(
     if before.blocks != after.blocks:
         return False
     # the live tensors, shifted by one period
-    shifted: dict[object, tuple[int, int, int, int]] = {}
-    for t, state in before.live.items():
+    shifted, seen = _live(before, place, 0), _live(after, place, 1)
+    return shifted is not None and shifted == seen
+
+
+def _live(
+    state: Snapshot, place: Mapping[Tensor, tuple[int, int]], previous: int
+) -> dict[object, tuple[int, int, int, int]] | None:
+    """The live tensors as a stretch's start sees them: long-lived ones by identity (offset and
+    buffer; their remaining uses fall by one stretch's each time), the stretch ``previous``'s
+    by position (everything); None if a tensor of any other stretch is live."""
+    found: dict[object, tuple[int, int, int, int]] = {}
+    for t, (offset, uses, views, buffer) in state.live.items():
         at = place.get(t)
         if at is None:
-            shifted[("long-lived", t)] = (state[0], -1, -1, state[3])
-        elif at[0] == 0:
-            shifted[("previous", at[1])] = state
+            found[("long-lived", t)] = (offset, -1, -1, buffer)
+        elif at[0] == previous:
+            found[("previous", at[1])] = (offset, uses, views, buffer)
         else:
-            return False  # a tensor of the second period placed before it starts
-    seen: dict[object, tuple[int, int, int, int]] = {}
-    for t, state in after.live.items():
-        at = place.get(t)
-        if at is None:
-            seen[("long-lived", t)] = (state[0], -1, -1, state[3])
-        elif at[0] == 1:
-            seen[("previous", at[1])] = state
-        else:
-            return False
-    return shifted == seen
+            return None
+    return found

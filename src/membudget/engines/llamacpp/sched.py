@@ -138,8 +138,8 @@ def split_graph(
     pin_norms: bool = False,
     stored_type: Callable[[Tensor], str] | None = None,
 ) -> Scheduled:
-    """The graph copy the scheduler allocates for ``graph``, its tensors on their backends. ``device_of`` gives the
-    backend index of a weight or cache (``Tensor.external``). ``n_copies`` > 1 is pipeline
+    """The graph copy the scheduler allocates for ``graph``, its tensors on their backends.
+    ``device_of`` gives the backend index of a weight or cache (``Tensor.external``). ``n_copies`` > 1 is pipeline
     parallelism: every copied input and every graph input has that many copies, allocated
     before the graph and never freed (pass 5's copies and pass 6, flagged input and output;
     the graph copy lists them as its first leafs). ``pin_norms``: each layer's weighted norm
