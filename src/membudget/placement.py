@@ -516,12 +516,10 @@ class Placer:
         (n_ctx, n_parallel) -> its coordinate, None to leave it out). None when no solve is
         known. A cheap guess that guides a search; its answers are checked with :meth:`fits`."""
         x = along(n_ctx, n_parallel)
-        known = {}
-        for (ctx, n), fig in self.figures.items():
-            at = along(ctx, n)
-            if at is not None and x is not None:
-                known[at] = fig
-        if not known or x is None:
+        if x is None:
+            return None
+        known = {at: f for (ctx, n), f in self.figures.items() if (at := along(ctx, n)) is not None}
+        if not known:
             return None
         xs = sorted(known, key=lambda p: (abs(p - x), p))[:2]
         if len(xs) == 1:

@@ -637,17 +637,7 @@ def split_compute(
         pin_norms,
         pin_key,
     )
-    key = (
-        _graph_key(spec),
-        _types_key(spec),
-        gs,
-        devices,
-        slots,
-        n_cpu_moe,
-        pipeline,
-        pin_norms,
-        pin_key,
-    )
+    key = (base, slots[:n], n_cpu_moe)
     with _GRAPHS_LOCK:
         if key in _SPLITS:
             _SPLITS.move_to_end(key)
@@ -722,10 +712,10 @@ def split_compute(
         )
 
         def stored_type(t: Tensor) -> str:
-            key = (t.slot, t.ne, t.name, t.type)
-            typ = types.get(key, "")
+            weight = (t.slot, t.ne, t.name, t.type)
+            typ = types.get(weight, "")
             if typ == "":
-                typ = types[key] = _stored_type(spec, t)
+                typ = types[weight] = _stored_type(spec, t)
             if typ is None:
                 raise UnknownWeightError
             return typ
