@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -26,45 +27,30 @@ from membudget.engines.llamacpp.reduce import (
 )
 from membudget.readers.catalog import catalog, catalog_spec
 
+_RESERVE = GraphSettings(
+    n_tokens=512,
+    n_outputs=512,
+    n_seqs=1,
+    n_kv=4096,
+    n_swa_kv=4096,
+    n_stream=1,
+    flash_attn=True,
+    cache_type_k="f16",
+    cache_type_v="f16",
+    alignment=32,
+    attn_rotation=False,
+)
 SETTINGS = [
-    GraphSettings(
-        n_tokens=512,
-        n_outputs=512,
-        n_seqs=1,
-        n_kv=4096,
-        n_swa_kv=4096,
-        n_stream=1,
-        flash_attn=True,
-        cache_type_k="f16",
-        cache_type_v="f16",
-        alignment=32,
-        attn_rotation=False,
-    ),
-    GraphSettings(
-        n_tokens=512,
-        n_outputs=512,
-        n_seqs=4,
-        n_kv=65536,
-        n_swa_kv=4608,
-        n_stream=1,
-        flash_attn=False,
-        cache_type_k="q8_0",
-        cache_type_v="f16",
-        alignment=32,
-        attn_rotation=False,
-    ),
-    GraphSettings(
+    _RESERVE,
+    replace(_RESERVE, n_seqs=4, n_kv=65536, n_swa_kv=4608, flash_attn=False, cache_type_k="q8_0"),
+    replace(
+        _RESERVE,
         n_tokens=256,
         n_outputs=256,
-        n_seqs=1,
         n_kv=256,
         n_swa_kv=256,
-        n_stream=1,
-        flash_attn=True,
         cache_type_k="q4_0",
         cache_type_v="q4_0",
-        alignment=32,
-        attn_rotation=False,
     ),
 ]
 

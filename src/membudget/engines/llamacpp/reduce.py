@@ -214,15 +214,11 @@ def _repeats(
     snapshots: dict[int, Snapshot | None],
     shape: _Shape,
 ) -> bool:
-    """Whether two periods (``spans[1]``, ``spans[2]``; ``spans[0]`` the one before them)
-    are one block of the walk, build the same nodes over the same inputs, and
+    """Whether two consecutive stretches of the walk (``spans[1]``, ``spans[2]``;
+    ``spans[0]`` the one before them) build the same nodes over the same inputs, and
     ggml-alloc enters the second of them as it entered the first."""
     at_first, at_second, at_third = spans
     if not at_second or len(at_second) != len(at_third) or not at_first:
-        return False
-    # one block of the walk, in order
-    start = at_second[0]
-    if at_second + at_third != list(range(start, start + 2 * len(at_second))):
         return False
     before, after = snapshots.get(at_second[0]), snapshots.get(at_third[0])
     if before is None or after is None:
