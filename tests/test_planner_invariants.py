@@ -22,7 +22,7 @@ from membudget import load_model
 from membudget.cli import main
 from membudget.engines.llamacpp import LlamaCppRules, LlamaCppSettings, estimate_llamacpp
 from membudget.model import ModelSpec
-from membudget.plan import Budget, make_plan
+from membudget.plan import Budget, _guided_largest, make_plan
 from membudget.presets import apply_preset
 from membudget.units import GIB, MIB
 
@@ -186,6 +186,33 @@ def test_max_context_fits_and_one_step_more_fits_under_no_placement(
         assert _oracle_fits(spec, LlamaCppSettings(n_ctx=ctx), b)
     if plan.max_context_limit == "memory":
         assert not _oracle_fits(spec, LlamaCppSettings(n_ctx=ctx + 256), b)
+
+
+@given(
+    lo=st.integers(0, 40),
+    width=st.integers(0, 300),
+    at=st.integers(-2, 302),
+    guesses=st.lists(st.booleans(), min_size=1, max_size=64),
+)
+def test_the_guided_search_finds_the_largest_whatever_the_guess_says(
+    lo: int, width: int, at: int, guesses: list[bool]
+) -> None:
+    """The largest k with ok(k) for an ok that is true, then false, however wrong (even
+    non-monotone) the guess is; and in at most three probes per halving of the range."""
+    hi = lo + width
+    truth = min(max(lo + at, lo - 1), hi)  # the largest k that fits (lo - 1: none)
+    asked: list[int] = []
+
+    def ok(k: int) -> bool:
+        assert lo <= k <= hi
+        asked.append(k)
+        return k <= truth
+
+    def guess(k: int) -> bool:
+        return guesses[k % len(guesses)]
+
+    assert _guided_largest(lo, hi, ok, guess) == truth
+    assert len(asked) <= 3 * (width + 2).bit_length() + 2
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -29,7 +29,7 @@ from typing import Literal
 from membudget.errors import MembudgetError
 from membudget.hardware import Hardware
 from membudget.model import ModelSpec
-from membudget.plan import PRESET_LADDER, ContextLimit, make_plan
+from membudget.plan import PRESET_LADDER, ContextLimit, check_pins, placer_for
 from membudget.presets import apply_preset
 from membudget.request import (
     PlanRequest,
@@ -140,8 +140,12 @@ def fit_model(
     for preset, typed in candidates(spec):
         asked = replace(request, quant=preset)
         settings = llamacpp_settings(asked)
-        trial = make_plan(typed, settings, budget, pins=asked.pins, extras=False, limits=False)
-        if not trial.fits:
+        # a candidate that does not fit needs no estimate of its placement: whether some
+        # placement fits is the placer's answer, which make_plan checks its estimate against
+        check_pins(typed, budget, asked.pins)
+        if not placer_for(typed, settings, budget, pins=asked.pins).fits(
+            settings.n_ctx, settings.n_parallel
+        ):
             continue
         # the winner is planned as membudget plan plans it: the same request, the same call
         plan = llamacpp_plan(asked, spec, probe, extras=False)

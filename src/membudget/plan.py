@@ -279,11 +279,14 @@ def _guided_largest(
     Every answer rests on ``ok`` alone: ``guess`` only picks where to ask next. The bracket
     (a, b) has ``ok(a)`` true (or a = lo - 1) and ``ok(b)`` false (or b = hi + 1). Each probe is
     the boundary the guess predicts (its largest k that fits, then the one after), so a close
-    guess settles it with two calls to ``ok``; after ``ok`` contradicts the guess, one probe
-    halves the bracket instead, so a poor guess costs at most twice a bisection."""
+    guess settles it with two calls to ``ok``. A probe where ``ok`` contradicts the guess
+    gives the guess a new exact solve to go by (the placer's figures there), so the next
+    probe still follows the guess; after two contradictions in a row one probe halves the
+    bracket instead, so a poor guess costs at most three times a bisection."""
     a, b = lo - 1, hi + 1
-    bisect = False
+    misses = 0
     while b - a > 1:
+        bisect = misses >= 2
         k = (a + b) // 2 if bisect else min(max(_largest(a + 1, b - 1, guess), a + 1), b - 1)
         predicted = None if bisect else guess(k)
         fits = ok(k)
@@ -291,7 +294,7 @@ def _guided_largest(
             a = k
         else:
             b = k
-        bisect = predicted is not None and predicted != fits
+        misses = 0 if bisect or predicted == fits else misses + 1
     return a
 
 
