@@ -6,6 +6,7 @@ engine profiles read only this. Everything is frozen; per-layer facts live in ``
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -30,6 +31,7 @@ SourceKind = Literal["gguf", "safetensors", "config", "catalogue"]
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def block_index(tensor_name: str) -> int | None:
     """The block a GGUF tensor belongs to (``blk.N.``), or ``None`` for model-level tensors."""
     m = _BLOCK_RE.match(tensor_name)

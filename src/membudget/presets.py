@@ -18,6 +18,7 @@ The test suite checks these rules against every tensor of a real Q4_K_M file.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections import OrderedDict
@@ -92,6 +93,7 @@ def _use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
+@functools.lru_cache(maxsize=1024)
 def _fit(type_name: str, row: int) -> str:
     """The type llama.cpp falls back to when ``row`` is not a whole number of blocks."""
     from membudget.quant import ggml_type_by_name  # noqa: PLC0415 - gguf only when used
@@ -118,34 +120,58 @@ def _layer_rule(rule: str, i: int, n: int, more: str) -> str:
     return rule
 
 
+# what a tensor is to the preset rules, from its name alone
+_VECTOR, _OUTPUT, _EMBD, _V, _DOWN, _ATTN_OUT, _OTHER = range(7)
+
+
+@functools.lru_cache(maxsize=16384)
+def _role(name: str) -> tuple[int, bool]:
+    """(role, routed experts) of a tensor named ``name``; the rules read its name within
+    its layer (a layer's prefix ``blk.N.`` matches none of them)."""
+    if _NEVER_QUANTISED.search(name):
+        return _VECTOR, False
+    if name == "output.weight":
+        role = _OUTPUT
+    elif name == "token_embd.weight":
+        role = _EMBD
+    elif name.endswith("attn_v.weight"):
+        role = _V
+    elif _FFN_DOWN.search(name):
+        role = _DOWN
+    elif name.endswith("attn_output.weight"):
+        role = _ATTN_OUT
+    else:
+        role = _OTHER
+    return role, "_exps" in name
+
+
 def preset_types(tensors: Sequence[TensorSpec], preset: Preset, n_expert: int = 0) -> list[str]:
     """The type llama-quantize would give each tensor under ``preset``."""
-    names = {t.name for t in tensors}
-    tied = "output.weight" not in names
-    n_v = sum(1 for t in tensors if t.name.endswith("attn_v.weight"))
-    n_down = sum(1 for t in tensors if _FFN_DOWN.search(t.name))
+    roles = [_role(t.name) for t in tensors]
+    tied = not any(role == _OUTPUT for role, _ in roles)
+    n_v = sum(1 for role, _ in roles if role == _V)
+    n_down = sum(1 for role, _ in roles if role == _DOWN)
     i_v = i_down = 0
     out: list[str] = []
-    for t in tensors:
-        name = t.name
-        if len(t.shape) < 2 or _NEVER_QUANTISED.search(name):
+    for t, (role, exps) in zip(tensors, roles, strict=True):
+        if len(t.shape) < 2 or role == _VECTOR:
             out.append("F32")
             continue
         chosen = preset.base
-        if name == "output.weight" or (tied and name == "token_embd.weight"):
+        if role == _OUTPUT or (tied and role == _EMBD):
             chosen = preset.output
-        elif name.endswith("attn_v.weight"):
+        elif role == _V:
             if n_expert == 8 and preset.base not in ("F16", "BF16"):
                 chosen = "Q8_0"  # llama.cpp gives Mixtral-style 8-expert models a Q8_0 V
             else:
                 chosen = _layer_rule(preset.attn_v, i_v, n_v, "Q6_K") or chosen
             i_v += 1
-        elif _FFN_DOWN.search(name):
+        elif role == _DOWN:
             chosen = _layer_rule(preset.ffn_down, i_down, n_down, "Q6_K") or chosen
             i_down += 1
-        elif name.endswith("attn_output.weight") and preset.attn_output:
+        elif role == _ATTN_OUT and preset.attn_output:
             chosen = preset.attn_output
-        if preset.experts and "_exps" in name:
+        if preset.experts and exps:
             chosen = preset.experts
         out.append(_fit(chosen, t.shape[0]))
     return out
@@ -183,11 +209,20 @@ def _apply_preset(spec: ModelSpec, preset: str) -> ModelSpec:
     from membudget.quant import ggml_type_by_name  # noqa: PLC0415 - gguf only when used
 
     types = preset_types(spec.tensors, chosen, spec.n_expert)
+    known: dict[str, tuple[str, int, int]] = {}  # a type's name, block size, block bytes
     tensors = []
     for t, type_name in zip(spec.tensors, types, strict=True):
-        qtype = ggml_type_by_name(type_name)
-        assert qtype is not None
-        tensors.append(TensorSpec(t.name, qtype.name, t.shape, qtype.nbytes(t.n_elements)))
+        found = known.get(type_name)
+        if found is None:
+            qtype = ggml_type_by_name(type_name)
+            assert qtype is not None
+            found = known[type_name] = (qtype.name, qtype.block_size, qtype.type_size)
+        name, block, size = found
+        n_bytes = t.n_elements // block * size
+        if name == t.type_name and n_bytes == t.n_bytes and t.offset is None and not t.part:
+            tensors.append(t)  # as stored already
+        else:
+            tensors.append(TensorSpec(t.name, name, t.shape, n_bytes))
     weights = WeightBytes.from_tensors(tensors, spec.n_layer)
     return replace(
         spec,
