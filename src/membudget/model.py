@@ -31,9 +31,19 @@ SourceKind = Literal["gguf", "safetensors", "config", "catalogue"]
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
 
 
-@functools.lru_cache(maxsize=1 << 16)
+GGML_MAX_NAME = 64
+"""ggml.h ``GGML_MAX_NAME``: the buffer a tensor's name fits in, its terminating zero included."""
+
+
 def block_index(tensor_name: str) -> int | None:
     """The block a GGUF tensor belongs to (``blk.N.``), or ``None`` for model-level tensors."""
+    if len(tensor_name) < GGML_MAX_NAME:
+        return _block_index(tensor_name)  # a name ggml could hold: remembered
+    return _block_index.__wrapped__(tensor_name)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _block_index(tensor_name: str) -> int | None:
     m = _BLOCK_RE.match(tensor_name)
     return int(m[1]) if m is not None else None
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from membudget.errors import InvalidArgumentError
-from membudget.model import ModelSpec, Quantization, TensorSpec, WeightBytes
+from membudget.model import GGML_MAX_NAME, ModelSpec, Quantization, TensorSpec, WeightBytes
 
 __all__ = ["PRESETS", "Preset", "apply_preset", "preset_types"]
 
@@ -124,10 +124,10 @@ def _layer_rule(rule: str, i: int, n: int, more: str) -> str:
 _VECTOR, _OUTPUT, _EMBD, _V, _DOWN, _ATTN_OUT, _OTHER = range(7)
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=1 << 14)
 def _role(name: str) -> tuple[int, bool]:
-    """(role, routed experts) of a tensor named ``name``; the rules read its name within
-    its layer (a layer's prefix ``blk.N.`` matches none of them)."""
+    """(role, routed experts) of a tensor named ``name`` (remembered for names ggml could
+    hold)."""
     if _NEVER_QUANTISED.search(name):
         return _VECTOR, False
     if name == "output.weight":
@@ -147,7 +147,9 @@ def _role(name: str) -> tuple[int, bool]:
 
 def preset_types(tensors: Sequence[TensorSpec], preset: Preset, n_expert: int = 0) -> list[str]:
     """The type llama-quantize would give each tensor under ``preset``."""
-    roles = [_role(t.name) for t in tensors]
+    roles = [
+        _role(t.name) if len(t.name) < GGML_MAX_NAME else _role.__wrapped__(t.name) for t in tensors
+    ]
     tied = not any(role == _OUTPUT for role, _ in roles)
     n_v = sum(1 for role, _ in roles if role == _V)
     n_down = sum(1 for role, _ in roles if role == _DOWN)
