@@ -4,6 +4,7 @@ machine, and the preset is the best that fits."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -194,3 +195,53 @@ def test_vllm_rows_are_what_plan_says(capsys: pytest.CaptureFixture[str]) -> Non
         assert budget["max_parallel"] == row["max_parallel"]
         assert plan["commands"]["vllm"] == row["command"]  # type: ignore[index]
         assert row["placement"] == "gpu"
+
+
+def test_sglang_rows_are_what_plan_says(capsys: pytest.CaptureFixture[str]) -> None:
+    """With --engine sglang each checkpoint is swept as published on one GPU; its row is
+    plan's at --ctx MIN_CTX (its longest --context-length, requests of --ctx the pool holds,
+    needed bytes per GPU and the launch command)."""
+    hw = ["--gpu", "80GiB", "--memory", "64GiB"]
+    sources = [a for m in ("qwen3-8b", "gemma-3-27b", "gpt-oss-120b") for a in ("--source", m)]
+    _, doc = _json(capsys, "fit", "--engine", "sglang", *hw, *sources, "--ctx", "8192", "--json")
+    jsonschema.validate(doc, load_schema("membudget/fit/1"))
+    assert doc["engine"] == "sglang"
+    rows = doc["rows"]
+    assert isinstance(rows, list)
+    assert len(rows) == 3
+    for row in rows:
+        code, plan = _json(
+            capsys, "plan", row["model"], "--engine", "sglang", *hw, "--ctx", "4096", "--json"
+        )
+        assert code == 0
+        budget = plan["budget"]
+        assert isinstance(budget, dict)
+        assert budget["max_context"] == row["max_context"]
+        assert budget["max_context_limit"] == row["max_context_limit"]
+        assert plan["memory"]["needed_bytes"] == row["needed_bytes"]  # type: ignore[index]
+        assert plan["commands"]["sglang"] == row["command"]  # type: ignore[index]
+        _, at_ctx = _json(
+            capsys, "plan", row["model"], "--engine", "sglang", *hw, "--ctx", "8192", "--json"
+        )
+        assert at_ctx["budget"]["max_parallel"] == row["max_parallel"]  # type: ignore[index]
+        assert row["placement"] == "gpu"
+        assert row["quant"] is None
+
+
+@pytest.mark.parametrize(("engine", "name"), [("vllm", "vLLM"), ("sglang", "SGLang")])
+def test_an_engine_on_gpus_refuses_a_machine_without_one(
+    engine: str, name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --gpu and none detected: one error and exit 2, not a sweep of rows that all fail
+    for that reason."""
+    from membudget import hardware
+
+    real = hardware.detect
+    monkeypatch.setattr(hardware, "detect", lambda *a, **k: replace(real(*a, **k), gpus=()))
+    code = main(["fit", "--engine", engine, "--memory", "16GiB", "--family", "qwen3-8b"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert err.splitlines() == [
+        f"membudget: error: --gpu is needed: {name} runs on NVIDIA GPUs and none was detected"
+    ]

@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from membudget.errors import MembudgetError
+from membudget.errors import InvalidArgumentError, MembudgetError
 from membudget.hardware import Hardware
 from membudget.model import ModelSpec
 from membudget.plan import PRESET_LADDER, ContextLimit, check_pins, placer_for
@@ -37,11 +37,21 @@ from membudget.request import (
     llamacpp_settings,
     request_budget,
     served_name,
+    sglang_settings,
     vllm_settings,
 )
 from membudget.units import GIB
 
-__all__ = ["FitRow", "FitSweep", "SortKey", "candidates", "default_jobs", "fit_model", "sweep"]
+__all__ = [
+    "FitRow",
+    "FitSweep",
+    "SortKey",
+    "candidates",
+    "default_jobs",
+    "fit_model",
+    "needs_gpu",
+    "sweep",
+]
 
 SortKey = Literal["params", "quality", "context", "headroom"]
 
@@ -135,6 +145,8 @@ def fit_model(
     """``spec``'s row, or why it fits nowhere."""
     if base.engine == "vllm":
         return _fit_vllm(model, spec, base, probe, min_ctx, ctx)
+    if base.engine == "sglang":
+        return _fit_sglang(model, spec, base, probe, min_ctx, ctx)
     request = replace(base, ctx=min_ctx, parallel=1, source=model).resolved()
     budget = request_budget(request, probe)
     for preset, typed in candidates(spec):
@@ -218,6 +230,64 @@ def _fit_vllm(
     )
 
 
+def _fit_sglang(
+    model: str,
+    spec: ModelSpec,
+    base: PlanRequest,
+    probe: Callable[[], Hardware],
+    min_ctx: int,
+    ctx: int,
+) -> FitRow | str:
+    """The checkpoint as published on one GPU, as ``membudget plan --engine sglang --ctx
+    MIN_CTX`` plans it: its pool holds one request of ``min_ctx`` tokens."""
+    from membudget.engines.sglang import (  # noqa: PLC0415
+        estimate_sglang,
+        longest_context,
+        sglang_command,
+    )
+
+    request = replace(base, ctx=min_ctx, source=model)
+    settings = sglang_settings(request, spec, probe)
+    e = estimate_sglang(spec, settings)
+    if not e.fits:
+        return f"SGLang's token pool cannot hold one request of {min_ctx:,} tokens"
+    at_ctx = e if ctx == min_ctx else estimate_sglang(spec, replace(settings, context_length=ctx))
+    longest = longest_context(spec, settings)
+    train = spec.n_ctx_train
+    return FitRow(
+        model=model,
+        name=spec.name,
+        architecture=spec.architecture,
+        n_params=spec.n_params,
+        moe=spec.is_moe,
+        preset=_stored_label(spec),
+        quant=None,
+        quality=_quality(None, spec),
+        max_context=longest,
+        max_context_limit="n_ctx_train" if train and longest >= train else "memory",
+        max_parallel=at_ctx.max_total_num_tokens // max(at_ctx.context_length, 1),
+        placement="gpu",
+        needed_bytes=e.needed_bytes,
+        headroom_bytes=settings.gpu_memory_bytes - e.needed_bytes,
+        kv_tokens_per_gib=GIB // e.cell_bytes if e.cell_bytes else None,
+        command=tuple(sglang_command(e, served_name(request, spec))),
+    )
+
+
+def needs_gpu(base: PlanRequest, probe: Callable[[], Hardware]) -> None:
+    """Refuse a sweep for an engine that runs on NVIDIA GPUs (vLLM's CUDA build, SGLang)
+    when none was given or detected: every row would fail for the same reason."""
+    if base.engine not in ("vllm", "sglang") or base.platform == "cpu" or base.gpu_bytes:
+        return
+    if not any(not g.unified for g in probe().gpus):
+        engine = "vLLM" if base.engine == "vllm" else "SGLang"
+        raise InvalidArgumentError(
+            "--gpu",
+            InvalidArgumentError.NO_VALUE,
+            f"is needed: {engine} runs on NVIDIA GPUs and none was detected",
+        )
+
+
 def default_jobs() -> int:
     """The CPUs this process may run on (``sched_getaffinity`` where the OS has it)."""
     try:
@@ -239,6 +309,7 @@ def sweep(
     """Every model's row (models whose ``keep`` is false are left out), in the order given.
     With ``jobs`` > 1 the models are planned in that many worker processes."""
     cached = functools.cache(probe)
+    needs_gpu(base, cached)
     found: list[tuple[str, FitRow | str]] = []
     work: list[tuple[int, str, ModelSpec]] = []
     for model, load in models:

@@ -65,7 +65,7 @@ def _sources(given: list[str]) -> list[tuple[str, Callable[[], ModelSpec]]]:
 @app.command()
 def fit(
     engine: Annotated[
-        str, typer.Option(help="llama-server (the default), llama.cpp or vllm.")
+        str, typer.Option(help="llama-server (the default), llama.cpp, vllm or sglang.")
     ] = "llama-server",
     min_ctx: Annotated[
         int, typer.Option(help="The least context a fit must hold, one sequence, in tokens.")
@@ -128,10 +128,12 @@ def fit(
         memory = ram
     workers = [parse_rpc_node(n) for n in rpc_node or ()]
     name = engine_name(engine)
-    if name not in ("llama.cpp", "llama-server", "vllm"):
-        raise InvalidArgumentError("--engine", engine, "must be llama-server, llama.cpp or vllm")
+    if name not in ("llama.cpp", "llama-server", "vllm", "sglang"):
+        raise InvalidArgumentError(
+            "--engine", engine, "must be llama-server, llama.cpp, vllm or sglang"
+        )
     # the sweep sets the context (and, for llama.cpp, one sequence) of every plan it makes
-    given = ({"ctx"} if name == "vllm" else {"ctx", "parallel"}) | (
+    given = ({"ctx"} if name in ("vllm", "sglang") else {"ctx", "parallel"}) | (
         {"memory_bytes"} if memory else set()
     )
     base = PlanRequest(

@@ -361,7 +361,7 @@ def create_app(
     def fit(
         memory: str | None = None,
         gpus: str = "",
-        engine: Literal["llama.cpp", "llama-server", "vllm"] = "llama-server",
+        engine: Literal["llama.cpp", "llama-server", "vllm", "sglang"] = "llama-server",
         min_ctx: int = Query(4096, ge=1, le=1 << 24),
         ctx: int | None = Query(None, ge=1, le=1 << 24),
         sort: Literal["params", "quality", "context", "headroom"] = "params",
@@ -373,7 +373,7 @@ def create_app(
             engine=engine_name(engine),
             memory_bytes=parse_size(memory) if memory else None,
             gpu_bytes=sizes or None,
-            given=frozenset({"ctx"} if engine == "vllm" else {"ctx", "parallel"}),
+            given=frozenset({"ctx"} if engine in ("vllm", "sglang") else {"ctx", "parallel"}),
         )
         models = [
             (name, functools.partial(catalog_spec, name))

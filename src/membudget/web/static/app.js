@@ -280,7 +280,10 @@ function schedule() {
 }
 
 let fitRows = [];
+let fitEngine = "llama-server";
 let fitSort = { key: "n_params", descending: true };
+// the engines membudget fit sweeps for; the others (Ollama, the reference) sweep llama-server
+const FIT_ENGINES = ["llama.cpp", "llama-server", "vllm", "sglang"];
 
 function renderFits() {
   const { key, descending } = fitSort;
@@ -300,6 +303,7 @@ function renderFits() {
       e.preventDefault();
       $("source-kind").value = "model";
       $("source-kind").dispatchEvent(new Event("change"));
+      $("engine").value = fitEngine;  // the row's plan is the swept engine's
       $("model").value = r.model;
       $("quant").value = r.quant || "";
       $("ctx").value = String(r.max_context);
@@ -332,6 +336,8 @@ async function runFit() {
   if (memory) params.set("memory", memory);
   const gpus = $("gpus").value.split(",").map((s) => s.trim()).filter(Boolean);
   if (gpus.length) params.set("gpus", gpus.join(","));
+  const engine = $("engine").value;
+  params.set("engine", FIT_ENGINES.includes(engine) ? engine : "llama-server");
   $("fit-status").textContent = "sweeping the catalogue…";
   $("fit-run").disabled = true;
   try {
@@ -340,7 +346,8 @@ async function runFit() {
     if (!r.ok) throw new Error(data.error || r.statusText);
     const order = ["F16", "BF16", "F32", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"];
     fitRows = data.rows.map((row) => ({ ...row, quality_rank: -(order.indexOf(row.preset) + 1 || 99) }));
-    $("fit-status").textContent = `${data.rows.length} models fit ${data.min_ctx.toLocaleString("en")} tokens on ${data.hardware}; ${data.skipped.length} do not.`;
+    fitEngine = data.engine;
+    $("fit-status").textContent = `${data.rows.length} models fit ${data.min_ctx.toLocaleString("en")} tokens on ${data.hardware} with ${data.engine}; ${data.skipped.length} do not.`;
     renderFits();
   } catch (err) {
     $("fit-status").textContent = `Could not sweep: ${err.message}`;
