@@ -148,12 +148,19 @@ def test_the_web_api_answers_as_the_cli(capsys: pytest.CaptureFixture[str]) -> N
 
     from membudget.web.app import create_app
 
-    r = TestClient(create_app()).get("/api/fit", params={"memory": "16GiB", "family": "qwen3-"})
+    client = TestClient(create_app())
+    r = client.get("/api/fit", params={"memory": "16GiB", "family": "qwen3-"})
     assert r.status_code == 200, r.text
     web = r.json()
     jsonschema.validate(web, load_schema("membudget/fit/1"))
     _, cli = _json(capsys, "fit", "--memory", "16GiB", "--family", "qwen3-", "--json")
     assert web["rows"] == cli["rows"]
+    r = client.get("/api/fit", params={"engine": "sglang", "gpus": "24GiB", "family": "qwen3-"})
+    assert r.status_code == 200, r.text
+    _, cli = _json(
+        capsys, "fit", "--engine", "sglang", "--gpu", "24GiB", "--family", "qwen3-", "--json"
+    )
+    assert r.json()["rows"] == cli["rows"]
 
 
 def test_vllm_rows_are_what_plan_says(capsys: pytest.CaptureFixture[str]) -> None:
