@@ -252,3 +252,19 @@ def test_an_engine_on_gpus_refuses_a_machine_without_one(
     assert err.splitlines() == [
         f"membudget: error: --gpu is needed: {name} runs on NVIDIA GPUs and none was detected"
     ]
+
+
+def test_a_sweep_paces_the_collector_and_restores_its_pace() -> None:
+    """While sweeps run the cyclic collector runs once a million objects are held; the last
+    sweep to end gives the process its own pace back."""
+    import gc
+
+    from membudget import fit
+
+    before = gc.get_threshold()
+    with fit._collector_paced():
+        assert gc.get_threshold() == (fit._SWEEP_GC_THRESHOLD, *before[1:])
+        with fit._collector_paced():  # a second sweep beside it (the web server's threads)
+            pass
+        assert gc.get_threshold()[0] == fit._SWEEP_GC_THRESHOLD
+    assert gc.get_threshold() == before
