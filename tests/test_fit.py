@@ -268,3 +268,30 @@ def test_a_sweep_paces_the_collector_and_restores_its_pace() -> None:
             pass
         assert gc.get_threshold()[0] == fit._SWEEP_GC_THRESHOLD
     assert gc.get_threshold() == before
+
+
+def test_the_progress_bar_counts_models_and_starts_no_thread_before_the_workers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a terminal the sweep shows a bar of models done; it starts no thread before the
+    worker processes are made, so they are forked (spawned ones import everything again)."""
+    import threading
+
+    from membudget import fit
+    from membudget.cli import _output
+
+    monkeypatch.setenv("MEMBUDGET_PROGRESS", "1")
+    monkeypatch.setattr(_output, "PROGRESS_DELAY_S", 0.0)
+    seen: list[int] = []
+    real = fit._start_method
+
+    def spy() -> str:
+        seen.append(threading.active_count())
+        return real()
+
+    monkeypatch.setattr(fit, "_start_method", spy)
+    before = threading.active_count()
+    assert main(["fit", "--memory", "16GiB", "--family", "qwen3-", "--jobs", "2"]) == 0
+    assert seen == [before]
+    err = capsys.readouterr().err
+    assert "sweeping models: qwen3-" in err

@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -33,6 +33,7 @@ from membudget.hardware import Hardware
 from membudget.model import ModelSpec
 from membudget.plan import PRESET_LADDER, ContextLimit, check_pins, placer_for
 from membudget.presets import apply_preset
+from membudget.progress import advance, reporting
 from membudget.request import (
     PlanRequest,
     llamacpp_plan,
@@ -370,8 +371,12 @@ def _sweep(
     hardware = cached() if cached.cache_info().currsize else None
     jobs = max(1, min(jobs, len(work)))
     tasks = [(model, spec, base, hardware, min_ctx, ctx or min_ctx) for _, model, spec in work]
+    total = len(tasks)
     if jobs == 1:
-        answers = [_fit_task(t, cached) for t in tasks]
+        answers = []
+        for t in tasks:
+            answers.append(_fit_task(t, cached))
+            advance(len(answers), total, t[0])
     else:
         # Models of one geometry (a fine-tune, a longer-context release, a preset of another
         # entry) share their graphs and splits, which each process keeps: they go to one
@@ -383,6 +388,16 @@ def _sweep(
         batches = sorted(groups.values(), key=lambda g: -sum(tasks[i][1].weights.total for i in g))
         method = _start_method()
         context = multiprocessing.get_context(method)
+        done: dict[int, FitRow | str] = {}
+
+        def collect(submit: Callable[[list[int]], Future[list[FitRow | str]]]) -> None:
+            """Each batch's answers as it ends, with a step of progress per model."""
+            running = {submit(g): g for g in batches}
+            for future in as_completed(running):
+                g = running[future]
+                done.update(zip(g, future.result(), strict=True))
+                advance(len(done), total, tasks[g[-1]][0])
+
         if method == "fork":
             # forked workers inherit the tasks: each is handed only its indices (one sweep
             # at a time sets them)
@@ -390,16 +405,13 @@ def _sweep(
                 _INHERITED[:] = tasks
                 try:
                     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                        results = list(pool.map(_fit_inherited, batches))
+                        collect(lambda g: pool.submit(_fit_inherited, g))
                 finally:
                     _INHERITED.clear()
         else:
             with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                results = list(pool.map(_fit_batch, [[tasks[i] for i in g] for g in batches]))
-        done = {
-            i: a for g, r in zip(batches, results, strict=True) for i, a in zip(g, r, strict=True)
-        }
-        answers = [done[i] for i in range(len(tasks))]
+                collect(lambda g: pool.submit(_fit_batch, [tasks[i] for i in g]))
+        answers = [done[i] for i in range(total)]
     for (at, model, _), answer in zip(work, answers, strict=True):
         found[at] = (model, answer)
     rows = [r for _, r in found if isinstance(r, FitRow)]
@@ -430,8 +442,14 @@ _INHERITED_LOCK = threading.Lock()
 
 
 def _fit_inherited(batch: list[int]) -> list[FitRow | str]:
-    """A forked worker's unit of work: the inherited tasks at these indices."""
-    return [_fit_task(_INHERITED[i]) for i in batch]
+    """A forked worker's unit of work: the inherited tasks at these indices (the parent's
+    progress display stays the parent's)."""
+    with reporting(_silent):
+        return [_fit_task(_INHERITED[i]) for i in batch]
+
+
+def _silent(done: int, total: int, label: str) -> None:
+    """A progress callback that shows nothing."""
 
 
 def _fit_batch(tasks: list[_Task]) -> list[FitRow | str]:

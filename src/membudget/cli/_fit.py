@@ -155,7 +155,8 @@ def fit(
             return False
         return moe is None or spec.is_moe == moe
 
-    with busy("sweeping models", quiet=quiet):
+    # the sweep reports each model done; no timer thread, so its workers are forked
+    with busy("sweeping models", quiet=quiet, steps_only=True):
         report = run_fit(
             _sources(source or []),
             base,

@@ -128,11 +128,13 @@ def _show_progress(quiet: bool) -> bool:
 
 
 @contextmanager
-def busy(label: str, *, quiet: bool = False) -> Iterator[None]:
+def busy(label: str, *, quiet: bool = False, steps_only: bool = False) -> Iterator[None]:
     """Show a progress bar on stderr for the work inside, if it lasts over a second.
 
     Readers report shards and parts through :mod:`membudget.progress`; work that reports
-    nothing gets a spinner with the elapsed time.
+    nothing gets a spinner with the elapsed time, from a timer thread. ``steps_only``: no
+    timer, the bar starts with a step reported after the first second (work that forks
+    worker processes first, which a thread beside it would make unsafe).
     """
     from membudget.progress import reporting
 
@@ -181,14 +183,16 @@ def busy(label: str, *, quiet: bool = False) -> Iterator[None]:
         with lock:
             ensure_started()
 
-    timer = threading.Timer(PROGRESS_DELAY_S, late_start)
-    timer.daemon = True
-    timer.start()
+    timer = None if steps_only else threading.Timer(PROGRESS_DELAY_S, late_start)
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     try:
         with reporting(on_step):
             yield
     finally:
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
         with lock:
             if state["started"]:
                 _stop(progress)
