@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -254,19 +255,33 @@ def test_an_engine_on_gpus_refuses_a_machine_without_one(
     ]
 
 
-def test_a_sweep_paces_the_collector_and_restores_its_pace() -> None:
-    """While sweeps run the cyclic collector runs once a million objects are held; the last
-    sweep to end gives the process its own pace back."""
+def test_planning_paces_the_collector_and_restores_its_pace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a sweep or a plan runs the cyclic collector runs once a million objects are
+    held; the last of them to end gives the process its own pace back."""
     import gc
 
-    from membudget import fit
+    from membudget import _collector, plan
 
     before = gc.get_threshold()
-    with fit._collector_paced():
-        assert gc.get_threshold() == (fit._SWEEP_GC_THRESHOLD, *before[1:])
-        with fit._collector_paced():  # a second sweep beside it (the web server's threads)
+    with _collector.paced():
+        assert gc.get_threshold() == (_collector.THRESHOLD, *before[1:])
+        with _collector.paced():  # a second sweep beside it (the web server's threads)
             pass
-        assert gc.get_threshold()[0] == fit._SWEEP_GC_THRESHOLD
+        assert gc.get_threshold()[0] == _collector.THRESHOLD
+    assert gc.get_threshold() == before
+    seen: list[int] = []
+    real = plan.placer_for
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.get_threshold()[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan, "placer_for", spy)
+    assert main(["plan", "qwen3-0.6b", "--memory", "8GiB", "-q"]) == 0
+    assert seen
+    assert set(seen) == {_collector.THRESHOLD}
     assert gc.get_threshold() == before
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from membudget._collector import paced_call
 from membudget.engines.llamacpp import LlamaCppSettings, estimate_llamacpp
 from membudget.engines.llamacpp.devices import CPU
 from membudget.engines.vllm import estimate_vllm
@@ -157,6 +158,7 @@ def _settings_and_budget(
     return settings, budget
 
 
+@paced_call
 def memory_curve(
     spec: ModelSpec, request: PlanRequest, probe: Callable[[], Hardware]
 ) -> MemoryCurve:
@@ -239,6 +241,7 @@ def _vllm_curve(
     )
 
 
+@paced_call
 def compare(
     spec: ModelSpec, request: PlanRequest, probe: Callable[[], Hardware], kind: CompareKind
 ) -> tuple[CompareBar, ...]:

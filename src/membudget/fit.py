@@ -17,9 +17,7 @@ model as loaded and the machine as read here, so a row is the same whichever pro
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import multiprocessing
 import os
 import threading
@@ -28,6 +26,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from membudget._collector import pace_here, paced
 from membudget.errors import InvalidArgumentError, MembudgetError
 from membudget.hardware import Hardware
 from membudget.model import ModelSpec
@@ -311,37 +310,8 @@ def sweep(
 ) -> FitSweep:
     """Every model's row (models whose ``keep`` is false are left out), in the order given.
     With ``jobs`` > 1 the models are planned in that many worker processes."""
-    with _collector_paced():
+    with paced():
         return _sweep(models, base, probe, min_ctx, ctx, keep, jobs)
-
-
-_SWEEP_GC_THRESHOLD = 1_000_000
-"""Objects held, net, between two runs of the cyclic garbage collector during a sweep."""
-_GC_LOCK = threading.Lock()
-_GC_SWEEPS = [0]
-_GC_SAVED: list[tuple[int, int, int]] = []
-
-
-@contextlib.contextmanager
-def _collector_paced() -> Iterator[None]:
-    """Run the cyclic garbage collector once a million objects are held rather than every
-    700, while a sweep runs. A sweep builds and drops graphs of thousands of tensors, all
-    freed by reference counting (they hold no cycles): at Python's default pace the collector
-    walks them, and every model loaded, again and again, for a quarter of the sweep's time
-    and nothing collected. The pace is the process's: concurrent sweeps share it, the last
-    to end restores it."""
-    with _GC_LOCK:
-        if _GC_SWEEPS[0] == 0:
-            _GC_SAVED[:] = [gc.get_threshold()]
-            gc.set_threshold(_SWEEP_GC_THRESHOLD, *_GC_SAVED[0][1:])
-        _GC_SWEEPS[0] += 1
-    try:
-        yield
-    finally:
-        with _GC_LOCK:
-            _GC_SWEEPS[0] -= 1
-            if _GC_SWEEPS[0] == 0:
-                gc.set_threshold(*_GC_SAVED[0])
 
 
 def _sweep(
@@ -455,7 +425,7 @@ def _silent(done: int, total: int, label: str) -> None:
 def _fit_batch(tasks: list[_Task]) -> list[FitRow | str]:
     """A worker's unit of work: models of one geometry, planned one after the other (in a
     fresh interpreter, at the sweep's collector pace)."""
-    gc.set_threshold(_SWEEP_GC_THRESHOLD, *gc.get_threshold()[1:])
+    pace_here()
     return [_fit_task(t) for t in tasks]
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from membudget._collector import paced_call
 from membudget.engines.llamacpp import (
     LlamaCppEstimate,
     LlamaCppRules,
@@ -673,6 +674,7 @@ def _gpu_size(gpus: tuple[tuple[str, int], ...]) -> int:
     return next((n for d, n in gpus if not d.startswith("RPC")), gpus[0][1])
 
 
+@paced_call
 def make_plan(
     spec: ModelSpec,
     settings: LlamaCppSettings,
