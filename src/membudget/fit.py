@@ -209,9 +209,34 @@ def _fit_vllm(
     if not e.fits:
         return f"vLLM cannot serve one request of {min_ctx:,} tokens"
     at_ctx = estimate_vllm(spec, replace(settings, max_model_len=ctx)) if ctx != min_ctx else e
-    longest = max_model_len(spec, settings)
-    train = spec.n_ctx_train
     per_token = e.page_bytes / e.block_size if e.block_size else 0
+    return _as_published(
+        model,
+        spec,
+        max_context=max_model_len(spec, settings),
+        max_parallel=int(at_ctx.max_concurrency) if at_ctx.fits else 0,
+        placement="cpu" if settings.platform == "cpu" else "gpu",
+        needed_bytes=e.needed_bytes,
+        headroom_bytes=e.requested_bytes - e.needed_bytes,
+        kv_tokens_per_gib=int(GIB / per_token) if per_token else None,
+        command=tuple(vllm_command(e, served_name(request, spec))),
+    )
+
+
+def _as_published(
+    model: str,
+    spec: ModelSpec,
+    *,
+    max_context: int,
+    max_parallel: int,
+    placement: Literal["gpu", "cpu"],
+    needed_bytes: int,
+    headroom_bytes: int,
+    kv_tokens_per_gib: int | None,
+    command: tuple[str, ...],
+) -> FitRow:
+    """The row of a checkpoint a serving engine runs as published (no preset)."""
+    train = spec.n_ctx_train
     return FitRow(
         model=model,
         name=spec.name,
@@ -221,14 +246,14 @@ def _fit_vllm(
         preset=_stored_label(spec),
         quant=None,
         quality=_quality(None, spec),
-        max_context=longest,
-        max_context_limit="n_ctx_train" if train and longest >= train else "memory",
-        max_parallel=int(at_ctx.max_concurrency) if at_ctx.fits else 0,
-        placement="cpu" if settings.platform == "cpu" else "gpu",
-        needed_bytes=e.needed_bytes,
-        headroom_bytes=e.requested_bytes - e.needed_bytes,
-        kv_tokens_per_gib=int(GIB / per_token) if per_token else None,
-        command=tuple(vllm_command(e, served_name(request, spec))),
+        max_context=max_context,
+        max_context_limit="n_ctx_train" if train and max_context >= train else "memory",
+        max_parallel=max_parallel,
+        placement=placement,
+        needed_bytes=needed_bytes,
+        headroom_bytes=headroom_bytes,
+        kv_tokens_per_gib=kv_tokens_per_gib,
+        command=command,
     )
 
 
@@ -254,19 +279,10 @@ def _fit_sglang(
     if not e.fits:
         return f"SGLang's token pool cannot hold one request of {min_ctx:,} tokens"
     at_ctx = e if ctx == min_ctx else estimate_sglang(spec, replace(settings, context_length=ctx))
-    longest = longest_context(spec, settings)
-    train = spec.n_ctx_train
-    return FitRow(
-        model=model,
-        name=spec.name,
-        architecture=spec.architecture,
-        n_params=spec.n_params,
-        moe=spec.is_moe,
-        preset=_stored_label(spec),
-        quant=None,
-        quality=_quality(None, spec),
-        max_context=longest,
-        max_context_limit="n_ctx_train" if train and longest >= train else "memory",
+    return _as_published(
+        model,
+        spec,
+        max_context=longest_context(spec, settings),
         max_parallel=at_ctx.max_total_num_tokens // max(at_ctx.context_length, 1),
         placement="gpu",
         needed_bytes=e.needed_bytes,
