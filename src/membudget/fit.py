@@ -6,8 +6,9 @@ model released at 1 bit, nothing above a GGUF's own type), best first. The first
 that fits ``min_ctx`` tokens of one sequence is the model's row, planned exactly as
 ``membudget plan MODEL [--quant P] --ctx MIN_CTX --parallel 1`` plans it (the same request, the
 same planner): its largest context, its most parallel sequences at ``ctx``, whether every
-layer sits on the GPUs, its needed bytes and its command. For vLLM each checkpoint is
-swept as published.
+layer sits on the GPUs, its needed bytes and its command; a candidate that does not fit
+is asked of the placer alone. For vLLM and SGLang each checkpoint is swept as published, on
+one GPU.
 
 What does not change between candidates is computed once: the budget (the machine is read
 once), the model as loaded, and each preset's retyped model. Models are independent of one
@@ -51,7 +52,6 @@ __all__ = [
     "candidates",
     "default_jobs",
     "fit_model",
-    "needs_gpu",
     "sweep",
 ]
 
@@ -292,7 +292,7 @@ def _fit_sglang(
     )
 
 
-def needs_gpu(base: PlanRequest, probe: Callable[[], Hardware]) -> None:
+def _needs_gpu(base: PlanRequest, probe: Callable[[], Hardware]) -> None:
     """Refuse a sweep for an engine that runs on NVIDIA GPUs (vLLM's CUDA build, SGLang)
     when none was given or detected: every row would fail for the same reason."""
     if base.engine not in ("vllm", "sglang") or base.platform == "cpu" or base.gpu_bytes:
@@ -340,7 +340,7 @@ def _sweep(
     jobs: int,
 ) -> FitSweep:
     cached = functools.cache(probe)
-    needs_gpu(base, cached)
+    _needs_gpu(base, cached)
     found: list[tuple[str, FitRow | str]] = []
     work: list[tuple[int, str, ModelSpec]] = []
     for model, load in models:
