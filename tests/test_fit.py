@@ -310,3 +310,30 @@ def test_the_progress_bar_counts_models_and_starts_no_thread_before_the_workers(
     assert seen == [before]
     err = capsys.readouterr().err
     assert "sweeping models: qwen3-" in err
+
+
+@pytest.mark.parametrize(("engine", "length"), [("vllm", "--max-model-len"), ("sglang", "--ctx")])
+def test_a_serving_engine_takes_the_fewest_gpus_that_hold_the_model(
+    engine: str, length: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With several GPUs a checkpoint is served with the fewest that hold one request of
+    --min-ctx (tensor parallel 1, 2, 4, ...): Qwen3-32B's 65 GB of BF16 needs both 40 GiB
+    GPUs, Qwen3-8B one; each row is plan's at that tensor-parallel size, and one size less
+    does not fit."""
+    hw = ["--gpu", "40GiB", "--gpu", "40GiB", "--memory", "64GiB"]
+    sources = ["--source", "qwen3-32b", "--source", "qwen3-8b"]
+    _, doc = _json(capsys, "fit", "--engine", engine, *hw, *sources, "--json")
+    found = doc["rows"]
+    assert isinstance(found, list)
+    rows = {r["model"]: r for r in found}
+    for model, tp in (("qwen3-32b", 2), ("qwen3-8b", 1)):
+        row = rows[model]
+        args = ["plan", model, "--engine", engine, *hw, length, "4096", "--json"]
+        code, plan = _json(capsys, *args, "-tp", str(tp))
+        assert code == 0
+        assert plan["budget"]["max_context"] == row["max_context"]  # type: ignore[index]
+        assert plan["memory"]["needed_bytes"] == row["needed_bytes"]  # type: ignore[index]
+        assert plan["commands"][engine] == row["command"]  # type: ignore[index]
+        if tp > 1:
+            code, _ = _json(capsys, *args, "-tp", str(tp // 2))
+            assert code == 1

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from membudget._collector import pace_here, paced
 from membudget.errors import InvalidArgumentError, MembudgetError
@@ -44,6 +44,10 @@ from membudget.request import (
     vllm_settings,
 )
 from membudget.units import GIB
+
+if TYPE_CHECKING:
+    from membudget.engines.sglang import SglangEstimate, SglangSettings
+    from membudget.engines.vllm import VllmEstimate, VllmSettings
 
 __all__ = [
     "FitRow",
@@ -203,11 +207,17 @@ def _fit_vllm(
 ) -> FitRow | str:
     from membudget.engines.vllm import estimate_vllm, max_model_len, vllm_command  # noqa: PLC0415
 
-    request = replace(base, ctx=min_ctx, max_model_len=min_ctx, source=model)
-    settings = vllm_settings(request, spec, probe)
-    e = estimate_vllm(spec, settings)
-    if not e.fits:
-        return f"vLLM cannot serve one request of {min_ctx:,} tokens"
+    def at(tp: int) -> tuple[PlanRequest, VllmSettings, VllmEstimate]:
+        request = replace(
+            base, ctx=min_ctx, max_model_len=min_ctx, source=model, tensor_parallel=tp
+        )
+        settings = vllm_settings(request, spec, probe)
+        return request, settings, estimate_vllm(spec, settings)
+
+    found = _fewest_gpus(base, probe, at)
+    if found is None:
+        return f"vLLM cannot serve one request of {min_ctx:,} tokens{_on_gpus(base, probe)}"
+    request, settings, e = found
     at_ctx = estimate_vllm(spec, replace(settings, max_model_len=ctx)) if ctx != min_ctx else e
     per_token = e.page_bytes / e.block_size if e.block_size else 0
     return _as_published(
@@ -273,11 +283,17 @@ def _fit_sglang(
         sglang_command,
     )
 
-    request = replace(base, ctx=min_ctx, source=model)
-    settings = sglang_settings(request, spec, probe)
-    e = estimate_sglang(spec, settings)
-    if not e.fits:
-        return f"SGLang's token pool cannot hold one request of {min_ctx:,} tokens"
+    def at(tp: int) -> tuple[PlanRequest, SglangSettings, SglangEstimate]:
+        request = replace(base, ctx=min_ctx, source=model, tensor_parallel=tp)
+        settings = sglang_settings(request, spec, probe)
+        return request, settings, estimate_sglang(spec, settings)
+
+    found = _fewest_gpus(base, probe, at)
+    if found is None:
+        return f"SGLang's token pool cannot hold one request of {min_ctx:,} tokens" + _on_gpus(
+            base, probe
+        )
+    request, settings, e = found
     at_ctx = e if ctx == min_ctx else estimate_sglang(spec, replace(settings, context_length=ctx))
     return _as_published(
         model,
@@ -290,6 +306,47 @@ def _fit_sglang(
         kv_tokens_per_gib=GIB // e.cell_bytes if e.cell_bytes else None,
         command=tuple(sglang_command(e, served_name(request, spec))),
     )
+
+
+_S = TypeVar("_S")
+_Served = TypeVar("_Served", bound="VllmEstimate | SglangEstimate")
+
+
+def _tensor_parallel(base: PlanRequest, probe: Callable[[], Hardware]) -> list[int]:
+    """The tensor-parallel sizes a serving engine is swept at, fewest GPUs first: 1, 2, 4, ...
+    up to the GPUs given or detected (one on vLLM's CPU build)."""
+    if base.platform == "cpu":
+        return [1]
+    n = len(base.gpu_bytes) if base.gpu_bytes else sum(1 for g in probe().gpus if not g.unified)
+    sizes = [1]
+    while sizes[-1] * 2 <= n:
+        sizes.append(sizes[-1] * 2)
+    return sizes
+
+
+def _fewest_gpus(
+    base: PlanRequest,
+    probe: Callable[[], Hardware],
+    at: Callable[[int], tuple[PlanRequest, _S, _Served]],
+) -> tuple[PlanRequest, _S, _Served] | None:
+    """The plan at the fewest GPUs (tensor parallel) where one request of the least context
+    fits, or None; a size that does not divide the model's heads is passed over (one GPU's
+    refusal is the model's, and is raised)."""
+    for tp in _tensor_parallel(base, probe):
+        try:
+            found = at(tp)
+        except InvalidArgumentError:
+            if tp == 1:
+                raise
+            continue
+        if found[2].fits:
+            return found
+    return None
+
+
+def _on_gpus(base: PlanRequest, probe: Callable[[], Hardware]) -> str:
+    most = _tensor_parallel(base, probe)[-1]
+    return f" on up to {most} GPUs (tensor parallel)" if most > 1 else ""
 
 
 def _needs_gpu(base: PlanRequest, probe: Callable[[], Hardware]) -> None:
