@@ -3,7 +3,7 @@
 - :mod:`.profile`: the settings, the rules and the estimate of every buffer per device (this
   package re-exports it: ``from membudget.engines.llamacpp import estimate_llamacpp``);
 - :mod:`.layout`: per-slot weight and cache tables and the memoised compute figure the
-  estimate and the placer share;
+  estimate and the placer share; :mod:`.memo`: what every module computes once per model;
 - :mod:`.devices`: which device holds each layer and tensor, CUDA's allocation rules, host pins;
 - :mod:`.ggml`: a shape-only ggml graph and the replay of ggml-alloc (the allocator);
   :mod:`.reduce`: a deep model's one-backend buffer from a short graph, with its proof;

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 from membudget.engines.llamacpp.devices import (
     CUDA_ALIGNMENT,
@@ -36,6 +34,7 @@ from membudget.engines.llamacpp.devices import (
 )
 from membudget.engines.llamacpp.ggml import Graph, Tensor, allocate
 from membudget.engines.llamacpp.graph import GraphSettings, build_graph, layer_phase, simulated
+from membudget.engines.llamacpp.memo import MEMO as _MEMO
 from membudget.engines.llamacpp.phases import compute_bytes
 from membudget.engines.llamacpp.reduce import (
     HEAD,
@@ -65,44 +64,12 @@ __all__ = [
 INPUT_TENSORS = ("token_embd", "token_types", "position_embd")
 """Tensors of the input layer, which llama.cpp always keeps on the CPU."""
 _F32 = 4
-_T = TypeVar("_T")
 
 
 def pad(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-class _Memo:
-    """Values computed from one :class:`ModelSpec` object, for the last ``size`` objects.
-
-    Keyed by the object's id while a reference to it is kept here, so an id is never reused
-    for another model while its entry lives."""
-
-    def __init__(self, size: int = 16) -> None:
-        self._size = size
-        self._entries: OrderedDict[int, tuple[ModelSpec, dict[object, object]]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, spec: ModelSpec, key: object, make: Callable[[], _T]) -> _T:
-        with self._lock:
-            entry = self._entries.get(id(spec))
-            if entry is not None and entry[0] is spec:
-                self._entries.move_to_end(id(spec))
-                if key in entry[1]:
-                    return entry[1][key]  # type: ignore[return-value]
-        value = make()
-        with self._lock:
-            entry = self._entries.get(id(spec))
-            if entry is None or entry[0] is not spec:
-                entry = (spec, {})
-                self._entries[id(spec)] = entry
-                while len(self._entries) > self._size:
-                    self._entries.popitem(last=False)
-            entry[1][key] = value
-        return value
-
-
-_MEMO = _Memo()
 _GRAPHS: OrderedDict[tuple[int, GraphSettings], int | None] = OrderedDict()
 _GRAPHS_LOCK = threading.Lock()
 _GRAPHS_SIZE = 4096

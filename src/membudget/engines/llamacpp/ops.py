@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from membudget.engines.llamacpp.ggml import Graph, Tensor, type_size
-from membudget.model import LayerSpec, ModelSpec, TensorSpec
+from membudget.engines.llamacpp.memo import MEMO
+from membudget.model import LayerSpec, ModelSpec
 
 __all__ = ["Gating", "GraphBuilder", "GraphSettings"]
 
@@ -41,34 +42,20 @@ class GraphSettings:
     attn_rotation: bool = True
 
 
-_STORED: dict[int, tuple[tuple[TensorSpec, ...], dict[str, bool], dict[str, int]]] = {}
-"""Per tensor list (by id, the list kept so its id is not reused while its entry lives): the
-suffixes asked of it, and its matrices' widths. Graph builders ask per layer and per build."""
-
-
-def _stored(spec: ModelSpec) -> tuple[tuple[TensorSpec, ...], dict[str, bool], dict[str, int]]:
-    tensors = spec.tensors
-    entry = _STORED.get(id(tensors))
-    if entry is None or entry[0] is not tensors:
-        widths = {t.name: t.shape[1] for t in tensors if len(t.shape) >= 2}
-        entry = (tensors, {}, widths)
-        if len(_STORED) >= 32:
-            _STORED.clear()
-        _STORED[id(tensors)] = entry
-    return entry
-
-
 def has_tensor(spec: ModelSpec, suffix: str) -> bool:
-    suffixes = _stored(spec)[1]
-    found = suffixes.get(suffix)
-    if found is None:
-        found = suffixes[suffix] = any(t.name.endswith(suffix) for t in spec.tensors)
-    return found
+    return MEMO.get(
+        spec, ("has-tensor", suffix), lambda: any(t.name.endswith(suffix) for t in spec.tensors)
+    )
 
 
 def tensor_width(spec: ModelSpec, name: str, default: int = 0) -> int:
     """The output width (second dimension) of a stored matrix, or ``default`` if absent."""
-    return _stored(spec)[2].get(name, default)
+    widths: dict[str, int] = MEMO.get(
+        spec,
+        "matrix-widths",
+        lambda: {t.name: t.shape[1] for t in spec.tensors if len(t.shape) >= 2},
+    )
+    return widths.get(name, default)
 
 
 def row_size(t: Tensor, n: int) -> int:
