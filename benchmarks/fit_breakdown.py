@@ -6,8 +6,9 @@ Each machine of ``fit_speed.py`` is swept in its own process, in one worker (``-
 with counters around the planner's parts: the largest-context search and the most-parallel
 search of each row, and the others (the presets tried at ``--min-ctx``, the rest of each plan). An *exact solve* is the
 placer choosing a placement at a context and sequence count it has not solved before; a
-*split* is the scheduler's split of one placement's graph (short or whole), a *one-backend*
-figure the graph on a single backend. Side by side in one run: the seconds and exact solves of
+*split* is the scheduler's split of one placement's graph (short or whole). A second table
+gives the seconds spent building graphs, splitting them as the scheduler does and replaying
+ggml-alloc over them. Side by side in one run: the seconds and exact solves of
 each part, solves per model, milliseconds per solve, the scheduler's splits per solve (all, and in the most-parallel
 search), and what the most-parallel search alone
 takes when the CPUs this benchmark may use share it evenly.
@@ -43,7 +44,7 @@ def _measure(flags: list[str]) -> dict[str, Any]:
     import membudget.fit as fit_module
     import membudget.plan as plan_module
     from membudget.cli import main as cli_main
-    from membudget.engines.llamacpp import layout, sched
+    from membudget.engines.llamacpp import ggml, graph, layout, reduce, sched
     from membudget.placement import Placer
 
     seconds: defaultdict[str, float] = defaultdict(float)
@@ -81,7 +82,12 @@ def _measure(flags: list[str]) -> dict[str, Any]:
     timed(plan_module, "parallel_search", "parallel", sets_phase=True)
     counted(Placer, "_solve", "solves")
     counted(sched, "split_graph", "splits")
-    counted(layout, "_one_backend", "one-backend")
+    # the simulation's three walks, wherever they are called from (none calls another)
+    for owner in (graph, layout):
+        timed(owner, "build_graph", "build")
+    timed(sched, "split_graph", "split")
+    for owner in (ggml, sched, reduce):
+        timed(owner, "replay", "replay")
     argv = sys.argv
     sys.argv = ["membudget", "fit", *flags, "--jobs", "1", "-q"]
     start = time.perf_counter()
@@ -146,6 +152,16 @@ def main() -> None:
             f"{c.get('splits:parallel', 0) / max(solves['parallel'], 1):12.2f} "
             f"{s.get('parallel', 0.0) / cpus:15.2f}"
         )
+    print()
+    print("seconds of each sweep in the simulation's walks, and in the rest")
+    print(
+        f"{'machine':30} {'graphs built':>13} {'scheduler split':>16} {'ggml-alloc':>11} {'rest':>8}"
+    )
+    for name, r in rows:
+        s = r["seconds"]
+        walks = [s.get(k, 0.0) for k in ("build", "split", "replay")]
+        rest = s.get("models", 0.0) - sum(walks)
+        print(f"{name:30} {walks[0]:13.2f} {walks[1]:16.2f} {walks[2]:11.2f} {rest:8.2f}")
 
 
 if __name__ == "__main__":
