@@ -4,9 +4,9 @@
 
 Each row is one machine and one ``--jobs``: the catalogue swept with
 ``python -m membudget fit ... -q`` as its own process (start-up included), the median of
-``--runs`` runs beside the target and their ratio, and the answer. Side by side in one run: a
-CPU-only machine, one GPU, two GPUs; each in one process (``--jobs 1``) and in a worker per
-CPU this benchmark may use (the default).
+``--runs`` runs beside the target and their ratio, and the answer. Side by side in one run: the
+machine it runs on as ``fit`` detects it, a CPU-only machine, one GPU, two GPUs; each in one
+process (``--jobs 1``) and in a worker per CPU this benchmark may use (the default).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 2.0
 MACHINES: list[tuple[str, list[str]]] = [
+    ("this machine, as detected", []),
     ("32 GiB RAM", ["--memory", "32GiB"]),
     ("64 GiB RAM + 24 GiB GPU", ["--memory", "64GiB", "--gpu", "24GiB"]),
     ("128 GiB RAM + 2 x 80 GiB GPUs", ["--memory", "128GiB", "--gpu", "80GiB", "--gpu", "80GiB"]),
