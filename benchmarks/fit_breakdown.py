@@ -4,14 +4,14 @@
 
 Each machine of ``fit_speed.py`` is swept in its own process, in one worker (``--jobs 1``),
 with counters around the planner's parts: the largest-context search and the most-parallel
-search of each row, and the others (the presets tried at ``--min-ctx``, the rest of each plan). An *exact solve* is the
-placer choosing a placement at a context and sequence count it has not solved before; a
-*split* is the scheduler's split of one placement's graph (short or whole). A second table
-gives the seconds spent building graphs, splitting them as the scheduler does and replaying
-ggml-alloc over them. Side by side in one run: the seconds and exact solves of
-each part, solves per model, milliseconds per solve, the scheduler's splits per solve (all, and in the most-parallel
-search), and what the most-parallel search alone
-takes when the CPUs this benchmark may use share it evenly.
+search of each row, and the others (the presets tried at ``--min-ctx``, the rest of each
+plan). An *exact solve* is the placer choosing a placement at a context and sequence count it
+has not solved before; a *split* is the scheduler's split of one placement's graph (short or
+whole). Side by side in one run: the seconds and exact solves of each part, solves per model,
+milliseconds per solve, splits per solve (all, and in the most-parallel search), and what the
+most-parallel search alone takes when the CPUs this benchmark may use share it evenly; then
+the seconds spent building graphs, splitting them as the scheduler does and replaying
+ggml-alloc over them.
 
 Each search needs at least one exact solve at its answer and one a step beyond (unless it
 stops at a bound), and each preset that is not the row's needs one: that count times the cost
@@ -90,15 +90,13 @@ def _measure(flags: list[str]) -> dict[str, Any]:
         timed(owner, "replay", "replay")
     argv = sys.argv
     sys.argv = ["membudget", "fit", *flags, "--jobs", "1", "-q"]
-    start = time.perf_counter()
     try:
         cli_main()
     except SystemExit:
         pass
     finally:
         sys.argv = argv
-    wall = time.perf_counter() - start
-    return {"wall": wall, "seconds": dict(seconds), "counts": dict(counts)}
+    return {"seconds": dict(seconds), "counts": dict(counts)}
 
 
 def main() -> None:
